@@ -1,0 +1,46 @@
+# keyltv: every target is one call into the CLI or a tool, inside .venv.
+# `make demo` and `make test` install what they need on first use.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+HOST    ?= 127.0.0.1
+PORT    ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-fast lint ui bench-accuracy bench-speed clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## Create .venv and install keyltv with its pinned dependencies
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# uv installs the pinned stack in seconds; plain pip is the fallback.
+	$(VENV)/bin/pip install -q uv==0.13.8 && \
+	  $(VENV)/bin/uv pip install -q --python $(PY) -e ".[dev]" || \
+	  $(VENV)/bin/pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: setup ## Train and score on the bundled CDNOW log (scores in outputs/)
+	$(VENV)/bin/keyltv demo --config configs/cdnow.yaml
+
+test: setup ## Run the whole test suite (slow tests included)
+	$(PY) -m pytest
+
+test-fast: setup ## Run the tests not marked slow
+	$(PY) -m pytest -m "not slow"
+
+lint: setup ## Ruff lint
+	$(VENV)/bin/ruff check src tests benchmarks
+
+ui: setup ## MLflow UI on http://$(HOST):$(PORT) against the project's store
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui \
+	  --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+	  --default-artifact-root $(CURDIR)/mlartifacts \
+	  --host $(HOST) --port $(PORT) --workers 1
+
+clean: ## Remove outputs and the local MLflow store (keeps .venv)
+	rm -rf outputs mlflow.db mlartifacts

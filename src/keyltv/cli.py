@@ -1,0 +1,175 @@
+"""Command-line interface: wiring only; the jobs live in :mod:`keyltv.workflows`.
+
+Exit codes: 0 ok, 1 internal error, 2 bad input (one line on stderr, no traceback).
+Set ``KEYLTV_DEBUG=1`` to see the traceback of an internal error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from keyltv.data.schema import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="keyltv: key-account lifetime value from a transaction log.")
+
+TransactionsOpt = Annotated[Path, typer.Option("--transactions", help="Transaction log (CSV or Parquet).")]
+AccountsOpt = Annotated[Path | None, typer.Option("--accounts", help="Account attribute table (CSV or Parquet).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (see configs/).")]
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut date YYYY-MM-DD; default: day after the last transaction.")]
+HorizonOpt = Annotated[int | None, typer.Option("--horizon-days", help="Prediction horizon in days (default 365).")]
+ProjectOpt = Annotated[Path, typer.Option("--project-dir", help="Folder of the default MLflow store.")]
+
+
+def _parse_date(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise InputError(f"{option} {value!r}: expected a date as YYYY-MM-DD") from None
+
+
+def _config(path: Path | None, horizon_days: int | None):
+    from keyltv.config import load_config
+
+    config = load_config(path)
+    if horizon_days is not None:
+        if horizon_days <= 0:
+            raise InputError(f"--horizon-days {horizon_days}: must be a positive number of days")
+        config = config.with_overrides(horizon_days=horizon_days)
+    return config
+
+
+def _print_table(frame: pd.DataFrame) -> None:
+    with pd.option_context("display.width", 160, "display.max_columns", 30,
+                           "display.float_format", "{:.4f}".format):
+        typer.echo(frame.to_string())
+
+
+@app.command()
+def train(transactions: TransactionsOpt, accounts: AccountsOpt = None, config: ConfigOpt = None,
+          as_of: AsOfOpt = None, horizon_days: HorizonOpt = None,
+          project_dir: ProjectOpt = Path(".")) -> None:
+    """Backtest every model, register the champion as models:/keyltv@champion."""
+    from keyltv import workflows
+
+    cfg = _config(config, horizon_days)
+    store = workflows.open_store(cfg, project_dir)
+    inputs = workflows.load_inputs(transactions, accounts, cfg, _parse_date(as_of, "--as-of"))
+    result = workflows.train(inputs, cfg, store)
+    _report_training(result, cfg)
+
+
+def _report_training(result, cfg) -> None:
+    bt = result.backtest
+    typer.echo(f"Backtest: fitted before {bt.cutoff}, judged on [{bt.cutoff}, +{bt.horizon_days} days) "
+               f"over {len(bt.predictions)} accounts")
+    _print_table(bt.table)
+    for name, why in bt.skipped.items():
+        typer.echo(f"skipped {name}: {why}")
+    events = ", ".join(f"{k}={v:.4f}" for k, v in bt.event_metrics.items())
+    typer.echo(f"Events: {events}")
+    typer.echo(f"Champion: {result.champion} (by {cfg.selection.metric})")
+    typer.echo(f"Run id: {result.run_id}")
+    state = "now @champion" if result.promoted else "registered without the champion alias"
+    typer.echo(f"Model version: {cfg.tracking.model_name}/{result.version}, {state}: {result.reason}")
+
+
+@app.command()
+def score(transactions: TransactionsOpt,
+          out: Annotated[Path, typer.Option("--out", help="Output file, .csv or .parquet.")],
+          accounts: AccountsOpt = None, config: ConfigOpt = None,
+          model: Annotated[str, typer.Option("--model", help="Model URI.")] = "models:/keyltv@champion",
+          as_of: AsOfOpt = None, horizon_days: HorizonOpt = None,
+          previous: Annotated[Path | None, typer.Option("--previous", help="Earlier score file, for tier migrations.")] = None,
+          project_dir: ProjectOpt = Path(".")) -> None:
+    """Score every account seen before --as-of with a registered model (no retraining)."""
+    from keyltv import workflows
+    from keyltv.data.io import write_table
+
+    cfg = _config(config, None)
+    if horizon_days is not None and horizon_days <= 0:
+        raise InputError(f"--horizon-days {horizon_days}: must be a positive number of days")
+    write_table(pd.DataFrame(), out.with_name(out.name + ".check.csv")).unlink()  # fail early
+    store = workflows.open_store(cfg, project_dir)
+    inputs = workflows.load_inputs(transactions, accounts, cfg, _parse_date(as_of, "--as-of"))
+    result = workflows.score(inputs, cfg, store, model, horizon_days, previous)
+    workflows.write_scores(result.scores, out)
+    workflows.log_scoring(store, result, out, inputs)
+    typer.echo(f"Scored {len(result.scores)} accounts as of {inputs.as_of} with "
+               f"{result.model_version} -> {out}")
+    _print_notes(result.notes)
+
+
+def _print_notes(notes: dict[str, int]) -> None:
+    counted = ", ".join(f"{k}={v}" for k, v in notes.items() if v)
+    if counted:
+        typer.echo(f"Counted: {counted}")
+
+
+@app.command()
+def demo(config: ConfigOpt = None, horizon_days: HorizonOpt = None,
+         out: Annotated[Path, typer.Option("--out", help="Score file to write.")] = Path("outputs/cdnow_scores.csv"),
+         project_dir: ProjectOpt = Path(".")) -> None:
+    """Train and score on the bundled CDNOW log; print top key accounts and flag counts."""
+    from keyltv import workflows
+    from keyltv.data.cdnow import load_cdnow
+
+    cfg = _config(config, horizon_days)
+    store = workflows.open_store(cfg, project_dir)
+    inputs = workflows.load_inputs(load_cdnow(), None, cfg, None, label="CDNOW_master.txt")
+    typer.echo(f"CDNOW: {inputs.log.n_lines} lines, {inputs.log.n_accounts} accounts, "
+               f"{inputs.log.first_date} to {inputs.log.last_date}; as of {inputs.as_of}")
+    trained = workflows.train(inputs, cfg, store)
+    _report_training(trained, cfg)
+    model_uri = f"models:/{cfg.tracking.model_name}/{trained.version}"
+    result = workflows.score(inputs, cfg, store, model_uri)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workflows.write_scores(result.scores, out)
+    workflows.log_scoring(store, result, out, inputs)
+    typer.echo(f"\nScores for {len(result.scores)} accounts -> {out}\nTop key accounts:")
+    _print_table(workflows.top_accounts(result.scores))
+    typer.echo("\nFlag and segment counts:")
+    _print_table(workflows.flag_counts(result.scores).to_frame("accounts"))
+
+
+def main() -> None:
+    """Entry point: run the app, map errors to exit codes 2 (input) and 1 (internal)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    warnings.filterwarnings("ignore", module="mlflow")
+    debug = os.environ.get("KEYLTV_DEBUG") == "1"
+    try:
+        app(standalone_mode=False)
+    except InputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as exc:
+        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
+    except Exception as exc:  # click usage errors are handled below, the rest is ours
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        if debug:
+            raise
+        typer.echo(f"internal error: {exc.__class__.__name__}: {exc} "
+                   "(set KEYLTV_DEBUG=1 for the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

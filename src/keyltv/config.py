@@ -1,0 +1,166 @@
+"""Run configuration: YAML -> validated, frozen objects.
+
+What to run (columns, horizon, models, tier and flag rules) lives in the ``configs/``
+YAML files; where to track (the MLflow URI) may come from the environment instead.
+Nothing here touches the file system or MLflow at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from keyltv.data.schema import InputError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Columns(_Frozen):
+    """Names of the transaction-log columns in the user's file."""
+
+    customer_id: str = "customer_id"
+    date: str = "date"
+    amount: str = "amount"
+    margin: str | None = "margin"
+
+
+class Training(_Frozen):
+    """How ``train`` cuts its own history into training examples.
+
+    Attributes
+    ----------
+    n_cutoffs : int
+        Number of stacked training cutoffs for the gradient-boosted models; each adds one
+        row per account seen before it, so short histories still give enough examples.
+    cutoff_step_days : int
+        Days between consecutive stacked cutoffs.
+    min_feature_days : int
+        A cutoff needs at least this many days of history before it to be used.
+    max_training_rows : int
+        Accounts are sampled (seeded) per cutoff so the GBM never sees more rows than
+        this; bounds training cost on very large books.
+    """
+
+    n_cutoffs: int = Field(4, ge=1, le=24)
+    cutoff_step_days: int = Field(91, ge=1)
+    min_feature_days: int = Field(90, ge=1)
+    max_training_rows: int = Field(2_000_000, ge=1000)
+
+
+class Selection(_Frozen):
+    """How the champion is chosen and when the ``champion`` alias may move."""
+
+    metric: Literal["normalized_gini", "spearman", "mae", "decile_mape"] = "normalized_gini"
+    min_improvement: float = 0.0
+
+
+class Events(_Frozen):
+    """Definitions of the account events that ``decline_risk`` and ``growth_potential`` score.
+
+    Decline: value over the horizon below ``decline_ratio`` x trailing value (churn counts).
+    Growth: value over the horizon above ``growth_ratio`` x trailing value.
+    """
+
+    decline_ratio: float = Field(0.5, gt=0, lt=1)
+    growth_ratio: float = Field(1.5, gt=1)
+
+
+class Tiers(_Frozen):
+    """ABC(D) tiers: share of accounts per tier, or cumulative share of value."""
+
+    method: Literal["share_of_accounts", "cumulative_value"] = "share_of_accounts"
+    # Share of accounts in A, B, C (D is the rest): the 20/30/30/20 pyramid.
+    shares: tuple[float, float, float] = (0.2, 0.3, 0.3)
+    # Cumulative predicted-value cut points for A, B, C when method is cumulative_value.
+    value_cuts: tuple[float, float, float] = (0.8, 0.95, 0.99)
+
+    @model_validator(mode="after")
+    def _check(self) -> Tiers:
+        if sum(self.shares) >= 1 or min(self.shares) <= 0:
+            raise ValueError(f"tiers.shares must be positive and sum below 1, got {self.shares}")
+        if list(self.value_cuts) != sorted(self.value_cuts) or not 0 < self.value_cuts[0]:
+            raise ValueError(f"tiers.value_cuts must increase within (0, 1], got {self.value_cuts}")
+        return self
+
+
+class Flags(_Frozen):
+    """Thresholds of the documented flag rules (see ``keyltv.scoring.rules``)."""
+
+    at_risk_decline: float = Field(0.5, ge=0, le=1)
+    high_potential_growth: float = Field(0.5, ge=0, le=1)
+    # "Valuable" = in the top share of accounts by trailing or predicted value.
+    valuable_share: float = Field(0.2, gt=0, le=1)
+    low_margin_rate: float = Field(0.05, ge=0, le=1)
+    sleeping_p_alive: float = Field(0.3, ge=0, le=1)
+
+
+class Tracking(_Frozen):
+    """Where MLflow data lives. ``MLFLOW_TRACKING_URI`` overrides ``uri``."""
+
+    uri: str | None = None
+    experiment: str = "keyltv"
+    model_name: str = "keyltv"
+
+
+class Config(_Frozen):
+    """A complete, validated keyltv configuration."""
+
+    columns: Columns = Columns()
+    date_format: str | None = None
+    horizon_days: int = Field(365, ge=1, le=3660)
+    seed: int = 42
+    models: tuple[str, ...] = ("trailing", "bgnbd", "lightgbm", "hybrid")
+    training: Training = Training()
+    events: Events = Events()
+    selection: Selection = Selection()
+    tiers: Tiers = Tiers()
+    flags: Flags = Flags()
+    tracking: Tracking = Tracking()
+
+    @model_validator(mode="after")
+    def _known_models(self) -> Config:
+        from keyltv.models import MODEL_NAMES
+
+        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown model {unknown[0]!r}; allowed: {', '.join(MODEL_NAMES)}")
+        return self
+
+    def with_overrides(self, **changes: object) -> Config:
+        """Return a copy with top-level fields replaced (``None`` values are ignored)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return self.model_validate({**self.model_dump(), **changes})
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a YAML configuration; ``None`` gives the defaults.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, is not YAML, or a field is invalid; the message names
+        the file, the field and the value.
+    """
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a valid YAML file ({exc.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        raise InputError(f"{path}: field {field!r} = {value!r}: {err['msg']}") from None

@@ -1,0 +1,148 @@
+"""Time-based backtests: fit every model on data before a cutoff, score the next horizon.
+
+Each model only sees transactions before the cutoff (the supervised ones learn from
+earlier cutoffs inside that history), and is judged on the realized value of the
+accounts known at the cutoff over ``[cutoff, cutoff + horizon)``. Peers run in the same
+call on the same accounts, so every row of the table is comparable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from keyltv.config import Config
+from keyltv.data.io import TransactionLog
+from keyltv.data.schema import InputError
+from keyltv.evaluation.metrics import HIGHER_IS_BETTER, auc, value_metrics
+from keyltv.features import future_values
+from keyltv.models.bundle import (
+    TrainingData,
+    event_labels,
+    fit_event_models,
+    fit_value_model,
+    training_data,
+)
+from keyltv.models.probabilistic import ProbabilisticLTV
+
+
+@dataclass
+class BacktestResult:
+    """Outcome of one backtest cutoff.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per fitted model: value metrics and ``fit_seconds``.
+    predictions : pandas.DataFrame
+        Per account: ``actual``, ``trailing_value`` and one column per fitted model.
+    events : pandas.DataFrame
+        Per account: realized ``decline``/``growth`` and their scores.
+    skipped : dict
+        Models that could not be fitted, with the reason.
+    data : TrainingData
+        The training cut, reused by callers (no recomputation).
+    """
+
+    cutoff: date
+    horizon_days: int
+    table: pd.DataFrame
+    predictions: pd.DataFrame
+    events: pd.DataFrame
+    event_metrics: dict[str, float]
+    skipped: dict[str, str] = field(default_factory=dict)
+    models: dict[str, object] = field(default_factory=dict, repr=False)
+    data: TrainingData | None = field(default=None, repr=False)
+
+
+def backtest(
+    log: TransactionLog,
+    cutoff: date,
+    config: Config,
+    accounts: pd.DataFrame | None = None,
+    models: tuple[str, ...] | None = None,
+) -> BacktestResult:
+    """Fit ``models`` (default: the config's) before ``cutoff`` and evaluate after it.
+
+    Raises
+    ------
+    InputError
+        If the log does not cover the whole evaluation window.
+    """
+    h = config.horizon_days
+    end = log.last_date + timedelta(days=1)
+    if cutoff + timedelta(days=h) > end:
+        raise InputError(
+            f"{log.source}: cutoff {cutoff} + {h} days ends after the last transaction "
+            f"({log.last_date}); use a cutoff on or before {end - timedelta(days=h)}"
+        )
+    if cutoff <= log.first_date:
+        raise InputError(f"{log.source}: cutoff {cutoff} is not after the first transaction ({log.first_date})")
+    data = training_data(log, cutoff, config, accounts)
+    actual = future_values(log, cutoff, h, data.current.index)
+    predictions = pd.DataFrame(
+        {"actual": actual["value"], "trailing_value": data.current["trailing_value"]}
+    )
+    rows, skipped, fitted = {}, {}, {}
+    for name in models or config.models:
+        started = time.perf_counter()
+        try:
+            model = fit_value_model(name, data, config)
+        except ValueError as exc:
+            skipped[name] = str(exc)
+            continue
+        predictions[name] = model.predict(data.current)
+        fitted[name] = model
+        rows[name] = {
+            **value_metrics(predictions["actual"], predictions[name]),
+            "fit_seconds": time.perf_counter() - started,
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "model"
+    events, event_metrics = _evaluate_events(data, predictions, fitted, config)
+    return BacktestResult(cutoff, h, table, predictions, events, event_metrics, skipped,
+                          fitted, data)
+
+
+def _evaluate_events(
+    data: TrainingData, predictions: pd.DataFrame, fitted: dict[str, object], config: Config
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """AUC of decline and growth scores against realized events, with 1 - P(alive) as peer."""
+    decline, growth = event_labels(predictions["trailing_value"], predictions["actual"], config)
+    events = pd.DataFrame({"decline": decline, "growth": growth}, index=predictions.index)
+    metrics: dict[str, float] = {}
+    prob = next((m for m in fitted.values() if isinstance(m, ProbabilisticLTV)), None)
+    # Decline AUCs are measured where decline can happen: accounts with trailing value.
+    had_value = predictions["trailing_value"].to_numpy() > 0
+    if prob is not None:
+        events["p_alive"] = prob.predict_p_alive(data.current)
+        metrics["decline_auc_1_minus_p_alive"] = auc(decline[had_value],
+                                                     1 - events["p_alive"][had_value])
+    classifiers = fit_event_models(data, config)
+    if classifiers is not None:
+        events["decline_risk"] = classifiers[0].predict_proba(data.current)[:, 1]
+        events["growth_potential"] = classifiers[1].predict_proba(data.current)[:, 1]
+        metrics["decline_auc"] = auc(decline[had_value], events["decline_risk"][had_value])
+        metrics["growth_auc"] = auc(growth, events["growth_potential"])
+    metrics["decline_rate"] = float(np.mean(decline[had_value])) if had_value.any() else float("nan")
+    metrics["growth_rate"] = float(np.mean(growth))
+    return events, metrics
+
+
+def choose_champion(table: pd.DataFrame, metric: str) -> str:
+    """Best model of a backtest table by ``metric`` (ties: first in table order).
+
+    Raises
+    ------
+    ValueError
+        If no model has a finite value of ``metric``.
+    """
+    scores = table[metric].astype(float)
+    scores = scores[np.isfinite(scores)]
+    if scores.empty:
+        raise ValueError(f"no model has a finite {metric} in the backtest")
+    return str((scores * HIGHER_IS_BETTER[metric]).idxmax())

@@ -1,0 +1,235 @@
+"""Per-account feature and label tables, defined once in SQL.
+
+The same query serves training cutoffs and scoring, so a model never sees features
+computed differently from the ones it was trained on. It is plain SQL over the daily
+table (window functions, ``FILTER`` aggregates) so it can run unchanged on engines other
+than DuckDB later. Days are integers counted back from the cutoff: ``age = as_of - day``
+(so ``age >= 1`` for every day used).
+
+An *order* is a day with positive net amount (see :mod:`keyltv.data.io`). Lifetimes'
+conventions are kept for the probabilistic inputs: ``frequency`` = repeat order days,
+``recency`` = days between first and last order, ``T`` = days since the first order.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from keyltv.data.io import TransactionLog
+from keyltv.data.schema import InputError
+
+WINDOWS = (30, 90, 180, 365)
+
+_FEATURES_SQL = """
+WITH d AS (
+    SELECT customer_id, day, amount, margin, returns,
+           date_diff('day', day, $as_of) AS age
+    FROM daily WHERE day < $as_of
+),
+o AS (
+    SELECT customer_id, amount, age,
+           lag(age) OVER (PARTITION BY customer_id ORDER BY age DESC) - age AS gap
+    FROM d WHERE amount > 0
+),
+agg_o AS (
+    SELECT customer_id, count(*) AS orders_total, max(age) AS first_order_age,
+           min(age) AS last_order_age, stddev_pop(gap) AS gap_std,
+           COALESCE(avg(amount) FILTER (WHERE gap IS NOT NULL), 0) AS repeat_order_value,
+           avg(amount) AS avg_order_value
+    FROM o GROUP BY customer_id
+),
+agg_d AS (
+    SELECT customer_id, max(age) AS tenure_days, min(age) AS days_since_last_activity,
+           sum(amount) AS value_total, -sum(returns) AS returns_total,
+           sum(amount - returns) AS gross_total, sum(margin) AS margin_total,
+           {windows},
+           COALESCE(sum(amount) FILTER (WHERE age <= $h), 0) AS trailing_value,
+           COALESCE(sum(amount) FILTER (WHERE age > $h AND age <= 2 * $h), 0) AS previous_value,
+           COALESCE(sum(amount) FILTER (WHERE age > 365 - $h AND age <= 365), 0)
+               AS value_same_window_last_year,
+           count(DISTINCT date_trunc('month', day)) FILTER (WHERE age <= 365) AS active_months_365
+    FROM d GROUP BY customer_id
+)
+SELECT a.customer_id,
+       COALESCE(o.orders_total - 1, 0) AS frequency,
+       COALESCE(o.first_order_age - o.last_order_age, 0) AS recency,
+       COALESCE(o.first_order_age, a.tenure_days) AS T,
+       COALESCE(o.repeat_order_value, 0) AS repeat_order_value,
+       a.tenure_days,
+       COALESCE(o.orders_total, 0) AS orders_total,
+       a.value_total,
+       COALESCE(o.avg_order_value, 0) AS avg_order_value,
+       COALESCE(o.last_order_age, a.tenure_days) AS days_since_last_order,
+       a.days_since_last_activity,
+       {window_columns},
+       a.trailing_value, a.previous_value, a.value_same_window_last_year, a.active_months_365,
+       CASE WHEN o.orders_total > 1
+            THEN (o.first_order_age - o.last_order_age) / (o.orders_total - 1) END AS mean_gap_days,
+       CASE WHEN o.orders_total > 2 AND o.first_order_age > o.last_order_age
+            THEN o.gap_std * (o.orders_total - 1) / (o.first_order_age - o.last_order_age)
+            END AS gap_cv,
+       CASE WHEN a.gross_total > 0 THEN a.returns_total / a.gross_total + 0.0 ELSE 0.0 END AS return_share,
+       CASE WHEN a.value_total > 0 THEN a.margin_total / a.value_total END AS margin_rate
+FROM agg_d a LEFT JOIN agg_o o USING (customer_id)
+ORDER BY a.customer_id
+"""
+
+_LABELS_SQL = """
+SELECT customer_id, sum(amount) AS value, count(*) FILTER (WHERE amount > 0) AS orders,
+       sum(margin) AS profit
+FROM daily WHERE day >= $as_of AND day < $end
+GROUP BY customer_id
+"""
+
+
+def _feature_sql() -> str:
+    windows = ",\n           ".join(
+        f"COALESCE(sum(amount) FILTER (WHERE age <= {w}), 0) AS value_{w}d, "
+        f"count(*) FILTER (WHERE age <= {w} AND amount > 0) AS orders_{w}d"
+        for w in WINDOWS
+    )
+    columns = ", ".join(f"a.value_{w}d, a.orders_{w}d" for w in WINDOWS)
+    return _FEATURES_SQL.format(windows=windows, window_columns=columns)
+
+
+def account_features(log: TransactionLog, as_of: date, horizon_days: int) -> pd.DataFrame:
+    """One row of features per account with any transaction strictly before ``as_of``.
+
+    Parameters
+    ----------
+    log : TransactionLog
+        Validated log.
+    as_of : datetime.date
+        Cut date; nothing on or after it is read.
+    horizon_days : int
+        Prediction horizon; sets the trailing and previous value windows.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``customer_id`` (sorted), columns :data:`FEATURE_COLUMNS`.
+    """
+    frame = log.con.execute(_feature_sql(), {"as_of": as_of, "h": horizon_days}).df()
+    frame = frame.set_index("customer_id")
+    frame.index = frame.index.astype(str)
+    frame = frame.astype(float)
+    return _add_ratios(frame, horizon_days)
+
+
+def _add_ratios(frame: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
+    """Rhythm and trend features derived from the aggregates (NaN where undefined)."""
+    out = frame.copy()
+    # Recency against the account's own rhythm: 3.0 = three usual gaps without an order.
+    out["recency_ratio"] = out["days_since_last_order"] / out["mean_gap_days"]
+    # Orders in the last 90 days relative to the account's long-run order rate.
+    usual_90 = out["orders_total"] * 90.0 / out["tenure_days"].clip(lower=90.0)
+    out["rhythm_90d"] = out["orders_90d"] / usual_90.replace(0, np.nan)
+    # Log growth between the last two horizons; +-log(2) means doubled / halved.
+    out["trend"] = np.log1p(out["trailing_value"].clip(lower=0)) - np.log1p(
+        out["previous_value"].clip(lower=0)
+    )
+    # How much of a full previous horizon the account has existed: new accounts look
+    # like decliners-from-zero otherwise.
+    out["history_coverage"] = (out["tenure_days"] / (2.0 * horizon_days)).clip(upper=1.0)
+    return out[FEATURE_COLUMNS]
+
+
+FEATURE_COLUMNS = [
+    "frequency", "recency", "T", "repeat_order_value", "tenure_days", "orders_total",
+    "value_total", "avg_order_value", "days_since_last_order", "days_since_last_activity",
+    *[f"{kind}_{w}d" for w in WINDOWS for kind in ("value", "orders")],
+    "trailing_value", "previous_value", "value_same_window_last_year", "active_months_365",
+    "mean_gap_days", "gap_cv", "return_share", "margin_rate",
+    "recency_ratio", "rhythm_90d", "trend", "history_coverage",
+]
+
+
+def future_values(
+    log: TransactionLog, as_of: date, horizon_days: int, index: pd.Index
+) -> pd.DataFrame:
+    """Realized value, orders and profit in ``[as_of, as_of + horizon_days)``.
+
+    Parameters
+    ----------
+    index : pandas.Index
+        Accounts to return (those scored at ``as_of``); absent accounts get zeros, and
+        accounts first seen inside the window are left out (they were not scoreable).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``value``, ``orders``, ``profit`` (NaN without margins), one row per
+        account of ``index``.
+    """
+    end = as_of + timedelta(days=horizon_days)
+    frame = log.con.execute(_LABELS_SQL, {"as_of": as_of, "end": end}).df()
+    frame = frame.set_index("customer_id")
+    frame.index = frame.index.astype(str)
+    out = frame.reindex(index).astype(float)
+    out[["value", "orders"]] = out[["value", "orders"]].fillna(0.0)
+    if log.has_margin:
+        out["profit"] = out["profit"].fillna(0.0)
+    return out
+
+
+def training_cutoffs(
+    log: TransactionLog, as_of: date, horizon_days: int, n_cutoffs: int, step_days: int,
+    min_feature_days: int,
+) -> list[date]:
+    """Cutoffs ``as_of - horizon - k * step`` whose history and full label window fit.
+
+    Raises
+    ------
+    InputError
+        If not even one cutoff has ``min_feature_days`` of history before it.
+    """
+    first = as_of - timedelta(days=horizon_days)
+    cutoffs = [first - timedelta(days=k * step_days) for k in range(n_cutoffs)]
+    usable = [c for c in cutoffs if (c - log.first_date).days >= min_feature_days]
+    if not usable:
+        raise InputError(
+            f"{log.source}: history from {log.first_date} to {as_of} is too short to train on "
+            f"a {horizon_days}-day horizon: needs {horizon_days + min_feature_days} days, "
+            f"has {(as_of - log.first_date).days}"
+        )
+    return usable
+
+
+def training_frame(
+    log: TransactionLog, cutoffs: list[date], horizon_days: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stack features and labels over several cutoffs (one row per account and cutoff).
+
+    Returns
+    -------
+    X : pandas.DataFrame
+        Features with a ``cutoff`` column (datetime64) and ``customer_id`` index.
+    y : pandas.DataFrame
+        Labels (``value``, ``orders``, ``profit``) aligned with ``X``.
+    """
+    xs, ys = [], []
+    for cutoff in cutoffs:
+        features = account_features(log, cutoff, horizon_days)
+        xs.append(features.assign(cutoff=pd.Timestamp(cutoff)))
+        ys.append(future_values(log, cutoff, horizon_days, features.index))
+    return pd.concat(xs), pd.concat(ys)
+
+
+def with_attributes(features: pd.DataFrame, accounts: pd.DataFrame | None) -> pd.DataFrame:
+    """Join account attributes (prefixed ``attr_``) onto a feature frame.
+
+    Accounts missing from the attribute table get missing values, which LightGBM
+    treats as their own branch; attribute rows without transactions are not added.
+    """
+    if accounts is None or accounts.shape[1] == 0:
+        return features
+    attrs = accounts.add_prefix("attr_")
+    joined = features.join(attrs, how="left")
+    # join() turns categoricals with missing rows into object in some pandas versions.
+    for column in attrs.columns:
+        if isinstance(attrs[column].dtype, pd.CategoricalDtype):
+            joined[column] = joined[column].astype(attrs[column].dtype)
+    return joined

@@ -1,0 +1,25 @@
+"""Value models with the scikit-learn estimator contract.
+
+Every model is fitted on a per-account feature frame (see :mod:`keyltv.features`) and
+predicts value over ``horizon_days``:
+
+- ``trailing``: naive baseline, value of the last horizon repeats.
+- ``bgnbd`` / ``pareto``: BG/NBD or Pareto/NBD with Gamma-Gamma spend (lifetimes).
+- ``lightgbm``: LightGBM (Tweedie) on stacked per-account features.
+- ``hybrid``: the same GBM with the probabilistic model's outputs as inputs.
+"""
+
+from keyltv.models.baseline import TrailingValueRegressor
+from keyltv.models.gbm import GBMClassifier, GBMRegressor, HybridRegressor
+from keyltv.models.probabilistic import ProbabilisticLTV
+
+MODEL_NAMES = ("trailing", "bgnbd", "pareto", "lightgbm", "hybrid")
+
+__all__ = [
+    "MODEL_NAMES",
+    "GBMClassifier",
+    "GBMRegressor",
+    "HybridRegressor",
+    "ProbabilisticLTV",
+    "TrailingValueRegressor",
+]

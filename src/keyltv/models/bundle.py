@@ -1,0 +1,252 @@
+"""The deployable predictor: a champion value model plus the models around it.
+
+:class:`KeyLTVModel` is what gets registered. It turns a per-account feature frame into
+every model output of a score file (value with interval, orders, P(alive), decline and
+growth scores, profit). The ``fit_*`` functions build it from a validated log; they
+decide which training rows each estimator learns from:
+
+- probabilistic models and the baseline learn from the features at the cutoff itself;
+- LightGBM models learn from stacked earlier cutoffs (features before, labels after).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from keyltv.config import Config
+from keyltv.data.io import TransactionLog
+from keyltv.features import (
+    account_features,
+    training_cutoffs,
+    training_frame,
+    with_attributes,
+)
+from keyltv.models.baseline import TrailingValueRegressor
+from keyltv.models.gbm import GBMClassifier, GBMRegressor, HybridRegressor
+from keyltv.models.interval import BandedIntervals
+from keyltv.models.probabilistic import ProbabilisticLTV
+
+
+@dataclass
+class TrainingData:
+    """Everything the estimators learn from, cut at one date.
+
+    Attributes
+    ----------
+    as_of : datetime.date
+        The cutoff the fitted models will predict from.
+    current : pandas.DataFrame
+        Features (with attributes) at ``as_of``: one row per account seen before it.
+    stacked_X, stacked_y : pandas.DataFrame or None
+        Stacked earlier cutoffs for supervised models; None when the history is too
+        short, with the reason in ``note``.
+    cutoffs : list of datetime.date
+        Cutoffs used for ``stacked_*``.
+    sampled : int
+        Rows left out of ``stacked_*`` by the training-row cap.
+    """
+
+    as_of: date
+    current: pd.DataFrame
+    stacked_X: pd.DataFrame | None
+    stacked_y: pd.DataFrame | None
+    cutoffs: list[date] = field(default_factory=list)
+    sampled: int = 0
+    note: str | None = None
+
+
+def training_data(
+    log: TransactionLog, as_of: date, config: Config, accounts: pd.DataFrame | None
+) -> TrainingData:
+    """Cut ``log`` at ``as_of`` and at the earlier stacked cutoffs."""
+    h = config.horizon_days
+    current = with_attributes(account_features(log, as_of, h), accounts)
+    t = config.training
+    try:
+        cutoffs = training_cutoffs(log, as_of, h, t.n_cutoffs, t.cutoff_step_days,
+                                   t.min_feature_days)
+    except ValueError as exc:
+        return TrainingData(as_of, current, None, None, note=str(exc))
+    X, y = training_frame(log, cutoffs, h)
+    X = with_attributes(X, accounts)
+    X, y, sampled = _cap_rows(X, y, t.max_training_rows, config.seed)
+    return TrainingData(as_of, current, X, y, cutoffs, sampled)
+
+
+def _cap_rows(X: pd.DataFrame, y: pd.DataFrame, cap: int, seed: int):
+    """Seeded uniform sample of stacked rows, so GBM cost stays bounded on huge books."""
+    if len(X) <= cap:
+        return X, y, 0
+    keep = np.sort(np.random.default_rng(seed).choice(len(X), size=cap, replace=False))
+    return X.iloc[keep], y.iloc[keep], len(X) - cap
+
+
+def make_value_model(name: str, config: Config, kind_seed: int | None = None):
+    """A fresh, unfitted value model by its config name."""
+    h, seed = config.horizon_days, config.seed if kind_seed is None else kind_seed
+    return {
+        "trailing": lambda: TrailingValueRegressor(),
+        "bgnbd": lambda: ProbabilisticLTV(kind="bgnbd", horizon_days=h),
+        "pareto": lambda: ProbabilisticLTV(kind="pareto", horizon_days=h),
+        "lightgbm": lambda: GBMRegressor(random_state=seed),
+        "hybrid": lambda: HybridRegressor(kind="bgnbd", horizon_days=h, random_state=seed),
+    }[name]()
+
+
+SUPERVISED = ("lightgbm", "hybrid")
+
+
+def fit_value_model(name: str, data: TrainingData, config: Config):
+    """Fit one value model on the rows it learns from.
+
+    Raises
+    ------
+    ValueError
+        When the model cannot be fitted on this data (too short a history, no repeat
+        buyer); the message says why and the caller skips the model.
+    """
+    model = make_value_model(name, config)
+    if name in SUPERVISED:
+        if data.stacked_X is None:
+            raise ValueError(data.note or "no training rows")
+        return model.fit(data.stacked_X, data.stacked_y["value"].to_numpy())
+    return model.fit(data.current)
+
+
+def event_labels(trailing: object, future: object, config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """Decline and growth events of each account over the horizon (see ``Events``)."""
+    trailing = np.clip(np.asarray(trailing, dtype=float), 0.0, None)
+    future = np.asarray(future, dtype=float)
+    decline = (trailing > 0) & (future < config.events.decline_ratio * trailing)
+    growth = future > config.events.growth_ratio * trailing
+    return decline, growth
+
+
+def fit_event_models(data: TrainingData, config: Config) -> tuple[GBMClassifier, GBMClassifier] | None:
+    """Decline and growth classifiers on the stacked rows; None if they cannot be fitted."""
+    if data.stacked_X is None:
+        return None
+    decline, growth = event_labels(
+        data.stacked_X["trailing_value"], data.stacked_y["value"], config
+    )
+    # Decline is only defined where there is trailing value to lose.
+    had_value = data.stacked_X["trailing_value"].to_numpy() > 0
+    try:
+        return (
+            GBMClassifier(random_state=config.seed).fit(data.stacked_X[had_value],
+                                                        decline[had_value]),
+            GBMClassifier(random_state=config.seed).fit(data.stacked_X, growth),
+        )
+    except ValueError:
+        return None
+
+
+@dataclass
+class KeyLTVModel:
+    """The registered predictor: features in, every model output out.
+
+    Attributes
+    ----------
+    champion : str
+        Name of the value model (``trailing``, ``bgnbd``, ``lightgbm``...).
+    value_model : estimator
+        Fitted value model.
+    probabilistic : ProbabilisticLTV or None
+        Source of expected orders and P(alive).
+    events : tuple of GBMClassifier or None
+        Decline and growth classifiers.
+    intervals : BandedIntervals or None
+        Interval calibrated on the backtest holdout.
+    horizon_days : int
+    trained_as_of : datetime.date
+    feature_columns : list of str
+        Columns the models read (features and ``attr_*``), checked at scoring time.
+    margin_rate : float or None
+        Book-wide margin rate, the prior that thin histories shrink towards.
+    """
+
+    champion: str
+    value_model: object
+    probabilistic: ProbabilisticLTV | None
+    events: tuple[GBMClassifier, GBMClassifier] | None
+    intervals: BandedIntervals | None
+    horizon_days: int
+    trained_as_of: date
+    feature_columns: list[str]
+    margin_rate: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Model outputs per account (index kept).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``predicted_value``, ``predicted_value_low``, ``predicted_value_high``,
+            ``predicted_orders``, ``p_alive``, ``decline_risk``, ``growth_potential``
+            and, when the model knows margins, ``predicted_profit``.
+        """
+        value = np.asarray(self.value_model.predict(features), dtype=float)
+        out = pd.DataFrame(index=features.index)
+        out["predicted_value"] = value
+        if self.intervals is not None:
+            out["predicted_value_low"], out["predicted_value_high"] = self.intervals.predict(value)
+        else:
+            out["predicted_value_low"], out["predicted_value_high"] = value, value
+        out["predicted_orders"], out["p_alive"] = self._orders_and_alive(features)
+        out["decline_risk"], out["growth_potential"] = self._event_scores(features, out)
+        if self.margin_rate is not None:
+            out["predicted_profit"] = value * self._shrunk_margin_rate(features)
+        return out
+
+    def _orders_and_alive(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        if self.probabilistic is not None:
+            return (self.probabilistic.predict_orders(features),
+                    self.probabilistic.predict_p_alive(features))
+        # Fallback without a count model: the account's own order rate, and survival
+        # decaying with recency measured in its own (or the typical) gaps.
+        rate = features["orders_total"] / features["tenure_days"].clip(lower=1.0)
+        gap = features["mean_gap_days"].fillna(features["mean_gap_days"].median())
+        gap = gap.fillna(float(self.horizon_days))
+        alive = np.exp(-features["days_since_last_order"] / gap.clip(lower=1.0))
+        return (rate * self.horizon_days).to_numpy(), alive.clip(0, 1).to_numpy()
+
+    def _event_scores(self, features: pd.DataFrame, out: pd.DataFrame):
+        trailing = features["trailing_value"].clip(lower=0.0).to_numpy()
+        if self.events is not None:
+            decline = self.events[0].predict_proba(features)[:, 1]
+            growth = self.events[1].predict_proba(features)[:, 1]
+        else:
+            # Fallback documented in the README: churn risk from P(alive); growth from
+            # the predicted-to-trailing ratio through a logistic curve.
+            ratio = np.log1p(out["predicted_value"].to_numpy()) - np.log1p(trailing)
+            decline = 1.0 - out["p_alive"].to_numpy()
+            growth = 1.0 / (1.0 + np.exp(-3.0 * (ratio - np.log(1.5))))
+        # No trailing value, nothing to lose: the decline event cannot happen.
+        return np.where(trailing > 0, decline, 0.0), growth
+
+    def _shrunk_margin_rate(self, features: pd.DataFrame) -> np.ndarray:
+        """Own margin rate, shrunk towards the book's rate for accounts with little value."""
+        own = features["margin_rate"].to_numpy(dtype=float)
+        weight = features["value_total"].clip(lower=0.0).to_numpy(dtype=float)
+        prior = max(float(np.median(weight)), 1.0)
+        w = weight / (weight + prior)
+        return np.where(np.isnan(own), self.margin_rate, w * np.nan_to_num(own) + (1 - w) * self.margin_rate)
+
+    def explain(self, features: pd.DataFrame) -> pd.DataFrame | None:
+        """Per-row feature contributions of the value model, or None if it has none."""
+        contributions = getattr(self.value_model, "contributions", None)
+        return contributions(features) if contributions else None
+
+
+def book_margin_rate(features: pd.DataFrame) -> float | None:
+    """Value-weighted margin rate of the book, None when no margins were given."""
+    if features["margin_rate"].isna().all():
+        return None
+    value = features["value_total"].clip(lower=0.0)
+    known = features["margin_rate"].notna()
+    return float((features.loc[known, "margin_rate"] * value[known]).sum() / max(value[known].sum(), 1e-9))

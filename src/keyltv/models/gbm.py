@@ -1,0 +1,212 @@
+"""LightGBM models on per-account features, and the hybrid with probabilistic inputs.
+
+Value is zero for many accounts and heavy-tailed for the rest, so the regressor uses a
+Tweedie objective (a compound Poisson-gamma: a point mass at zero plus a skewed
+positive part) rather than squared error, which would chase the largest accounts.
+"""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
+from keyltv.models._frames import require_columns
+from keyltv.models.probabilistic import ProbabilisticLTV
+
+# Bookkeeping columns that travel with stacked training frames but are not features.
+NON_FEATURES = ("cutoff",)
+
+
+class _LGBMBase(BaseEstimator):
+    """Shared frame preparation: column order and stable categorical levels."""
+
+    def _prepare(self, X: pd.DataFrame, *, fit: bool) -> pd.DataFrame:
+        require_columns(X, [], type(self).__name__)
+        if fit:
+            self.feature_names_in_ = np.asarray(
+                [c for c in X.columns if c not in NON_FEATURES], dtype=object
+            )
+            self.n_features_in_ = len(self.feature_names_in_)
+            self.categories_ = {
+                c: sorted(X[c].dropna().astype(str).unique())
+                for c in self.feature_names_in_
+                if not pd.api.types.is_numeric_dtype(X[c])
+            }
+        require_columns(X, list(self.feature_names_in_), type(self).__name__)
+        frame = X[list(self.feature_names_in_)].copy()
+        for column, levels in self.categories_.items():
+            # Same levels at fit and predict time: an unseen level becomes missing.
+            values = frame[column].astype("string")
+            frame[column] = pd.Categorical(values.where(values.isin(levels)), categories=levels)
+        numeric = [c for c in frame.columns if c not in self.categories_]
+        frame[numeric] = frame[numeric].astype(float)
+        return frame
+
+    def _params(self) -> dict[str, object]:
+        return {
+            "n_estimators": self.n_estimators,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "subsample": 0.8,
+            "subsample_freq": 1,
+            "colsample_bytree": 0.8,
+            "reg_lambda": 1.0,
+            "random_state": self.random_state,
+            "n_jobs": self.n_jobs,
+            "verbose": -1,
+            # Same results on every run and machine: no thread-order effects.
+            "deterministic": True,
+            "force_row_wise": True,
+        }
+
+
+class GBMRegressor(RegressorMixin, _LGBMBase):
+    """LightGBM regressor of value over the horizon.
+
+    Parameters
+    ----------
+    objective : str, default="tweedie"
+        LightGBM objective; ``tweedie`` suits zero-inflated heavy-tailed value.
+    n_estimators, learning_rate, num_leaves, min_child_samples
+        LightGBM capacity; defaults chosen to be robust rather than tuned to one data set.
+    random_state : int, default=0
+        Seed for row and column subsampling.
+    n_jobs : int, default=2
+        Threads.
+    """
+
+    def __init__(self, *, objective: str = "tweedie", n_estimators: int = 300,
+                 learning_rate: float = 0.05, num_leaves: int = 31, min_child_samples: int = 40,
+                 random_state: int = 0, n_jobs: int = 2) -> None:
+        self.objective = objective
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(self, X: pd.DataFrame, y: object, sample_weight: object = None) -> GBMRegressor:
+        """Fit on features ``X`` and non-negative value ``y`` (negatives are floored)."""
+        frame = self._prepare(X, fit=True)
+        target = np.clip(np.asarray(y, dtype=float), 0.0, None)
+        self.model_ = lgb.LGBMRegressor(objective=self.objective, **self._params())
+        self.model_.fit(frame, target, sample_weight=sample_weight)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Predicted value per account, >= 0."""
+        check_is_fitted(self, "model_")
+        return np.clip(self.model_.predict(self._prepare(X, fit=False)), 0.0, None)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-row feature contributions (SHAP values on the link scale), plus ``bias``."""
+        check_is_fitted(self, "model_")
+        values = self.model_.predict(self._prepare(X, fit=False), pred_contrib=True)
+        return pd.DataFrame(values, index=X.index, columns=[*self.feature_names_in_, "bias"])
+
+
+class GBMClassifier(ClassifierMixin, _LGBMBase):
+    """LightGBM classifier of an account event (decline, growth) over the horizon.
+
+    Parameters are those of :class:`GBMRegressor` without ``objective``.
+    """
+
+    def __init__(self, *, n_estimators: int = 200, learning_rate: float = 0.05,
+                 num_leaves: int = 31, min_child_samples: int = 40, random_state: int = 0,
+                 n_jobs: int = 2) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(self, X: pd.DataFrame, y: object) -> GBMClassifier:
+        """Fit on features ``X`` and binary events ``y``; needs both classes."""
+        frame = self._prepare(X, fit=True)
+        target = np.asarray(y).astype(int)
+        self.classes_ = np.unique(target)
+        if len(self.classes_) < 2:
+            raise ValueError(f"only one class ({self.classes_[0]}) in the training events")
+        self.model_ = lgb.LGBMClassifier(objective="binary", **self._params())
+        self.model_.fit(frame, target)
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Probabilities of [no event, event]."""
+        check_is_fitted(self, "model_")
+        return self.model_.predict_proba(self._prepare(X, fit=False))
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Most likely class."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+class HybridRegressor(GBMRegressor):
+    """GBM whose inputs include the probabilistic model's outputs.
+
+    During ``fit`` one BG/NBD + Gamma-Gamma model is fitted per training cutoff (the
+    ``cutoff`` column) on that cutoff's accounts only, so no row sees its own future.
+    The model of the latest cutoff is kept for prediction: scoring never refits.
+
+    Parameters
+    ----------
+    kind : {"bgnbd", "pareto"}, default="bgnbd"
+        Probabilistic model providing the extra inputs.
+    horizon_days : int, default=365
+        Horizon of the probabilistic inputs.
+    **GBMRegressor parameters
+    """
+
+    PROB_COLUMNS = ("prob_value", "prob_orders", "prob_p_alive")
+
+    def __init__(self, *, kind: str = "bgnbd", horizon_days: int = 365,
+                 objective: str = "tweedie", n_estimators: int = 300,
+                 learning_rate: float = 0.05, num_leaves: int = 31, min_child_samples: int = 40,
+                 random_state: int = 0, n_jobs: int = 2) -> None:
+        super().__init__(objective=objective, n_estimators=n_estimators,
+                         learning_rate=learning_rate, num_leaves=num_leaves,
+                         min_child_samples=min_child_samples, random_state=random_state,
+                         n_jobs=n_jobs)
+        self.kind = kind
+        self.horizon_days = horizon_days
+
+    def fit(self, X: pd.DataFrame, y: object, sample_weight: object = None) -> HybridRegressor:
+        """Fit one probabilistic model per cutoff, then the GBM on the enriched frame."""
+        require_columns(X, [], type(self).__name__)
+        groups = X["cutoff"].to_numpy() if "cutoff" in X.columns else np.zeros(len(X))
+        enriched = X.copy()
+        for group in np.unique(groups):  # sorted: the last one is the latest cutoff
+            rows = groups == group
+            prob = ProbabilisticLTV(kind=self.kind, horizon_days=self.horizon_days)
+            try:
+                prob.fit(X[rows])
+            except ValueError:
+                prob = None  # no repeat buyer at this cutoff: the inputs stay missing
+            enriched.loc[rows, list(self.PROB_COLUMNS)] = _prob_values(X[rows], prob)
+            self.prob_model_ = prob
+        return super().fit(enriched, y, sample_weight=sample_weight)
+
+    def _prepare(self, X: pd.DataFrame, *, fit: bool) -> pd.DataFrame:
+        if not fit and not set(self.PROB_COLUMNS) <= set(X.columns):
+            X = _with_prob_columns(X, self.prob_model_)
+        return super()._prepare(X, fit=fit)
+
+
+def _prob_values(X: pd.DataFrame, prob: ProbabilisticLTV | None) -> np.ndarray:
+    """Columns ``PROB_COLUMNS`` for ``X`` (NaN when no probabilistic model exists)."""
+    if prob is None:
+        return np.full((len(X), len(HybridRegressor.PROB_COLUMNS)), np.nan)
+    orders = prob.predict_orders(X)
+    return np.column_stack([orders * prob.predict_spend(X), orders, prob.predict_p_alive(X)])
+
+
+def _with_prob_columns(X: pd.DataFrame, prob: ProbabilisticLTV | None) -> pd.DataFrame:
+    out = X.copy()
+    out[list(HybridRegressor.PROB_COLUMNS)] = _prob_values(X, prob)
+    return out

@@ -1,0 +1,183 @@
+"""BG/NBD or Pareto/NBD with Gamma-Gamma spend, wrapped behind keyltv's interface.
+
+lifetimes is archived upstream, so nothing outside this module touches it, and only the
+fitted parameters are kept (a fitted lifetimes object holds its training frame and a
+lambda that the standard pickle cannot store). Paper symbols stay inside this module.
+
+Time runs in weeks inside the model (as in the papers): the optimiser is scale
+sensitive, and published parameters are in weeks.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from lifetimes import BetaGeoFitter, GammaGammaFitter, ParetoNBDFitter
+from lifetimes.utils import ConvergenceError
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
+from keyltv.models._frames import require_columns
+
+_FITTERS = {"bgnbd": BetaGeoFitter, "pareto": ParetoNBDFitter}
+_INPUTS = ["frequency", "recency", "T", "repeat_order_value"]
+DAYS_PER_WEEK = 7.0
+
+
+class ProbabilisticLTV(RegressorMixin, BaseEstimator):
+    """Expected value over a horizon = expected orders x expected spend per order.
+
+    Parameters
+    ----------
+    kind : {"bgnbd", "pareto"}, default="bgnbd"
+        Purchase-count model: BG/NBD (Fader, Hardie and Lee 2005) or Pareto/NBD
+        (Schmittlein, Morrison and Colombo 1987).
+    horizon_days : int, default=365
+        Prediction horizon.
+    penalizer : float, default=0.0
+        L2 penalty on the count model's parameters; raised automatically (and reported
+        in ``penalizer_``) when the unpenalised fit does not converge.
+
+    Attributes
+    ----------
+    params_ : dict
+        Count-model parameters (``r, alpha, a, b`` or ``r, alpha, s, beta``), weeks.
+    spend_params_ : dict
+        Gamma-Gamma ``p, q, v``; empty when no repeat buyer had positive spend.
+    fallback_spend_ : float
+        Mean order value used when the Gamma-Gamma model cannot be fitted.
+
+    References
+    ----------
+    Fader, P. S., Hardie, B. G. S., Lee, K. L. (2005). "Counting Your Customers" the Easy
+    Way. Marketing Science 24(2). Fader, Hardie, Lee (2005). RFM and CLV: Using Iso-Value
+    Curves for Customer Base Analysis. Journal of Marketing Research 42(4).
+    """
+
+    def __init__(self, *, kind: str = "bgnbd", horizon_days: int = 365, penalizer: float = 0.0):
+        self.kind = kind
+        self.horizon_days = horizon_days
+        self.penalizer = penalizer
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> ProbabilisticLTV:
+        """Fit the count model on (frequency, recency, T) and Gamma-Gamma on spend.
+
+        Identical (frequency, recency, T) rows are merged with weights, so the cost grows
+        with distinct histories, not with accounts.
+
+        Raises
+        ------
+        ValueError
+            Unknown ``kind``, or no account with a repeat order (nothing to fit).
+        """
+        if self.kind not in _FITTERS:
+            raise ValueError(f"kind={self.kind!r} is not one of {sorted(_FITTERS)}")
+        require_columns(X, _INPUTS, type(self).__name__)
+        if not (X["frequency"] > 0).any():
+            raise ValueError(
+                "no account has a repeat order before the cutoff: "
+                f"{self.kind} cannot be fitted (every frequency is 0)"
+            )
+        self.n_features_in_ = X.shape[1]
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        counts = _compress(_in_weeks(X))
+        self.params_, self.penalizer_ = self._fit_counts(counts)
+        self.spend_params_, self.fallback_spend_ = _fit_spend(X)
+        return self
+
+    def _fit_counts(self, counts: pd.DataFrame) -> tuple[dict[str, float], float]:
+        """Fit, retrying with a growing penalty when the optimiser does not converge."""
+        for penalizer in (self.penalizer, 0.001, 0.01, 0.1):
+            if penalizer < self.penalizer:
+                continue
+            fitter = _FITTERS[self.kind](penalizer_coef=penalizer)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    fitter.fit(counts["frequency"], counts["recency"], counts["T"],
+                               weights=counts["weight"])
+            except ConvergenceError:
+                continue
+            return {k: float(v) for k, v in fitter.params_.items()}, penalizer
+        raise ValueError(f"{self.kind} did not converge even with penalizer 0.1")
+
+    def _fitter(self) -> BetaGeoFitter | ParetoNBDFitter:
+        fitter = _FITTERS[self.kind]()
+        fitter.params_ = pd.Series(self.params_)
+        return fitter
+
+    def predict_orders(self, X: pd.DataFrame, horizon_days: int | None = None) -> np.ndarray:
+        """Expected number of orders in the next ``horizon_days`` (default: the horizon)."""
+        check_is_fitted(self)
+        weeks = _in_weeks(X)
+        t = (horizon_days or self.horizon_days) / DAYS_PER_WEEK
+        with np.errstate(all="ignore"):
+            orders = self._fitter().conditional_expected_number_of_purchases_up_to_time(
+                t, weeks["frequency"], weeks["recency"], weeks["T"]
+            )
+        return np.nan_to_num(np.asarray(orders, dtype=float), nan=0.0, posinf=0.0).clip(0.0)
+
+    def predict_p_alive(self, X: pd.DataFrame) -> np.ndarray:
+        """Probability that each account is still active at the cutoff."""
+        check_is_fitted(self)
+        weeks = _in_weeks(X)
+        with np.errstate(all="ignore"):
+            alive = self._fitter().conditional_probability_alive(
+                weeks["frequency"], weeks["recency"], weeks["T"]
+            )
+        return np.nan_to_num(np.asarray(alive, dtype=float), nan=0.0).clip(0.0, 1.0)
+
+    def predict_spend(self, X: pd.DataFrame) -> np.ndarray:
+        """Expected value of a future order (Gamma-Gamma posterior mean)."""
+        check_is_fitted(self)
+        require_columns(X, _INPUTS, type(self).__name__)
+        if not self.spend_params_:
+            return np.full(len(X), self.fallback_spend_)
+        fitter = GammaGammaFitter()
+        fitter.params_ = pd.Series(self.spend_params_)
+        # Non-positive repeat spend (net returns) gets the population mean (frequency 0).
+        positive = X["repeat_order_value"] > 0
+        frequency = X["frequency"].where(positive, 0.0)
+        spend = X["repeat_order_value"].where(positive, 1.0)
+        return np.asarray(
+            fitter.conditional_expected_average_profit(frequency, spend), dtype=float
+        )
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Expected value over the horizon: expected orders x expected spend."""
+        return self.predict_orders(X) * self.predict_spend(X)
+
+
+def _in_weeks(X: pd.DataFrame) -> pd.DataFrame:
+    require_columns(X, _INPUTS, "ProbabilisticLTV")
+    out = X[["frequency", "recency", "T"]].astype(float)
+    out[["recency", "T"]] = out[["recency", "T"]] / DAYS_PER_WEEK
+    return out
+
+
+def _compress(weeks: pd.DataFrame) -> pd.DataFrame:
+    """Merge identical (frequency, recency, T) rows into one row with a weight."""
+    return (
+        weeks.groupby(["frequency", "recency", "T"], sort=True).size()
+        .rename("weight").reset_index()
+    )
+
+
+def _fit_spend(X: pd.DataFrame) -> tuple[dict[str, float], float]:
+    """Gamma-Gamma on repeat buyers with positive spend; a plain mean if that fails."""
+    buyers = X[(X["frequency"] > 0) & (X["repeat_order_value"] > 0)]
+    fallback = float(buyers["repeat_order_value"].mean()) if len(buyers) else 0.0
+    if len(buyers) < 10:
+        return {}, fallback
+    fitter = GammaGammaFitter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fitter.fit(buyers["frequency"], buyers["repeat_order_value"])
+    except ConvergenceError:
+        return {}, fallback
+    params = {k: float(v) for k, v in fitter.params_.items()}
+    # q <= 1 makes the population mean infinite: the spend model is unusable.
+    return (params, fallback) if params["q"] > 1 else ({}, fallback)

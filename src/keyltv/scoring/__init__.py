@@ -1,0 +1,1 @@
+"""Turn model outputs into the key-account list: tiers, segments, flags, migrations."""

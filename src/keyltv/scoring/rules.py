@@ -1,0 +1,95 @@
+"""Documented decision rules over model outputs. Thresholds come from ``Config.flags``.
+
+Tier (A/B/C/D)
+    Accounts ranked by predicted profit when margins exist, else predicted value; by
+    share of accounts (default 20/30/30/20, the 80/20 pyramid) or by cumulative share of
+    the predicted total (``tiers.method = cumulative_value``).
+valuable
+    In the top ``flags.valuable_share`` of accounts by the larger of trailing and
+    predicted value: worth someone's attention today or tomorrow.
+key_account
+    Tier A.
+at_risk
+    Valuable and ``decline_risk >= flags.at_risk_decline``.
+high_potential
+    ``growth_potential >= flags.high_potential_growth`` and predicted value above the
+    trailing value.
+low_margin_key
+    Valuable, but the predicted profit share of value is below ``flags.low_margin_rate``
+    ("false key account": volume without profit). Only with margins.
+segment
+    First rule that holds: ``at_risk``, ``key`` (key account), ``growing`` (high
+    potential), ``sleeping`` (P(alive) below ``flags.sleeping_p_alive``), ``cultivate``
+    (tier B or C), else ``ordinary``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from keyltv.config import Flags, Tiers
+
+TIER_ORDER = ("A", "B", "C", "D")
+SEGMENTS = ("at_risk", "key", "growing", "sleeping", "cultivate", "ordinary")
+
+
+def assign_tiers(value: pd.Series, tiers: Tiers) -> pd.Series:
+    """A/B/C/D per account from a value to rank by (ties broken by index, stable)."""
+    order = value.sort_index().sort_values(ascending=False, kind="stable")
+    n = len(order)
+    if tiers.method == "share_of_accounts":
+        edges = np.cumsum(tiers.shares)
+        position = np.arange(1, n + 1) / max(n, 1)
+        labels = np.searchsorted(edges, position - 1e-12, side="left")
+    else:
+        total = order.clip(lower=0).sum()
+        share = order.clip(lower=0).cumsum() / total if total > 0 else pd.Series(1.0, index=order.index)
+        # The account that crosses a cut still belongs to the higher tier.
+        previous = share.shift(fill_value=0.0).to_numpy()
+        labels = np.searchsorted(np.asarray(tiers.value_cuts), previous + 1e-12, side="left")
+    result = pd.Series(np.asarray(TIER_ORDER)[np.minimum(labels, 3)], index=order.index)
+    return result.reindex(value.index)
+
+
+def top_share_mask(value: pd.Series, share: float) -> pd.Series:
+    """True for the top ``share`` of accounts by ``value`` (at least one account)."""
+    k = max(1, int(np.ceil(share * len(value))))
+    ranked = value.sort_index().sort_values(ascending=False, kind="stable")
+    return pd.Series(value.index.isin(ranked.index[:k]), index=value.index)
+
+
+def apply_flags(scores: pd.DataFrame, flags: Flags, tiers: Tiers) -> pd.DataFrame:
+    """Add ``tier``, flags and ``segment`` to a frame of model outputs."""
+    out = scores.copy()
+    rank_by = out["predicted_profit"] if "predicted_profit" in out else out["predicted_value"]
+    out["tier"] = assign_tiers(rank_by, tiers)
+    valuable = top_share_mask(np.maximum(out["trailing_value"], out["predicted_value"]),
+                              flags.valuable_share)
+    out["key_account"] = out["tier"] == "A"
+    out["at_risk"] = valuable & (out["decline_risk"] >= flags.at_risk_decline)
+    out["high_potential"] = (out["growth_potential"] >= flags.high_potential_growth) & (
+        out["predicted_value"] > out["trailing_value"]
+    )
+    if "predicted_profit" in out:
+        margin_share = out["predicted_profit"] / out["predicted_value"].where(out["predicted_value"] > 0)
+        out["low_margin_key"] = valuable & (margin_share.fillna(0.0) < flags.low_margin_rate)
+    conditions = [
+        out["at_risk"], out["key_account"], out["high_potential"],
+        out["p_alive"] < flags.sleeping_p_alive, out["tier"].isin(["B", "C"]),
+    ]
+    out["segment"] = np.select(conditions, SEGMENTS[:-1], default=SEGMENTS[-1])
+    return out
+
+
+def tier_migrations(current: pd.Series, previous: pd.Series) -> pd.DataFrame:
+    """``previous_tier`` and ``tier_change`` (up, down, same, new) per current account."""
+    prev = previous.reindex(current.index)
+    rank = {t: i for i, t in enumerate(TIER_ORDER)}
+    now_rank = current.map(rank)
+    prev_rank = prev.map(rank)
+    change = np.select(
+        [prev.isna(), now_rank < prev_rank, now_rank > prev_rank],
+        ["new", "up", "down"], default="same",
+    )
+    return pd.DataFrame({"previous_tier": prev, "tier_change": change}, index=current.index)

@@ -1,0 +1,98 @@
+"""Score accounts with a fitted bundle: model outputs, tiers, flags, migrations.
+
+Scoring never retrains: it only calls the registered bundle's ``predict``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from keyltv.config import Config
+from keyltv.data.io import load_accounts
+from keyltv.data.schema import InputError
+from keyltv.scoring.rules import TIER_ORDER, apply_flags, tier_migrations
+
+SCORE_COLUMNS = [
+    "customer_id", "as_of", "horizon_days", "predicted_value", "predicted_value_low",
+    "predicted_value_high", "predicted_profit", "predicted_orders", "p_alive",
+    "trailing_value", "decline_risk", "growth_potential", "tier", "segment",
+    "key_account", "at_risk", "high_potential", "low_margin_key", "previous_tier",
+    "tier_change", "model_version",
+]
+
+
+def check_feature_schema(feature_columns: list[str], features: pd.DataFrame, source: str) -> None:
+    """Fail with the first model input that the data does not provide.
+
+    Raises
+    ------
+    InputError
+        Naming the missing column; attributes (``attr_*``) come from ``--accounts``.
+    """
+    missing = [c for c in feature_columns if c not in features.columns]
+    if missing:
+        column = missing[0]
+        hint = (f"the model was trained with account attribute {column[5:]!r}: pass an "
+                "--accounts table with it") if column.startswith("attr_") else \
+            "the model was trained by another keyltv version"
+        raise InputError(f"{source}: model input column {column!r} is missing; {hint}")
+
+
+def score_accounts(
+    bundle: object,
+    features: pd.DataFrame,
+    *,
+    as_of: date,
+    model_version: str,
+    config: Config,
+    previous: pd.Series | None = None,
+) -> pd.DataFrame:
+    """One score row per account of ``features`` (sorted by ``customer_id``).
+
+    Parameters
+    ----------
+    bundle : KeyLTVModel
+        Loaded predictor.
+    features : pandas.DataFrame
+        Features at ``as_of`` (with ``attr_*`` columns when the model uses attributes).
+    previous : pandas.Series, optional
+        Tier per account from an earlier score file, for ``previous_tier`` and
+        ``tier_change``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns of :data:`SCORE_COLUMNS` that apply (profit only with margins,
+        migrations only with ``previous``).
+    """
+    outputs = bundle.predict(features)
+    outputs["trailing_value"] = features["trailing_value"].clip(lower=0.0)
+    scored = apply_flags(outputs, config.flags, config.tiers)
+    if previous is not None:
+        scored = scored.join(tier_migrations(scored["tier"], previous))
+    scored["as_of"] = as_of.isoformat()
+    scored["horizon_days"] = bundle.horizon_days
+    scored["model_version"] = model_version
+    scored = scored.rename_axis("customer_id").reset_index().sort_values("customer_id")
+    return scored[[c for c in SCORE_COLUMNS if c in scored.columns]].reset_index(drop=True)
+
+
+def read_previous_tiers(path: str | Path) -> pd.Series:
+    """Tier per account from an earlier score file (CSV or Parquet).
+
+    Raises
+    ------
+    InputError
+        Missing ``customer_id``/``tier`` columns or unknown tier values.
+    """
+    frame = load_accounts(path, id_column="customer_id")
+    if "tier" not in frame.columns:
+        raise InputError(f"{path}: column 'tier' is missing; pass an earlier keyltv score file")
+    tiers = frame["tier"].astype("string")
+    bad = tiers[~tiers.isin(TIER_ORDER) & tiers.notna()]
+    if len(bad):
+        raise InputError(f"{path}: column 'tier': unknown tier {bad.iloc[0]!r}; allowed A, B, C, D")
+    return tiers.astype(object)

@@ -1,0 +1,259 @@
+"""MLflow store: where runs go, how the champion is logged, registered and loaded.
+
+The tracking URI is always set explicitly (MLflow 3's implicit default depends on the
+working directory and on whether a ``./mlruns`` folder happens to exist). Registry
+aliases (``@champion``) are used, not the deprecated stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import cloudpickle
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from keyltv.data.schema import InputError
+
+CHAMPION_ALIAS = "champion"
+BUNDLE_ARTIFACT = "bundle.pkl"
+# Packages a fresh environment needs to load the pyfunc model (pinned as installed).
+_RUNTIME_PACKAGES = ("pandas", "numpy", "scipy", "scikit-learn", "lightgbm", "lifetimes",
+                     "autograd", "duckdb", "pyarrow", "cloudpickle", "pydantic", "pyyaml")
+
+
+def resolve_tracking_uri(config_uri: str | None, project_dir: str | Path) -> str:
+    """``MLFLOW_TRACKING_URI``, else the config's URI, else SQLite in the project folder."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if config_uri:
+        return config_uri
+    return f"sqlite:///{Path(project_dir).resolve() / 'mlflow.db'}"
+
+
+class KeyLTVPyfunc(mlflow.pyfunc.PythonModel):
+    """Pyfunc face of :class:`keyltv.models.bundle.KeyLTVModel`.
+
+    Input: one row per account, ``customer_id`` plus the feature columns. Output: the
+    same ``customer_id`` with every model output column.
+    """
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        """Unpickle the bundle logged beside the model."""
+        with open(context.artifacts["bundle"], "rb") as handle:
+            self.bundle = cloudpickle.load(handle)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        """Model outputs per account."""
+        return bundle_outputs(self.bundle, model_input)
+
+
+def bundle_outputs(bundle: object, model_input: pd.DataFrame) -> pd.DataFrame:
+    """Run the bundle on a flat frame (``customer_id`` as a column), as pyfunc does."""
+    frame = model_input.set_index("customer_id")
+    frame.index = frame.index.astype(str)
+    return bundle.predict(frame).reset_index()
+
+
+@dataclass
+class Store:
+    """A connected MLflow store with keyltv's experiment and model name."""
+
+    uri: str
+    experiment_id: str
+    model_name: str
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.uri)
+
+    @contextmanager
+    def run(self, name: str, *, parent_id: str | None = None,
+            tags: Mapping[str, str] | None = None) -> Iterator[str]:
+        """Start a (child) run and yield its id; the run ends when the block exits."""
+        with mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
+                              nested=parent_id is not None, parent_run_id=parent_id,
+                              tags=dict(tags or {})) as active:
+            yield active.info.run_id
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        """Log flat params (values stringified by MLflow)."""
+        mlflow.log_params({k: v for k, v in params.items() if v is not None})
+
+    def log_metrics(self, metrics: Mapping[str, float], prefix: str = "") -> None:
+        """Log finite metrics; NaN (undefined, e.g. one class only) is left out."""
+        finite = {prefix + k: float(v) for k, v in metrics.items()
+                  if v is not None and pd.notna(v)}
+        mlflow.log_metrics(finite)
+
+    def log_dict(self, data: object, name: str) -> None:
+        """Log a JSON or YAML artifact (by extension)."""
+        mlflow.log_dict(data, name)
+
+    def log_table(self, frame: pd.DataFrame, name: str) -> None:
+        """Log a table as CSV and HTML artifacts, readable in the UI."""
+        with tempfile.TemporaryDirectory() as tmp:
+            frame.to_csv(Path(tmp) / f"{name}.csv")
+            frame.to_html(Path(tmp) / f"{name}.html", float_format=lambda v: f"{v:.4f}")
+            mlflow.log_artifacts(tmp)
+
+    def log_figure(self, figure: object, name: str) -> None:
+        """Log a matplotlib figure as a PNG artifact."""
+        mlflow.log_figure(figure, name)
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        """Log a local file."""
+        mlflow.log_artifact(str(path), folder)
+
+    def log_bundle(self, bundle: object, example: pd.DataFrame, tags: Mapping[str, str]) -> str:
+        """Log the bundle as a pyfunc model, register it, return the new version.
+
+        Parameters
+        ----------
+        bundle : KeyLTVModel
+            Fitted predictor.
+        example : pandas.DataFrame
+            A few feature rows with ``customer_id`` as a column: the input example, and
+            with the bundle's outputs, the signature.
+        tags : mapping
+            Model-version tags (champion name, metric, data fingerprint...).
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / BUNDLE_ARTIFACT
+            with open(path, "wb") as handle:
+                cloudpickle.dump(bundle, handle)
+            example = _plain_types(example)
+            output = bundle_outputs(bundle, example)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=KeyLTVPyfunc(),
+                artifacts={"bundle": str(path)},
+                signature=infer_signature(example, output),
+                input_example=example,
+                pip_requirements=_requirements(),
+            )
+        version = mlflow.register_model(info.model_uri, self.model_name, tags=dict(tags))
+        return str(version.version)
+
+    def champion_version(self) -> object | None:
+        """The model version behind ``@champion``, or None if there is none yet."""
+        try:
+            return self.client.get_model_version_by_alias(self.model_name, CHAMPION_ALIAS)
+        except MlflowException:
+            return None
+
+    def set_champion(self, version: str) -> None:
+        """Point ``@champion`` at ``version``."""
+        self.client.set_registered_model_alias(self.model_name, CHAMPION_ALIAS, version)
+
+    def set_version_tag(self, version: str, key: str, value: str) -> None:
+        """Annotate a model version (e.g. why it did not become champion)."""
+        self.client.set_model_version_tag(self.model_name, version, key, value)
+
+
+def _plain_types(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categoricals as strings: MLflow schemas have no categorical type."""
+    out = frame.copy()
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.CategoricalDtype) or out[column].dtype == object:
+            out[column] = out[column].astype(str)
+    return out
+
+
+def _requirements() -> list[str]:
+    """Exact pins of what the model needs, read from this environment."""
+    pins = [f"mlflow=={metadata.version('mlflow')}"]
+    for name in _RUNTIME_PACKAGES:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def connect(uri: str, experiment: str, model_name: str, artifact_root: Path | None = None) -> Store:
+    """Point MLflow at ``uri`` and make sure the experiment exists.
+
+    Remote servers are asked once, with no retries and a short timeout, so that an
+    unreachable server fails the job in seconds instead of hanging a night.
+
+    Raises
+    ------
+    InputError
+        If the store cannot be reached or opened.
+    """
+    if uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return Store(uri, found.experiment_id, model_name)
+        location = None
+        if artifact_root is not None and uri.startswith("sqlite:"):
+            location = Path(artifact_root).resolve().as_uri()
+        return Store(uri, client.create_experiment(experiment, artifact_location=location),
+                     model_name)
+    except (MlflowException, OSError) as exc:
+        raise InputError(f"MLflow tracking store {uri!r}: cannot be reached ({_headline(exc)})") from None
+
+
+def _headline(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else exc.__class__.__name__
+
+
+def load_bundle(model_uri: str) -> tuple[object, dict[str, str]]:
+    """Load the bundle behind a model URI (``models:/keyltv@champion``, ``runs:/...``).
+
+    Returns
+    -------
+    bundle : KeyLTVModel
+    info : dict
+        ``model_uri`` and, for registry URIs, ``model_version``.
+
+    Raises
+    ------
+    InputError
+        If the URI does not resolve to a keyltv model.
+    """
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise InputError(f"model {model_uri!r}: cannot be loaded ({_headline(exc)})") from None
+    python_model = model.unwrap_python_model()
+    if not isinstance(python_model, KeyLTVPyfunc):
+        raise InputError(f"model {model_uri!r}: is not a keyltv model")
+    info = {"model_uri": model_uri, "model_version": _version_of(model_uri)}
+    return python_model.bundle, info
+
+
+def _version_of(model_uri: str) -> str:
+    """Registry version number behind a ``models:/NAME@ALIAS`` or ``models:/NAME/N`` URI."""
+    if not model_uri.startswith("models:/"):
+        return model_uri
+    ref = model_uri[len("models:/"):]
+    client = MlflowClient()
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return f"{name}/{client.get_model_version_by_alias(name, alias).version}"
+    return ref
+
+
+def config_json(config: object) -> str:
+    """Stable JSON of a pydantic config, for params and artifacts."""
+    return json.dumps(config.model_dump(mode="json"), sort_keys=True)

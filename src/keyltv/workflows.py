@@ -1,0 +1,269 @@
+"""The jobs behind the CLI: train, score and demo, each one function.
+
+They wire the packages together in data-flow order (load -> features -> models ->
+evaluation -> tracking -> scoring) and hold no modelling logic of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from keyltv.config import Config
+from keyltv.data.io import TransactionLog, load_accounts, load_transactions, write_table
+from keyltv.data.schema import InputError
+from keyltv.evaluation.backtest import BacktestResult, backtest, choose_champion
+from keyltv.evaluation.metrics import HIGHER_IS_BETTER
+from keyltv.features import account_features, with_attributes
+from keyltv.models.bundle import (
+    KeyLTVModel,
+    book_margin_rate,
+    fit_event_models,
+    fit_value_model,
+    training_data,
+)
+from keyltv.models.interval import BandedIntervals
+from keyltv.scoring.score import check_feature_schema, read_previous_tiers, score_accounts
+from keyltv.tracking.store import Store, config_json, connect, load_bundle, resolve_tracking_uri
+
+log = logging.getLogger("keyltv")
+
+
+@dataclass
+class Inputs:
+    """Validated inputs of a job."""
+
+    log: TransactionLog
+    accounts: pd.DataFrame | None
+    as_of: date
+    notes: dict[str, int] = field(default_factory=dict)
+
+
+def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | None,
+                config: Config, as_of: date | None, label: str | None = None) -> Inputs:
+    """Validate the log (and account table) and fix ``as_of`` (default: day after the last)."""
+    tx = load_transactions(transactions, columns=config.columns.model_dump(),
+                           date_format=config.date_format, label=label)
+    attrs = None
+    notes = dict(tx.notes)
+    if accounts is not None:
+        attrs = load_accounts(accounts, id_column=config.columns.customer_id)
+        known = set(tx.con.execute("SELECT DISTINCT customer_id FROM daily").df()["customer_id"])
+        notes["accounts_without_transactions"] = int((~attrs.index.isin(list(known))).sum())
+    as_of = as_of or tx.last_date + timedelta(days=1)
+    if as_of <= tx.first_date:
+        raise InputError(f"{tx.source}: --as-of {as_of} is on or before the first transaction "
+                         f"({tx.first_date}); nothing to score")
+    notes["lines_on_or_after_as_of"] = int(tx.con.execute(
+        "SELECT COALESCE(sum(lines), 0) FROM daily WHERE day >= ?", [as_of]).fetchall()[0][0])
+    return Inputs(tx, attrs, as_of, notes)
+
+
+def open_store(config: Config, project_dir: Path) -> Store:
+    """Connect to the tracking store named by the environment, the config or the default."""
+    uri = resolve_tracking_uri(config.tracking.uri, project_dir)
+    return connect(uri, config.tracking.experiment, config.tracking.model_name,
+                   artifact_root=project_dir / "mlartifacts")
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` did: the backtest, the champion, the run and the registry version."""
+
+    backtest: BacktestResult
+    champion: str
+    run_id: str
+    version: str
+    promoted: bool
+    reason: str
+
+
+def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
+    """Backtest every model inside the history, refit the winner at ``as_of``, register it.
+
+    The holdout is the last horizon before ``as_of``: models are fitted on what came
+    before it and judged on it; the champion is then refitted on all the history.
+    """
+    h = config.horizon_days
+    cutoff = inputs.as_of - timedelta(days=h)
+    needed = h + config.training.min_feature_days
+    if (cutoff - inputs.log.first_date).days < config.training.min_feature_days:
+        raise InputError(
+            f"{inputs.log.source}: {(inputs.as_of - inputs.log.first_date).days} days of history "
+            f"before {inputs.as_of} cannot evaluate a {h}-day horizon: needs at least {needed} "
+            "days; lower --horizon-days"
+        )
+    log.info("backtest at %s on %d accounts", cutoff, inputs.log.n_accounts)
+    result = backtest(inputs.log, cutoff, config, inputs.accounts)
+    champion = choose_champion(result.table, config.selection.metric)
+    bundle = fit_bundle(inputs, config, champion, result)
+    with store.run("train", tags={"keyltv.job": "train"}) as run_id:
+        _log_training(store, run_id, inputs, config, result, champion)
+        example = bundle_example(bundle, inputs, config)
+        tags = {
+            "champion": champion,
+            "metric": config.selection.metric,
+            "metric_value": repr(float(result.table.loc[champion, config.selection.metric])),
+            "data_hash": inputs.log.fingerprint,
+            "horizon_days": str(h),
+            "trained_as_of": inputs.as_of.isoformat(),
+        }
+        version = store.log_bundle(bundle, example, tags)
+        promoted, reason = _gate(store, tags, config)
+        store.log_dict({"version": version, "promoted": promoted, "reason": reason},
+                       "registry.json")
+    if promoted:
+        store.set_champion(version)
+    else:
+        store.set_version_tag(version, "not_promoted", reason)
+    return TrainResult(result, champion, run_id, version, promoted, reason)
+
+
+def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestResult) -> KeyLTVModel:
+    """Refit the champion and its companions on all history before ``as_of``."""
+    data = training_data(inputs.log, inputs.as_of, config, inputs.accounts)
+    try:
+        probabilistic = fit_value_model("bgnbd", data, config)
+    except ValueError:
+        probabilistic = None  # no repeat buyer: orders and P(alive) use the fallback
+    value_model = probabilistic if champion == "bgnbd" and probabilistic else \
+        fit_value_model(champion, data, config)
+    intervals = BandedIntervals().fit(result.predictions[champion], result.predictions["actual"])
+    return KeyLTVModel(
+        champion=champion,
+        value_model=value_model,
+        probabilistic=probabilistic,
+        events=fit_event_models(data, config),
+        intervals=intervals,
+        horizon_days=config.horizon_days,
+        trained_as_of=inputs.as_of,
+        feature_columns=list(data.current.columns),
+        margin_rate=book_margin_rate(data.current),
+        metrics={k: float(v) for k, v in result.table.loc[champion].items()},
+    )
+
+
+def bundle_example(bundle: KeyLTVModel, inputs: Inputs, config: Config) -> pd.DataFrame:
+    """Five feature rows (customer_id as a column) for the pyfunc signature and example."""
+    features = with_attributes(
+        account_features(inputs.log, inputs.as_of, config.horizon_days), inputs.accounts
+    )
+    return features[bundle.feature_columns].head(5).rename_axis("customer_id").reset_index()
+
+
+def _log_training(store: Store, run_id: str, inputs: Inputs, config: Config,
+                  result: BacktestResult, champion: str) -> None:
+    """Parent run: config, data fingerprint, backtest table; one child run per model."""
+    store.log_params({"as_of": inputs.as_of, "horizon_days": config.horizon_days,
+                      "seed": config.seed, "champion": champion,
+                      "selection_metric": config.selection.metric,
+                      "backtest_cutoff": result.cutoff,
+                      "training_cutoffs": ",".join(map(str, result.data.cutoffs)),
+                      "training_rows_sampled_out": result.data.sampled,
+                      **{f"data_{k}": v for k, v in inputs.log.summary().items()}})
+    store.log_metrics(result.table.loc[champion].to_dict(), prefix="champion_")
+    store.log_metrics(result.event_metrics)
+    store.log_dict(config.model_dump(mode="json"), "config.yaml")
+    store.log_dict({**inputs.log.summary(), **inputs.notes}, "data_fingerprint.json")
+    store.log_table(result.table, "backtest")
+    store.log_dict(result.skipped, "skipped_models.json")
+    for name, model in result.models.items():
+        with store.run(name, parent_id=run_id, tags={"keyltv.model": name}):
+            store.log_params({k: v for k, v in model.get_params().items()
+                              if isinstance(v, (int, float, str, bool))})
+            store.log_metrics(result.table.loc[name].to_dict())
+            fitted = getattr(model, "params_", None)
+            if isinstance(fitted, dict):
+                store.log_metrics(fitted, prefix="param_")
+
+
+def _gate(store: Store, tags: dict[str, str], config: Config) -> tuple[bool, str]:
+    """Move ``@champion`` only if the new model beats it on the same data and horizon."""
+    current = store.champion_version()
+    if current is None:
+        return True, "no champion yet"
+    old = current.tags
+    comparable = (old.get("data_hash") == tags["data_hash"]
+                  and old.get("horizon_days") == tags["horizon_days"]
+                  and old.get("metric") == tags["metric"])
+    if not comparable:
+        return True, (f"version {current.version} was evaluated on other data or horizon; "
+                      "the newest evaluated model becomes champion")
+    sign = HIGHER_IS_BETTER[tags["metric"]]
+    gain = sign * (float(tags["metric_value"]) - float(old["metric_value"]))
+    if gain >= config.selection.min_improvement:
+        return True, f"{tags['metric']} improves by {gain:+.4f} over version {current.version}"
+    return False, (f"{tags['metric']} {float(tags['metric_value']):.4f} does not beat champion "
+                   f"version {current.version} ({float(old['metric_value']):.4f}) by "
+                   f"{config.selection.min_improvement}")
+
+
+@dataclass
+class ScoreResult:
+    """Score table and what happened on the way."""
+
+    scores: pd.DataFrame
+    model_version: str
+    notes: dict[str, int]
+
+
+def score(inputs: Inputs, config: Config, store: Store, model_uri: str,
+          horizon_days: int | None = None, previous: str | Path | None = None) -> ScoreResult:
+    """Score every account seen before ``as_of`` with a registered model (no refit)."""
+    bundle, info = load_bundle(model_uri)
+    if horizon_days is not None and horizon_days != bundle.horizon_days:
+        raise InputError(
+            f"model {model_uri!r}: trained for a {bundle.horizon_days}-day horizon, "
+            f"--horizon-days is {horizon_days}; retrain with that horizon or omit the option"
+        )
+    features = with_attributes(
+        account_features(inputs.log, inputs.as_of, bundle.horizon_days), inputs.accounts
+    )
+    check_feature_schema(bundle.feature_columns, features, inputs.log.source)
+    prev = read_previous_tiers(previous) if previous is not None else None
+    scores = score_accounts(bundle, features[bundle.feature_columns], as_of=inputs.as_of,
+                            model_version=info["model_version"], config=config, previous=prev)
+    notes = {**inputs.notes, "accounts_scored": len(scores)}
+    return ScoreResult(scores, info["model_version"], notes)
+
+
+def log_scoring(store: Store, result: ScoreResult, out: Path, inputs: Inputs) -> str:
+    """Record a scoring run: counts per tier, segment and flag, input and output rows."""
+    scores = result.scores
+    with store.run("score", tags={"keyltv.job": "score"}) as run_id:
+        store.log_params({"as_of": inputs.as_of, "model_version": result.model_version,
+                          "output": str(out), "data_hash": inputs.log.fingerprint})
+        counts = {"input_lines": inputs.log.n_lines, "output_rows": len(scores),
+                  **{f"tier_{k}": v for k, v in scores["tier"].value_counts().items()},
+                  **{f"segment_{k}": v for k, v in scores["segment"].value_counts().items()},
+                  **{f"flag_{c}": int(scores[c].sum()) for c in
+                     ("key_account", "at_risk", "high_potential", "low_margin_key")
+                     if c in scores},
+                  **result.notes}
+        store.log_metrics({k: float(v) for k, v in counts.items()})
+    return run_id
+
+
+def write_scores(scores: pd.DataFrame, out: str | Path) -> Path:
+    """Write the score table atomically (CSV or Parquet by extension)."""
+    return write_table(scores, out)
+
+
+def top_accounts(scores: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The ``n`` accounts with the highest predicted value, for the console."""
+    columns = ["customer_id", "tier", "segment", "predicted_value", "predicted_value_low",
+               "predicted_value_high", "p_alive", "decline_risk", "growth_potential"]
+    return scores.nlargest(n, "predicted_value")[columns].reset_index(drop=True)
+
+
+def flag_counts(scores: pd.DataFrame) -> pd.Series:
+    """Number of accounts per flag and per segment."""
+    flags = [c for c in ("key_account", "at_risk", "high_potential", "low_margin_key")
+             if c in scores]
+    return pd.concat([scores[flags].sum().astype(int),
+                      scores["segment"].value_counts().rename(lambda s: f"segment={s}")])
+

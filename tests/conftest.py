@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny hand-typed logs, the bundled CDNOW log, a throwaway MLflow store."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from keyltv.data.io import load_transactions
+
+
+def frame(rows: list[tuple], columns=("customer_id", "date", "amount")) -> pd.DataFrame:
+    """A transaction frame from hand-typed tuples (dates as ISO strings)."""
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+@pytest.fixture
+def tiny_rows() -> list[tuple]:
+    # Account 00042: three orders, one same-day return. Account 7: one order, then a
+    # credit note on a later day. Account 00003: only after 2024-03-01.
+    return [
+        ("00042", "2024-01-01", 100.0),
+        ("00042", "2024-01-01", -20.0),
+        ("00042", "2024-01-11", 50.0),
+        ("00042", "2024-02-10", 30.0),
+        ("7", "2024-01-05", 40.0),
+        ("7", "2024-01-20", -40.0),
+        ("00003", "2024-03-05", 10.0),
+    ]
+
+
+@pytest.fixture
+def tiny_log(tiny_rows):
+    return load_transactions(frame(tiny_rows), label="tiny")
+
+
+@pytest.fixture(scope="session")
+def cdnow_log():
+    from keyltv.data.cdnow import load_cdnow
+
+    return load_transactions(load_cdnow(), label="CDNOW")
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite MLflow store for one test, via the environment like a scheduler."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

@@ -1,0 +1,128 @@
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from keyltv.data.io import load_accounts, load_transactions, write_table
+from keyltv.data.schema import InputError
+from tests.conftest import frame
+
+
+def write_csv(tmp_path, text: str, name: str = "tx.csv"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_daily_table_nets_returns_and_keeps_ids_as_strings(tiny_log):
+    daily = tiny_log.daily()
+    expected = pd.DataFrame(
+        {
+            "customer_id": ["00003", "00042", "00042", "00042", "7", "7"],
+            "day": pd.to_datetime(["2024-03-05", "2024-01-01", "2024-01-11", "2024-02-10",
+                                   "2024-01-05", "2024-01-20"]),
+            "amount": [10.0, 80.0, 50.0, 30.0, 40.0, -40.0],
+            "returns": [0.0, -20.0, 0.0, 0.0, 0.0, -40.0],
+            "lines": [1, 2, 1, 1, 1, 1],
+        }
+    )
+    got = daily[expected.columns].reset_index(drop=True)
+    got["day"] = pd.to_datetime(got["day"])
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert tiny_log.notes["return_lines"] == 2
+    assert (tiny_log.n_lines, tiny_log.n_accounts) == (7, 3)
+    assert (tiny_log.first_date, tiny_log.last_date) == (date(2024, 1, 1), date(2024, 3, 5))
+
+
+def test_csv_keeps_leading_zeros_and_maps_columns(tmp_path):
+    path = write_csv(tmp_path, "Kunde;Datum;Umsatz\n00042;05.01.2024;12,5\n")
+    with pytest.raises(InputError, match="'Umsatz': not a number '12,5'"):
+        load_transactions(path, columns={"customer_id": "Kunde", "date": "Datum",
+                                         "amount": "Umsatz"}, date_format="%d.%m.%Y")
+    path = write_csv(tmp_path, "Kunde,Datum,Umsatz\n00042,05.01.2024,12.5\n")
+    log = load_transactions(path, columns={"customer_id": "Kunde", "date": "Datum",
+                                           "amount": "Umsatz"}, date_format="%d.%m.%Y")
+    assert log.daily()["customer_id"].tolist() == ["00042"]
+    assert log.first_date == date(2024, 1, 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("customer_id,date\n1,2024-01-01\n", r"column 'amount' is missing; found columns: 'customer_id', 'date'"),
+        ("customer_id,date,amount\n", "no transaction rows"),
+        ("customer_id,date,amount\n1,2024-01-01,abc\n", r"column 'amount': not a number 'abc' in 1 row"),
+        ("customer_id,date,amount\n1,2024-13-01,5\n", r"column 'date': cannot parse date '2024-13-01'"),
+        ("customer_id,date,amount\n1,2024-01-01,5\n2,01/02/2024,5\n", r"cannot parse date '01/02/2024'"),
+        ("customer_id,date,amount\n1,2024-01-01T10:00:00+02:00,5\n", "time-zone-aware date"),
+        ("customer_id,date,amount\n ,2024-01-01,5\n", "column 'customer_id': blank customer id"),
+        ("customer_id,date,amount\n1,2024-01-01,inf\n", "not a finite number 'inf'"),
+        ("customer_id,date,amount\n1,1024-01-01,5\n", "implausible date"),
+    ],
+    ids=["missing-column", "header-only", "bad-amount", "bad-date", "mixed-date-formats",
+         "tz-aware", "blank-id", "infinite", "implausible-year"],
+)
+def test_bad_csv_names_file_column_and_value(tmp_path, text, message):
+    path = write_csv(tmp_path, text)
+    with pytest.raises(InputError, match=message) as info:
+        load_transactions(path)
+    assert str(info.value).startswith(str(path))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing.csv", "file not found"),
+        (lambda p: p, "is a directory"),
+        (lambda p: (p / "x.xlsx").write_text("x") and p / "x.xlsx", "unsupported file type '.xlsx'"),
+        (lambda p: (p / "e.csv").write_text("") or p / "e.csv", "file is empty"),
+        (lambda p: (p / "b.csv").write_bytes(b"customer_id,date,amount\n\xff\xfe,2024-01-01,1\n") and p / "b.csv", "not UTF-8"),
+    ],
+    ids=["missing", "directory", "extension", "empty", "not-utf8"],
+)
+def test_bad_paths(tmp_path, make, message):
+    with pytest.raises(InputError, match=message):
+        load_transactions(make(tmp_path))
+
+
+def test_duplicate_lines_are_counted_and_kept():
+    log = load_transactions(frame([("a", "2024-01-01", 5.0)] * 3 + [("b", "2024-01-02", 1.0)]))
+    assert log.notes["duplicate_lines"] == 2
+    assert log.daily()["amount"].tolist() == [15.0, 1.0]
+
+
+def test_margin_is_optional_and_read_when_present():
+    rows = [("a", "2024-01-01", 100.0, 30.0), ("a", "2024-01-03", -10.0, -3.0)]
+    log = load_transactions(frame(rows, ("customer_id", "date", "amount", "margin")))
+    assert log.has_margin
+    assert log.daily()["margin"].tolist() == [30.0, -3.0]
+    assert not load_transactions(frame([("a", "2024-01-01", 1.0)])).has_margin
+
+
+def test_parquet_round_trip(tmp_path, tiny_rows):
+    path = tmp_path / "tx.parquet"
+    frame(tiny_rows).to_parquet(path)
+    assert load_transactions(path).fingerprint == load_transactions(frame(tiny_rows)).fingerprint
+
+
+def test_accounts_types_and_duplicates(tmp_path):
+    path = write_csv(tmp_path, "customer_id,industry,employees\n007,retail,12\n8,,40\n", "acc.csv")
+    accounts = load_accounts(path)
+    assert accounts.index.tolist() == ["007", "8"]
+    assert isinstance(accounts["industry"].dtype, pd.CategoricalDtype)
+    assert accounts["employees"].tolist() == [12.0, 40.0]
+    path = write_csv(tmp_path, "customer_id,industry\n007,retail\n007,food\n", "dup.csv")
+    with pytest.raises(InputError, match="duplicated customer id '007'"):
+        load_accounts(path)
+
+
+def test_write_table_is_atomic_and_checks_the_path(tmp_path):
+    out = tmp_path / "scores.csv"
+    write_table(pd.DataFrame({"customer_id": ["007"]}), out)
+    assert out.read_text().splitlines() == ["customer_id", "007"]
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]  # no temp file left
+    with pytest.raises(InputError, match="does not exist"):
+        write_table(pd.DataFrame(), tmp_path / "nope" / "s.csv")
+    with pytest.raises(InputError, match="must end in .csv or .parquet"):
+        write_table(pd.DataFrame(), tmp_path / "s.xlsx")

@@ -1,0 +1,84 @@
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from keyltv.features import (
+    FEATURE_COLUMNS,
+    account_features,
+    future_values,
+    training_cutoffs,
+    training_frame,
+    with_attributes,
+)
+
+AS_OF = date(2024, 3, 1)  # 2024 is a leap year: 2024-01-01 is 60 days before
+
+
+def test_features_on_a_hand_typed_log(tiny_log):
+    got = account_features(tiny_log, AS_OF, horizon_days=30)
+    expected = pd.DataFrame(
+        {
+            "frequency": [2.0, 0.0],
+            "recency": [40.0, 0.0],
+            "T": [60.0, 56.0],
+            "repeat_order_value": [40.0, 0.0],
+            "orders_total": [3.0, 1.0],
+            "value_total": [160.0, 0.0],
+            "days_since_last_order": [20.0, 56.0],
+            "days_since_last_activity": [20.0, 41.0],
+            "value_30d": [30.0, 0.0],
+            "orders_30d": [1.0, 0.0],
+            "trailing_value": [30.0, 0.0],
+            "previous_value": [130.0, 0.0],
+            "mean_gap_days": [20.0, np.nan],
+            "gap_cv": [0.5, np.nan],
+            "return_share": [20.0 / 180.0, 1.0],
+            "recency_ratio": [1.0, np.nan],
+        },
+        index=pd.Index(["00042", "7"], name="customer_id"),
+    )
+    pd.testing.assert_frame_equal(got[expected.columns], expected)
+    assert list(got.columns) == FEATURE_COLUMNS
+
+
+def test_nothing_on_or_after_as_of_is_read(tiny_log, tiny_rows):
+    from keyltv.data.io import load_transactions
+    from tests.conftest import frame
+
+    later = tiny_rows + [("00042", "2024-03-01", 1e6), ("new", "2024-02-29", 5.0)]
+    got = account_features(load_transactions(frame(later)), AS_OF, 30)
+    base = account_features(tiny_log, AS_OF, 30)
+    pd.testing.assert_frame_equal(got.loc[base.index], base)
+    assert "new" in got.index
+
+
+def test_future_values_window_is_half_open(tiny_log):
+    index = pd.Index(["00042", "7", "zzz"])
+    got = future_values(tiny_log, date(2024, 1, 11), 30, index)
+    # 2024-01-11 and 2024-02-10 are 30 days apart: the second is outside [as_of, +30).
+    assert got["value"].tolist() == [50.0, -40.0, 0.0]
+    assert got["orders"].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_training_frame_stacks_cutoffs(tiny_log):
+    cutoffs = training_cutoffs(tiny_log, date(2024, 3, 6), 20, n_cutoffs=3, step_days=10,
+                               min_feature_days=5)
+    assert cutoffs == [date(2024, 2, 15), date(2024, 2, 5), date(2024, 1, 26)]
+    X, y = training_frame(tiny_log, cutoffs, 20)
+    assert len(X) == len(y) == 6
+    assert X["cutoff"].nunique() == 3
+    with pytest.raises(ValueError, match="too short"):
+        training_cutoffs(tiny_log, date(2024, 1, 10), 20, 2, 10, 30)
+
+
+def test_attributes_are_prefixed_and_left_joined(tiny_log):
+    features = account_features(tiny_log, AS_OF, 30)
+    accounts = pd.DataFrame({"size": pd.Categorical(["big", "small"])},
+                            index=pd.Index(["7", "other"], name="customer_id"))
+    joined = with_attributes(features, accounts)
+    assert joined.index.equals(features.index)
+    assert joined["attr_size"].tolist()[1] == "big"
+    assert pd.isna(joined["attr_size"].tolist()[0])
+    assert isinstance(joined["attr_size"].dtype, pd.CategoricalDtype)

@@ -1,0 +1,65 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from keyltv.config import Flags, Tiers
+from keyltv.scoring.rules import apply_flags, assign_tiers, tier_migrations
+
+IDS = pd.Index([f"{i:03d}" for i in range(10)])
+
+
+def test_tiers_by_share_of_accounts_follow_the_pyramid():
+    value = pd.Series(np.arange(10, 0, -1, dtype=float), index=IDS)
+    assert assign_tiers(value, Tiers()).tolist() == list("AABBBCCCDD")
+
+
+def test_tiers_by_cumulative_value():
+    value = pd.Series([80.0, 10.0, 5.0, 4.0, 1.0] + [0.0] * 5, index=IDS)
+    tiers = assign_tiers(value, Tiers(method="cumulative_value", value_cuts=(0.8, 0.95, 0.99)))
+    assert tiers.tolist() == list("ABBCD") + ["D"] * 5
+
+
+def test_tie_order_is_stable_by_id():
+    value = pd.Series(np.ones(10), index=IDS[::-1])
+    assert assign_tiers(value, Tiers()).loc[["000", "001", "009"]].tolist() == ["A", "A", "D"]
+
+
+def scores(**overrides):
+    base = {
+        "predicted_value": [100.0, 90.0, 5.0, 1.0, 0.0],
+        "trailing_value": [100.0, 120.0, 1.0, 3.0, 0.0],
+        "decline_risk": [0.1, 0.8, 0.1, 0.9, 0.0],
+        "growth_potential": [0.2, 0.1, 0.9, 0.1, 0.1],
+        "p_alive": [0.9, 0.5, 0.9, 0.8, 0.1],
+    }
+    base.update(overrides)
+    return pd.DataFrame(base, index=IDS[:5])
+
+
+def test_flags_and_segments():
+    out = apply_flags(scores(), Flags(valuable_share=0.4), Tiers())
+    assert out["tier"].tolist() == ["A", "B", "C", "C", "D"]
+    assert out["at_risk"].tolist() == [False, True, False, False, False]
+    assert out["high_potential"].tolist() == [False, False, True, False, False]
+    assert out["segment"].tolist() == ["key", "at_risk", "growing", "cultivate", "sleeping"]
+    assert "low_margin_key" not in out
+
+
+def test_low_margin_key_needs_profit():
+    out = apply_flags(scores(predicted_profit=[30.0, 2.0, 1.0, 0.1, 0.0]),
+                      Flags(valuable_share=0.4), Tiers())
+    assert out["low_margin_key"].tolist() == [False, True, False, False, False]
+    assert out["tier"].iloc[0] == "A"
+
+
+def test_migrations():
+    current = pd.Series(["A", "C", "B"], index=["x", "y", "z"])
+    previous = pd.Series(["B", "A", "D"], index=["x", "y", "w"])
+    out = tier_migrations(current, previous)
+    assert out["tier_change"].tolist() == ["up", "down", "new"]
+    assert out["previous_tier"].tolist()[:2] == ["B", "A"]
+
+
+def test_config_rejects_bad_shares():
+    with pytest.raises(ValueError, match="sum below 1"):
+        Tiers(shares=(0.5, 0.3, 0.3))

@@ -1,0 +1,109 @@
+"""The CLI end to end in fresh processes, on a small simulated log and a temporary store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from keyltv.cli import main
+from keyltv.data.simulate import simulate_b2b
+from keyltv.scoring.score import SCORE_COLUMNS
+
+
+def run_cli(*args: str, cwd: Path, uri: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    return subprocess.run([sys.executable, "-m", "keyltv.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A trained store: 300 accounts over 4 years, ids that look numeric (leading zeros)."""
+    root = tmp_path_factory.mktemp("cli")
+    tx, accounts = simulate_b2b(300, seed=11)
+    for frame in (tx, accounts):
+        frame["customer_id"] = frame["customer_id"].str.replace("A", "0")
+    tx.to_csv(root / "tx.csv", index=False)
+    accounts.to_csv(root / "accounts.csv", index=False)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    trained = run_cli("train", "--transactions", "tx.csv", "--accounts", "accounts.csv",
+                      "--horizon-days", "182", cwd=root, uri=uri)
+    return root, uri, tx, trained
+
+
+def test_train_prints_the_backtest_and_registers_a_champion(workspace):
+    _, _, _, trained = workspace
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    out = trained.stdout
+    for model in ("trailing", "bgnbd", "lightgbm", "hybrid"):
+        assert f"\n{model} " in out
+    assert "normalized_gini" in out and "Run id: " in out
+    assert "now @champion" in out
+
+
+def test_score_writes_every_column_for_every_account(workspace):
+    root, uri, tx, _ = workspace
+    done = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
+                   "--out", "scores.parquet", "--as-of", "2024-07-01", cwd=root, uri=uri)
+    assert done.returncode == 0, done.stderr[-2000:]
+    scores = pd.read_parquet(root / "scores.parquet")
+    expected = {c for c in SCORE_COLUMNS if c not in ("previous_tier", "tier_change")}
+    assert expected <= set(scores.columns)
+    seen = tx.loc[tx["date"] < "2024-07-01", "customer_id"].unique()
+    assert sorted(scores["customer_id"]) == sorted(seen)
+    assert scores["customer_id"].str.startswith("0").all()  # leading zeros survive
+    assert scores["p_alive"].between(0, 1).all() and (scores["predicted_value"] >= 0).all()
+    assert (scores["predicted_value_low"] <= scores["predicted_value"]).all()
+    assert (scores["predicted_value"] <= scores["predicted_value_high"]).all()
+    assert set(scores["tier"]) == {"A", "B", "C", "D"}
+    assert scores["model_version"].iloc[0] == "keyltv/1"
+    assert scores["horizon_days"].iloc[0] == 182
+
+
+def test_score_with_previous_gives_migrations(workspace):
+    root, uri, _, _ = workspace
+    first = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
+                    "--out", "q1.csv", "--as-of", "2024-04-01", cwd=root, uri=uri)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
+                     "--out", "q2.csv", "--as-of", "2024-07-01", "--previous", "q1.csv",
+                     cwd=root, uri=uri)
+    assert second.returncode == 0, second.stderr[-2000:]
+    scores = pd.read_csv(root / "q2.csv", dtype={"customer_id": str})
+    assert set(scores["tier_change"]) <= {"up", "down", "same", "new"}
+    assert (scores["tier_change"] != "new").sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "models:/nope@champion"], "model 'models:/nope@champion': cannot be loaded"),
+        (["--accounts", "missing.csv"], "missing.csv: file not found"),
+        (["--as-of", "2019-01-01"], "is on or before the first transaction"),
+        (["--horizon-days", "0"], "--horizon-days 0: must be a positive number"),
+        (["--horizon-days", "30"], "trained for a 182-day horizon"),
+    ],
+    ids=["unknown-model", "missing-accounts", "as-of-before-data", "horizon-zero", "other-horizon"],
+)
+def test_bad_input_exits_2_with_one_line_and_no_output(workspace, args, message, monkeypatch,
+                                                       capsys):
+    # In-process (same code path as the console script) to keep the suite fast.
+    root, uri, _, _ = workspace
+    out = root / "bad.csv"
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(sys, "argv", ["keyltv", "score", "--transactions", "tx.csv",
+                                      "--accounts", "accounts.csv", "--out", str(out), *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    stderr = capsys.readouterr().err
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], stderr
+    assert "Traceback" not in stderr
+    assert not out.exists()

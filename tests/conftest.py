@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import pandas as pd
-import pytest
+import os
 
-from keyltv.data.io import load_transactions
+# Before LightGBM loads its OpenMP runtime: no busy-waiting threads on a shared 2-core box.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from keyltv.data.io import load_transactions  # noqa: E402
 
 
 def frame(rows: list[tuple], columns=("customer_id", "date", "amount")) -> pd.DataFrame:

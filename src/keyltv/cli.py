@@ -92,22 +92,32 @@ def score(transactions: TransactionsOpt,
           model: Annotated[str, typer.Option("--model", help="Model URI.")] = "models:/keyltv@champion",
           as_of: AsOfOpt = None, horizon_days: HorizonOpt = None,
           previous: Annotated[Path | None, typer.Option("--previous", help="Earlier score file, for tier migrations.")] = None,
+          report: Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")] = None,
           project_dir: ProjectOpt = Path(".")) -> None:
     """Score every account seen before --as-of with a registered model (no retraining)."""
     from keyltv import workflows
-    from keyltv.data.io import write_table
+    from keyltv.data.io import check_writable
 
     cfg = _config(config, None)
     if horizon_days is not None and horizon_days <= 0:
         raise InputError(f"--horizon-days {horizon_days}: must be a positive number of days")
-    write_table(pd.DataFrame(), out.with_name(out.name + ".check.csv")).unlink()  # fail early
+    check_writable(out)  # fail before the expensive work
+    if report is not None:
+        check_writable(report, suffixes=(".html",))
     store = workflows.open_store(cfg, project_dir)
     inputs = workflows.load_inputs(transactions, accounts, cfg, _parse_date(as_of, "--as-of"))
     result = workflows.score(inputs, cfg, store, model, horizon_days, previous)
+    _write_outputs(workflows, store, result, inputs, out, report)
+
+
+def _write_outputs(workflows, store, result, inputs, out: Path, report: Path | None) -> None:
+    """Scores, then the report, then the MLflow scoring run; each file written atomically."""
     workflows.write_scores(result.scores, out)
-    workflows.log_scoring(store, result, out, inputs)
+    if report is not None:
+        workflows.write_score_report(result, inputs, report)
+    workflows.log_scoring(store, result, out, inputs, report)
     typer.echo(f"Scored {len(result.scores)} accounts as of {inputs.as_of} with "
-               f"{result.model_version} -> {out}")
+               f"{result.model_version} -> {out}" + (f", report -> {report}" if report else ""))
     _print_notes(result.notes)
 
 
@@ -115,6 +125,27 @@ def _print_notes(notes: dict[str, int]) -> None:
     counted = ", ".join(f"{k}={v}" for k, v in notes.items() if v)
     if counted:
         typer.echo(f"Counted: {counted}")
+
+
+@app.command()
+def features(transactions: TransactionsOpt,
+             as_of: Annotated[str, typer.Option("--as-of", help="Cut date YYYY-MM-DD; features use only earlier transactions.")],
+             out: Annotated[Path, typer.Option("--out", help="Output file, .csv or .parquet.")],
+             accounts: AccountsOpt = None, config: ConfigOpt = None,
+             horizon_days: HorizonOpt = None) -> None:
+    """Write the per-account feature table at --as-of (no model, no MLflow store)."""
+    from keyltv import workflows
+    from keyltv.data.io import check_writable, write_table
+
+    cfg = _config(config, horizon_days)
+    cut = _parse_date(as_of, "--as-of")
+    check_writable(out)  # fail before the expensive work
+    inputs = workflows.load_inputs(transactions, accounts, cfg, cut)
+    table = workflows.feature_table(inputs, cfg)
+    write_table(table, out)
+    typer.echo(f"Features of {len(table)} accounts as of {inputs.as_of} "
+               f"({cfg.horizon_days}-day horizon) -> {out}")
+    _print_notes(inputs.notes)
 
 
 @app.command()
@@ -135,9 +166,9 @@ def demo(config: ConfigOpt = None, horizon_days: HorizonOpt = None,
     model_uri = f"models:/{cfg.tracking.model_name}/{trained.version}"
     result = workflows.score(inputs, cfg, store, model_uri)
     out.parent.mkdir(parents=True, exist_ok=True)
-    workflows.write_scores(result.scores, out)
-    workflows.log_scoring(store, result, out, inputs)
-    typer.echo(f"\nScores for {len(result.scores)} accounts -> {out}\nTop key accounts:")
+    typer.echo("")
+    _write_outputs(workflows, store, result, inputs, out, out.with_suffix(".html"))
+    typer.echo("Top key accounts:")
     _print_table(workflows.top_accounts(result.scores))
     typer.echo("\nFlag and segment counts:")
     _print_table(workflows.flag_counts(result.scores).to_frame("accounts"))
@@ -145,6 +176,9 @@ def demo(config: ConfigOpt = None, horizon_days: HorizonOpt = None,
 
 def main() -> None:
     """Entry point: run the app, map errors to exit codes 2 (input) and 1 (internal)."""
+    # LightGBM's OpenMP threads spin while waiting by default, which stalls a 2-core
+    # machine shared with other jobs; passive waiting costs nothing when it is idle.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     warnings.filterwarnings("ignore", module="mlflow")
@@ -152,23 +186,29 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except InputError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
     except (typer.Exit, SystemExit) as exc:
         sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except Exception as exc:  # click usage errors are handled below, the rest is ours
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # usage errors (typer's own click) are input errors too
+        if hasattr(exc, "format_message") and isinstance(exc, typer.TyperException):
+            typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
             sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
         if debug:
             raise
-        typer.echo(f"internal error: {exc.__class__.__name__}: {exc} "
+        typer.echo(f"internal error: {exc.__class__.__name__}: {_one_line(exc)} "
                    "(set KEYLTV_DEBUG=1 for the traceback)", err=True)
         sys.exit(1)
+
+
+def _one_line(message: object) -> str:
+    """Join a message into one line and mask any password in a URI."""
+    from keyltv.data.schema import redact_text
+
+    return redact_text(" ".join(str(message).split()))
 
 
 if __name__ == "__main__":

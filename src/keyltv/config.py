@@ -52,6 +52,13 @@ class Training(_Frozen):
     max_training_rows: int = Field(2_000_000, ge=1000)
 
 
+class Backtest(_Frozen):
+    """Rolling-origin evaluation (``keyltv evaluate``, benchmarks)."""
+
+    n_origins: int = Field(2, ge=1, le=12)
+    step_days: int = Field(91, ge=1)
+
+
 class Selection(_Frozen):
     """How the champion is chosen and when the ``champion`` alias may move."""
 
@@ -117,6 +124,7 @@ class Config(_Frozen):
     models: tuple[str, ...] = ("trailing", "bgnbd", "lightgbm", "hybrid")
     training: Training = Training()
     events: Events = Events()
+    backtest: Backtest = Backtest()
     selection: Selection = Selection()
     tiers: Tiers = Tiers()
     flags: Flags = Flags()

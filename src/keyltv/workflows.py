@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from keyltv.config import Config
 from keyltv.data.io import TransactionLog, load_accounts, load_transactions, write_table
-from keyltv.data.schema import InputError
-from keyltv.evaluation.backtest import BacktestResult, backtest, choose_champion
+from keyltv.data.schema import InputError, redact_uri
+from keyltv.evaluation.backtest import BacktestResult, select_champion, validation_horizon
 from keyltv.evaluation.metrics import HIGHER_IS_BETTER
+from keyltv.evaluation.review import backtest_figures, feature_importance
 from keyltv.features import account_features, with_attributes
 from keyltv.models.bundle import (
     KeyLTVModel,
@@ -27,7 +29,13 @@ from keyltv.models.bundle import (
     training_data,
 )
 from keyltv.models.interval import BandedIntervals
-from keyltv.scoring.score import check_feature_schema, read_previous_tiers, score_accounts
+from keyltv.scoring.score import (
+    check_feature_schema,
+    count_unseen_levels,
+    read_previous_tiers,
+    score_accounts,
+)
+from keyltv.scoring.report import render_report, write_report
 from keyltv.tracking.store import Store, config_json, connect, load_bundle, resolve_tracking_uri
 
 log = logging.getLogger("keyltv")
@@ -52,15 +60,50 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
     notes = dict(tx.notes)
     if accounts is not None:
         attrs = load_accounts(accounts, id_column=config.columns.customer_id)
-        known = set(tx.con.execute("SELECT DISTINCT customer_id FROM daily").df()["customer_id"])
-        notes["accounts_without_transactions"] = int((~attrs.index.isin(list(known))).sum())
+        notes.update(_match_accounts(tx, attrs))
     as_of = as_of or tx.last_date + timedelta(days=1)
     if as_of <= tx.first_date:
         raise InputError(f"{tx.source}: --as-of {as_of} is on or before the first transaction "
                          f"({tx.first_date}); nothing to score")
     notes["lines_on_or_after_as_of"] = int(tx.con.execute(
         "SELECT COALESCE(sum(lines), 0) FROM daily WHERE day >= ?", [as_of]).fetchall()[0][0])
+    # A late --as-of makes every account look asleep: count the empty days it adds.
+    notes["days_after_last_transaction"] = max((as_of - tx.last_date).days - 1, 0)
+    log.info("data %s: %d lines, %d accounts, %s to %s, fingerprint %s", tx.source, tx.n_lines,
+             tx.n_accounts, tx.first_date, tx.last_date, tx.fingerprint)
     return Inputs(tx, attrs, as_of, notes)
+
+
+def _match_accounts(tx: TransactionLog, attrs: pd.DataFrame) -> dict[str, int]:
+    """Count ids on one side only; refuse an account table that matches no account.
+
+    Raises
+    ------
+    InputError
+        When no id of the account table occurs in the log (typically lost leading
+        zeros or another id column).
+    """
+    known = pd.Index(tx.con.execute("SELECT DISTINCT customer_id FROM daily").df()["customer_id"])
+    shared = attrs.index.isin(known)
+    if not shared.any():
+        raise InputError(
+            f"{attrs.attrs.get('source', 'account table')}: column 'customer_id': none of its "
+            f"{len(attrs)} ids occurs in {tx.source} (e.g. {attrs.index[0]!r} here, "
+            f"{known.min()!r} in the log); check leading zeros and the id column"
+        )
+    return {"accounts_without_transactions": int((~shared).sum()),
+            "accounts_without_attributes": int((~known.isin(attrs.index)).sum())}
+
+
+def feature_table(inputs: Inputs, config: Config) -> pd.DataFrame:
+    """Per-account features at ``as_of`` as the models read them, ``customer_id`` a column.
+
+    The same SQL serves training cutoffs and scoring; no model or tracking store is used.
+    """
+    features = with_attributes(
+        account_features(inputs.log, inputs.as_of, config.horizon_days), inputs.accounts
+    )
+    return features.rename_axis("customer_id").reset_index()
 
 
 def open_store(config: Config, project_dir: Path) -> Store:
@@ -89,17 +132,10 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     before it and judged on it; the champion is then refitted on all the history.
     """
     h = config.horizon_days
-    cutoff = inputs.as_of - timedelta(days=h)
-    needed = h + config.training.min_feature_days
-    if (cutoff - inputs.log.first_date).days < config.training.min_feature_days:
-        raise InputError(
-            f"{inputs.log.source}: {(inputs.as_of - inputs.log.first_date).days} days of history "
-            f"before {inputs.as_of} cannot evaluate a {h}-day horizon: needs at least {needed} "
-            "days; lower --horizon-days"
-        )
-    log.info("backtest at %s on %d accounts", cutoff, inputs.log.n_accounts)
-    result = backtest(inputs.log, cutoff, config, inputs.accounts)
-    champion = choose_champion(result.table, config.selection.metric)
+    _check_trainable(inputs, config)
+    log.info("selection backtest before %s on %d accounts, seed %d", inputs.as_of,
+             inputs.log.n_accounts, config.seed)
+    result, champion = select_champion(inputs.log, inputs.as_of, config, inputs.accounts)
     bundle = fit_bundle(inputs, config, champion, result)
     with store.run("train", tags={"keyltv.job": "train"}) as run_id:
         _log_training(store, run_id, inputs, config, result, champion)
@@ -123,13 +159,53 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     return TrainResult(result, champion, run_id, version, promoted, reason)
 
 
+# Fewer accounts cannot be ranked, banded into intervals or split into events.
+MIN_TRAIN_ACCOUNTS = 10
+
+
+def _check_trainable(inputs: Inputs, config: Config) -> None:
+    """Refuse, with the reason, a log that no model can learn from (instead of a crash).
+
+    Raises
+    ------
+    InputError
+        Fewer than :data:`MIN_TRAIN_ACCOUNTS` accounts before ``as_of``, no account
+        with a repeat order, or no value in the selection holdout.
+    """
+    source, as_of = inputs.log.source, inputs.as_of
+    accounts, repeaters = inputs.log.con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE orders > 1) FROM (SELECT customer_id, "
+        "count(*) FILTER (WHERE amount > 0) AS orders FROM daily WHERE day < ? GROUP BY ALL)",
+        [as_of]).fetchall()[0]
+    if accounts < MIN_TRAIN_ACCOUNTS:
+        raise InputError(f"{source}: {accounts} account(s) before {as_of}; train needs at least "
+                         f"{MIN_TRAIN_ACCOUNTS}; score them with an existing model instead")
+    if repeaters == 0:
+        raise InputError(f"{source}: no account ordered on more than one day before {as_of}; "
+                         "with no repeat purchase there is no future value to learn from")
+    try:
+        cutoff = as_of - timedelta(days=validation_horizon(inputs.log.first_date, as_of, config))
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from None
+    held_out = inputs.log.con.execute(
+        "SELECT COALESCE(sum(amount), 0) FROM daily WHERE day >= ? AND day < ? AND customer_id "
+        "IN (SELECT customer_id FROM daily WHERE day < ?)", [cutoff, as_of, cutoff]
+    ).fetchall()[0][0]
+    if held_out <= 0:
+        raise InputError(f"{source}: accounts seen before {cutoff} bought nothing from {cutoff} "
+                         f"to {as_of}; the backtest has no value to judge models on")
+
+
 def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestResult) -> KeyLTVModel:
     """Refit the champion and its companions on all history before ``as_of``."""
     data = training_data(inputs.log, inputs.as_of, config, inputs.accounts)
     try:
         probabilistic = fit_value_model("bgnbd", data, config)
-    except ValueError:
-        probabilistic = None  # no repeat buyer: orders and P(alive) use the fallback
+    except ValueError as exc:
+        # No repeat buyer: orders and P(alive) use the documented fallback.
+        log.warning("bgnbd cannot be fitted at %s (%s); predicted_orders and p_alive use "
+                    "the fallback", inputs.as_of, exc)
+        probabilistic = None
     value_model = probabilistic if champion == "bgnbd" and probabilistic else \
         fit_value_model(champion, data, config)
     intervals = BandedIntervals().fit(result.predictions[champion], result.predictions["actual"])
@@ -166,11 +242,17 @@ def _log_training(store: Store, run_id: str, inputs: Inputs, config: Config,
                       "training_rows_sampled_out": result.data.sampled,
                       **{f"data_{k}": v for k, v in inputs.log.summary().items()}})
     store.log_metrics(result.table.loc[champion].to_dict(), prefix="champion_")
+    for name in result.table.index:
+        store.log_metrics({k: result.table.loc[name, k] for k in ("normalized_gini", "spearman")},
+                          prefix=f"{name}_")
+    store.set_description(training_summary(result, champion, config.selection.metric))
     store.log_metrics(result.event_metrics)
-    store.log_dict(config.model_dump(mode="json"), "config.yaml")
+    store.log_dict(_public_config(config), "config.yaml")
     store.log_dict({**inputs.log.summary(), **inputs.notes}, "data_fingerprint.json")
     store.log_table(result.table, "backtest")
     store.log_dict(result.skipped, "skipped_models.json")
+    for name, figure in backtest_figures(result, champion).items():
+        store.log_figure(figure, f"plots/{name}")
     for name, model in result.models.items():
         with store.run(name, parent_id=run_id, tags={"keyltv.model": name}):
             store.log_params({k: v for k, v in model.get_params().items()
@@ -179,6 +261,36 @@ def _log_training(store: Store, run_id: str, inputs: Inputs, config: Config,
             fitted = getattr(model, "params_", None)
             if isinstance(fitted, dict):
                 store.log_metrics(fitted, prefix="param_")
+
+
+def _public_config(config: Config) -> dict[str, object]:
+    """Dump the config for logging, without a password or token in the tracking URI."""
+    data = config.model_dump(mode="json")
+    if data.get("tracking", {}).get("uri"):
+        data["tracking"]["uri"] = redact_uri(data["tracking"]["uri"])
+    return data
+
+
+def training_summary(result: BacktestResult, champion: str, metric: str) -> str:
+    """Markdown for the run page: who won, by how much against the peers, and why."""
+    table = result.table
+    peers = [m for m in ("trailing", "bgnbd", "pareto") if m in table.index and m != champion]
+    lines = [f"**Champion: {champion}** (by {metric}, backtest fitted before {result.cutoff}, "
+             f"judged on the next {result.horizon_days} days, {len(result.predictions)} accounts)",
+             ""]
+    for peer in peers:
+        gain = table.loc[champion, metric] - table.loc[peer, metric]
+        lines.append(f"- vs {peer}: {metric} {table.loc[champion, metric]:.4f} vs "
+                     f"{table.loc[peer, metric]:.4f} ({gain:+.4f})")
+    importance = feature_importance(result.models.get(champion))
+    if importance is not None:
+        names, gains = importance
+        top = [names[i] for i in np.argsort(gains)[::-1][:5]]
+        lines += ["", f"Top drivers (gain): {', '.join(top)}"]
+    for name, why in result.skipped.items():
+        lines.append(f"- not eligible: {name} ({why})")
+    lines += ["", "Plots under `plots/`, the full table in `backtest.html`."]
+    return "\n".join(lines)
 
 
 def _gate(store: Store, tags: dict[str, str], config: Config) -> tuple[bool, str]:
@@ -209,6 +321,7 @@ class ScoreResult:
     scores: pd.DataFrame
     model_version: str
     notes: dict[str, int]
+    seed: int | None = None
 
 
 def score(inputs: Inputs, config: Config, store: Store, model_uri: str,
@@ -220,23 +333,43 @@ def score(inputs: Inputs, config: Config, store: Store, model_uri: str,
             f"model {model_uri!r}: trained for a {bundle.horizon_days}-day horizon, "
             f"--horizon-days is {horizon_days}; retrain with that horizon or omit the option"
         )
+    return score_bundle(inputs, config, bundle, info["model_version"], previous)
+
+
+def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_version: str,
+                 previous: str | Path | None = None) -> ScoreResult:
+    """Score every account seen before ``as_of`` with a loaded bundle (no store needed)."""
     features = with_attributes(
         account_features(inputs.log, inputs.as_of, bundle.horizon_days), inputs.accounts
     )
-    check_feature_schema(bundle.feature_columns, features, inputs.log.source)
+    accounts_source = inputs.accounts.attrs.get("source") if inputs.accounts is not None else None
+    check_feature_schema(bundle.feature_columns, features, inputs.log.source, bundle,
+                         accounts_source)
     prev = read_previous_tiers(previous) if previous is not None else None
     scores = score_accounts(bundle, features[bundle.feature_columns], as_of=inputs.as_of,
-                            model_version=info["model_version"], config=config, previous=prev)
-    notes = {**inputs.notes, "accounts_scored": len(scores)}
-    return ScoreResult(scores, info["model_version"], notes)
+                            model_version=model_version, config=config, previous=prev)
+    notes = {**inputs.notes, "attribute_values_unseen_in_training":
+             count_unseen_levels(bundle, features), "accounts_scored": len(scores)}
+    return ScoreResult(scores, model_version, notes, config.seed)
 
 
-def log_scoring(store: Store, result: ScoreResult, out: Path, inputs: Inputs) -> str:
+def write_score_report(result: ScoreResult, inputs: Inputs, path: str | Path) -> Path:
+    """The self-contained HTML report of a scoring run, written atomically."""
+    html = render_report(result.scores, title=f"keyltv key accounts as of {inputs.as_of}",
+                         notes=result.notes)
+    return write_report(html, path)
+
+
+def log_scoring(store: Store, result: ScoreResult, out: Path, inputs: Inputs,
+                report: Path | None = None) -> str:
     """Record a scoring run: counts per tier, segment and flag, input and output rows."""
     scores = result.scores
     with store.run("score", tags={"keyltv.job": "score"}) as run_id:
+        if report is not None:
+            store.log_artifact(report)
         store.log_params({"as_of": inputs.as_of, "model_version": result.model_version,
-                          "output": str(out), "data_hash": inputs.log.fingerprint})
+                          "output": str(out), "data_hash": inputs.log.fingerprint,
+                          "seed": result.seed})
         counts = {"input_lines": inputs.log.n_lines, "output_rows": len(scores),
                   **{f"tier_{k}": v for k, v in scores["tier"].value_counts().items()},
                   **{f"segment_{k}": v for k, v in scores["segment"].value_counts().items()},

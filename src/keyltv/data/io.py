@@ -8,24 +8,44 @@ amount, net margin, line count), which is all the feature code needs.
 Why netting by day: a return booked on the same day as its order cancels it, and a
 credit note on a later day lowers that account's value without being an "order". An
 order is a day whose net amount is positive; every line still counts in the value.
+
+Why the CSV header is read here and not sniffed by DuckDB: on hand-exported files the
+sniffer can pick the wrong delimiter or treat the header as data when one row is
+ragged, and then rows go missing without an error. keyltv reads the header line
+itself, picks the delimiter from it, and has DuckDB parse strictly with those columns,
+so a ragged row, a stray quote or a non-UTF-8 byte stops the job with its line number.
 """
 
 from __future__ import annotations
 
+import csv
 import os
+import re
+import secrets
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import pandas as pd
 
-from keyltv.data.schema import TZ_PATTERN, InputError, describe_value
+from keyltv.data.schema import (
+    MAX_ABS_AMOUNT,
+    OUTLIER_FACTOR,
+    TZ_PATTERN,
+    InputError,
+    describe_value,
+)
 
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+DELIMITERS = (",", ";", "\t", "|")
+_MAX_HEADER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -66,7 +86,7 @@ class TransactionLog:
         return self.con.sql("SELECT * FROM daily ORDER BY customer_id, day").df()
 
     def summary(self) -> dict[str, object]:
-        """Data fingerprint for tracking: rows, accounts, date range, hash, notes."""
+        """Return the data fingerprint for tracking: rows, accounts, date range, hash, notes."""
         return {
             "source": self.source,
             "lines": self.n_lines,
@@ -110,19 +130,20 @@ def load_transactions(
         On any broken rule; the message names the file, the column and a bad value.
     """
     con = duckdb.connect()
-    name = _attach_source(con, source, label)
-    mapping = _resolve_columns(con, name, columns or {})
+    name, duplicated = _attach_source(con, source, label)
+    mapping = _resolve_columns(con, name, columns or {}, duplicated)
     _create_parsed_view(con, mapping, date_format)
-    notes = _check_rules(con, name, mapping, date_format)
-    con.execute(
-        """
-        CREATE TABLE daily AS
-        SELECT customer_id, CAST(ts AS DATE) AS day, sum(a) AS amount,
-               sum(m) AS margin, COALESCE(sum(a) FILTER (WHERE a < 0), 0) AS returns,
-               CAST(count(*) AS INTEGER) AS lines
-        FROM parsed GROUP BY ALL
-        """
-    )
+    with _read_errors(name):
+        notes = _check_rules(con, name, mapping, date_format)
+        con.execute(
+            """
+            CREATE TABLE daily AS
+            SELECT customer_id, CAST(ts AS DATE) AS day, sum(a) AS amount,
+                   sum(m) AS margin, COALESCE(sum(a) FILTER (WHERE a < 0), 0) AS returns,
+                   CAST(count(*) AS INTEGER) AS lines
+            FROM parsed GROUP BY ALL
+            """
+        )
     con.execute("DROP VIEW parsed")
     stats = con.execute(
         """
@@ -144,12 +165,23 @@ def load_transactions(
     )
 
 
-def _attach_source(con: duckdb.DuckDBPyConnection, source: object, label: str | None) -> str:
-    """Expose the source as the view ``src``; return the name used in messages."""
+def _attach_source(
+    con: duckdb.DuckDBPyConnection, source: object, label: str | None
+) -> tuple[str, list[str]]:
+    """Expose the source as the view ``src``.
+
+    Returns
+    -------
+    name : str
+        The name used in messages.
+    duplicated : list of str
+        Column names that the header holds more than once (the later ones are renamed).
+    """
     if isinstance(source, pd.DataFrame):
         con.register("src_frame", source)
         con.execute("CREATE VIEW src AS SELECT * FROM src_frame")
-        return label or "<DataFrame>"
+        duplicated = sorted({str(c) for c in source.columns[source.columns.duplicated()]})
+        return label or "<DataFrame>", duplicated
     path = Path(source)
     name = str(path)
     if not path.exists():
@@ -157,35 +189,109 @@ def _attach_source(con: duckdb.DuckDBPyConnection, source: object, label: str | 
     if path.is_dir():
         raise InputError(f"{name}: is a directory, expected a CSV or Parquet file")
     suffix = path.suffix.lower()
+    duplicated: list[str] = []
     if suffix in CSV_SUFFIXES:
-        if path.stat().st_size == 0:
-            raise InputError(f"{name}: file is empty (expected a header and transaction rows)")
-        # all_varchar: ids such as 00042 must stay strings; we type the columns ourselves.
-        reader = "read_csv(?, all_varchar=true, header=true)"
+        reader, duplicated = _csv_reader(path, name)
     elif suffix in PARQUET_SUFFIXES:
-        reader = "read_parquet(?)"
+        reader = f"read_parquet({_literal(str(path))})"
     else:
         raise InputError(
             f"{name}: unsupported file type {suffix or '(none)'!r}; "
             f"use one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}"
         )
+    with _read_errors(name):
+        # Views cannot take bound parameters: the path is inlined as a quoted literal.
+        con.execute(f"CREATE VIEW src AS SELECT * FROM {reader}")
+        # count(*) reads one row without converting it to Python (a time-zone-aware
+        # Parquet column would need pytz for that).
+        con.execute("SELECT count(*) FROM (SELECT * FROM src LIMIT 1)").fetchall()
+    return name, duplicated
+
+
+def _literal(text: str) -> str:
+    """Quote ``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _csv_reader(path: Path, name: str) -> tuple[str, list[str]]:
+    """Build a strict ``read_csv`` call (every column as text); list duplicated names."""
+    delimiter, names = _read_header(path, name)
+    unique: list[str] = []
+    duplicated: set[str] = set()
+    for i, column in enumerate(names):
+        column = column or f"column{i}"
+        if column in unique:
+            duplicated.add(column)
+            k = 2
+            while f"{column}_{k}" in unique or f"{column}_{k}" in names:
+                k += 1
+            column = f"{column}_{k}"
+        unique.append(column)
+    # all VARCHAR: ids such as 00042 must stay strings; the columns are typed in SQL.
+    types = ", ".join(f"{_literal(c)}: 'VARCHAR'" for c in unique)
+    reader = (
+        f"read_csv({_literal(str(path))}, auto_detect=false, header=true, "
+        f"delim={_literal(delimiter)}, quote='\"', escape='\"', columns={{{types}}})"
+    )
+    return reader, sorted(duplicated)
+
+
+def _read_header(path: Path, name: str) -> tuple[str, list[str]]:
+    """Delimiter and column names from the first line of a CSV file."""
+    with open(path, "rb") as handle:
+        raw = handle.readline(_MAX_HEADER_BYTES)
+    if not raw:
+        raise InputError(f"{name}: file is empty (expected a header and transaction rows)")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputError(f"{name}: cannot read file: UTF-16 text; re-export the file as UTF-8")
     try:
-        # Views cannot take bound parameters: inline the path as a quoted SQL literal.
-        literal = "'" + str(path).replace("'", "''") + "'"
-        con.execute(f"CREATE VIEW src AS SELECT * FROM {reader.replace('?', literal)}")
-        con.execute("SELECT * FROM src LIMIT 1").fetchall()
-    except duckdb.Error as exc:
-        raise InputError(f"{name}: cannot read file: {_first_line(exc)}") from None
-    return name
+        line = raw.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{name}: cannot read line 1: bytes that are not UTF-8; re-export the file as UTF-8"
+        ) from None
+    if not line.strip():
+        raise InputError(f"{name}: line 1 is empty; expected a header with the column names")
+    candidates = ("\t",) if path.suffix.lower() == ".tsv" else DELIMITERS
+    parsed = {d: next(csv.reader([line], delimiter=d, quotechar='"')) for d in candidates}
+    delimiter = max(candidates, key=lambda d: len(parsed[d]))  # ties: the earlier one
+    return delimiter, [column.strip() for column in parsed[delimiter]]
 
 
-def _first_line(exc: Exception) -> str:
-    """Keep DuckDB's headline and the offending line, not its multi-line advice."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    head = lines[0] if lines else exc.__class__.__name__
-    if "not utf-8" in str(exc).lower():
-        return "bytes that are not UTF-8; re-export the file as UTF-8"
-    return head
+@contextmanager
+def _read_errors(name: str) -> Iterator[None]:
+    """Turn DuckDB's errors about the file's content into one-line input errors.
+
+    Only reading errors are translated; errors in keyltv's own SQL (binder, parser,
+    catalog) stay internal errors.
+    """
+    try:
+        yield
+    except (duckdb.InvalidInputException, duckdb.IOException) as exc:
+        raise InputError(f"{name}: {_read_error_message(exc)}") from None
+
+
+def _read_error_message(exc: Exception) -> str:
+    """Line number, reason and the offending line from a DuckDB reader error."""
+    text = str(exc)
+    line = re.search(r"CSV Error on Line: (\d+)", text)
+    original = re.search(r"Original Line: ?(.*)", text)
+    columns = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
+    if "utf-8" in text.lower() or "invalid unicode" in text.lower():
+        reason = "bytes that are not UTF-8; re-export the file as UTF-8"
+    elif columns:
+        reason = f"expected {columns[1]} fields, found {columns[2]}"
+    elif "unterminated quote" in text.lower():
+        reason = "a quoted value is not closed"
+    elif "state machine" in text:
+        reason = "not a well-formed CSV file (mixed line endings or stray quotes?)"
+    else:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        # "Invalid Input Error: File 'x' too small ..." -> "File 'x' too small ..."
+        reason = re.sub(r"^[A-Za-z ]*Error: ", "", lines[0]) if lines else type(exc).__name__
+    where = f"cannot read line {line[1]}" if line else "cannot read file"
+    shown = f" in {describe_value(original[1])}" if line and original and original[1] else ""
+    return f"{where}: {reason}{shown}"
 
 
 def _source_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -193,24 +299,43 @@ def _source_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def _resolve_columns(
-    con: duckdb.DuckDBPyConnection, name: str, columns: Mapping[str, str | None]
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    columns: Mapping[str, str | None],
+    duplicated: list[str] | None = None,
 ) -> dict[str, str]:
-    """Map contract roles to source columns; fail on a missing required column."""
+    """Map contract roles to source columns; fail on a missing or ambiguous column."""
     found = _source_columns(con)
     mapping: dict[str, str] = {}
     for role in ("customer_id", "date", "amount", "margin"):
         wanted = columns.get(role, role) if role in columns else role
         if wanted is None:
             continue
+        if wanted in (duplicated or ()):
+            raise InputError(
+                f"{name}: column {wanted!r} appears more than once in the header; "
+                "keep one or rename the others"
+            )
         if wanted in found:
             mapping[role] = wanted
         elif role != "margin":
-            hint = f" (mapped from role {role!r})" if wanted != role else ""
-            raise InputError(
-                f"{name}: column {wanted!r}{hint} is missing; found columns: "
-                f"{', '.join(map(repr, found))}; map it under 'columns.{role}' in the config"
-            )
+            raise InputError(_missing_column_message(name, role, wanted, found))
     return mapping
+
+
+def _missing_column_message(name: str, role: str, wanted: str, found: list[str]) -> str:
+    hint = f" (mapped from role {role!r})" if wanted != role else ""
+    near = [c for c in found if _squashed(c) == _squashed(wanted)]
+    maybe = f" (did you mean {near[0]!r}?)" if near else ""
+    return (
+        f"{name}: column {wanted!r}{hint} is missing{maybe}; found columns: "
+        f"{', '.join(map(repr, found))}; map it under 'columns.{role}' in the config"
+    )
+
+
+def _squashed(column: str) -> str:
+    """Column name without case, spaces and punctuation: 'Customer ID' ~ 'customer_id'."""
+    return re.sub(r"[^0-9a-z]", "", column.lower())
 
 
 def _quoted(column: str) -> str:
@@ -233,37 +358,46 @@ def _create_parsed_view(
         """
     )
     if date_format:
-        parse = "try_strptime(date_raw, $fmt)"
+        # DuckDB cannot bind parameters in a view definition: inline the quoted format.
+        parse = f"try_strptime(date_raw, {_literal(date_format)})"
     else:
         # A trailing offset would be dropped silently by the cast: refuse it instead.
         parse = f"CASE WHEN regexp_matches(date_raw, '{TZ_PATTERN}') THEN NULL " \
                 "ELSE TRY_CAST(date_raw AS TIMESTAMP) END"
-    sql = f"""
+    con.execute(
+        f"""
         CREATE VIEW parsed AS SELECT customer_id, date_raw, amount_raw, margin_raw,
             {parse} AS ts, TRY_CAST(amount_raw AS DOUBLE) AS a,
             TRY_CAST(margin_raw AS DOUBLE) AS m
         FROM raw
-    """
-    if date_format:
-        # DuckDB cannot bind parameters in a view definition: inline the quoted format.
-        sql = sql.replace("$fmt", "'" + date_format.replace("'", "''") + "'")
-    con.execute(sql)
+        """
+    )
 
 
-# Each rule: (key, SQL condition on `parsed`, column role, message). One rule per line.
+# Each rule: (key, SQL condition on `parsed`, column role, problem, what is allowed).
+# One rule per line; the first broken rule in this order is reported.
+_ISO = "ISO 8601 such as 2024-01-31 or 2024-01-31 14:05:00, or set date_format in the config"
+_NUMBER = "a plain number such as -1234.5 (no thousands separators or currency signs)"
 _RULES = (
     ("blank_id", "customer_id IS NULL OR customer_id = ''", "customer_id",
-     "blank customer id"),
-    ("blank_date", "date_raw IS NULL OR date_raw = ''", "date", "blank date"),
+     "blank customer id", "a non-blank id on every line"),
+    ("blank_date", "date_raw IS NULL OR date_raw = ''", "date", "blank date", _ISO),
     ("tz_date", f"regexp_matches(date_raw, '{TZ_PATTERN}')", "date",
-     "time-zone-aware date (convert to local dates without offset)"),
-    ("bad_date", "date_raw <> '' AND ts IS NULL", "date", "cannot parse date"),
-    ("odd_date", "year(ts) < 1900 OR year(ts) > 2200", "date", "implausible date"),
-    ("blank_amount", "amount_raw IS NULL OR amount_raw = ''", "amount", "blank amount"),
-    ("bad_amount", "amount_raw <> '' AND a IS NULL", "amount", "not a number"),
-    ("inf_amount", "NOT isfinite(a)", "amount", "not a finite number"),
-    ("bad_margin", "margin_raw <> '' AND m IS NULL", "margin", "not a number"),
-    ("inf_margin", "NOT isfinite(m)", "margin", "not a finite number"),
+     "time-zone-aware date", "local dates without an offset; convert them before export"),
+    ("bad_date", "date_raw <> '' AND ts IS NULL", "date", "cannot parse date", _ISO),
+    ("odd_date", "year(ts) < 1900 OR year(ts) > 2200", "date", "implausible date",
+     "years 1900 to 2200"),
+    ("blank_amount", "amount_raw IS NULL OR amount_raw = ''", "amount", "blank amount",
+     _NUMBER),
+    ("bad_amount", "amount_raw <> '' AND a IS NULL", "amount", "not a number", _NUMBER),
+    ("inf_amount", "NOT isfinite(a)", "amount", "not a finite number", _NUMBER),
+    ("huge_amount", f"abs(a) >= {MAX_ABS_AMOUNT:g}", "amount", "implausible amount",
+     f"magnitudes below {MAX_ABS_AMOUNT:g}"),
+    ("bad_margin", "margin_raw <> '' AND m IS NULL", "margin", "not a number",
+     _NUMBER + ", or blank"),
+    ("inf_margin", "NOT isfinite(m)", "margin", "not a finite number", _NUMBER),
+    ("huge_margin", f"abs(m) >= {MAX_ABS_AMOUNT:g}", "margin", "implausible margin",
+     f"magnitudes below {MAX_ABS_AMOUNT:g}"),
 )
 
 
@@ -277,25 +411,27 @@ def _check_rules(
     select = ", ".join(
         f"count(*) FILTER (WHERE {cond}) AS {key}, "
         f"any_value(COALESCE({_raw_of(role)}, '')) FILTER (WHERE {cond}) AS {key}_ex"
-        for key, cond, role, _ in _RULES
+        for key, cond, role, _, _ in _RULES
     )
     row = con.execute(
         f"""SELECT count(*) AS lines, {select},
                    count(*) FILTER (WHERE a < 0) AS return_lines,
                    count(*) FILTER (WHERE a = 0) AS zero_amount_lines,
-                   count(*) FILTER (WHERE m IS NULL) AS missing_margin
+                   count(*) FILTER (WHERE m IS NULL) AS missing_margin,
+                   max(a) FILTER (WHERE isfinite(a)) AS max_amount,
+                   approx_quantile(a, 0.5) FILTER (WHERE a > 0 AND isfinite(a)) AS median_amount
             FROM parsed"""
     ).df().iloc[0]
     if row["lines"] == 0:
         raise InputError(f"{name}: no transaction rows (empty file or header only)")
-    for key, _, role, message in _RULES:
+    for key, _, role, message, allowed in _RULES:
         if row[key] > 0:
             column = mapping.get(role, role)
-            expected = f"format {date_format!r}" if key == "bad_date" and date_format else None
-            hint = f", expected {expected}" if expected else ""
+            if date_format and role == "date" and key != "odd_date":
+                allowed = f"format {date_format!r} (date_format in the config)"
             raise InputError(
                 f"{name}: column {column!r}: {message} {describe_value(row[key + '_ex'])} "
-                f"in {int(row[key])} row(s){hint}"
+                f"in {int(row[key])} row(s); expected {allowed}"
             )
     notes = {k: int(row[k]) for k in ("lines", "return_lines", "zero_amount_lines")}
     if "margin" in mapping:
@@ -307,7 +443,19 @@ def _check_rules(
             "HAVING count(*) > 1)"
         ).fetchall()[0][0]
     )
+    notes["outlier_lines"] = _count_outliers(con, row["max_amount"], row["median_amount"])
     return notes
+
+
+def _count_outliers(con: duckdb.DuckDBPyConnection, largest: float, median: float) -> int:
+    """Lines above ``OUTLIER_FACTOR`` x the median positive line; kept, only counted.
+
+    The extra scan runs only when the largest line is above the threshold.
+    """
+    if pd.isna(largest) or pd.isna(median) or largest <= OUTLIER_FACTOR * median:
+        return 0
+    return int(con.execute("SELECT count(*) FROM parsed WHERE a > ?",
+                           [OUTLIER_FACTOR * float(median)]).fetchall()[0][0])
 
 
 def _raw_of(role: str) -> str:
@@ -326,27 +474,38 @@ def load_accounts(
     Returns
     -------
     pandas.DataFrame
-        Indexed by ``customer_id`` (string), one column per attribute.
+        Indexed by ``customer_id`` (string), one column per attribute; the file name is
+        kept in ``frame.attrs["source"]`` for messages.
 
     Raises
     ------
     InputError
-        Missing id column, blank or duplicated ids, unreadable file.
+        Missing, duplicated or repeated columns, blank or duplicated ids, no rows,
+        unreadable file.
     """
     con = duckdb.connect()
-    name = _attach_source(con, path, label)
+    name, duplicated = _attach_source(con, path, label)
+    if duplicated:
+        raise InputError(
+            f"{name}: column {duplicated[0]!r} appears more than once in the header; "
+            "keep one or rename the others"
+        )
     found = _source_columns(con)
     if id_column not in found:
-        raise InputError(
-            f"{name}: column {id_column!r} is missing; found columns: {', '.join(map(repr, found))}"
-        )
-    frame = con.execute(
-        "SELECT * REPLACE (trim(CAST(" + _quoted(id_column) + " AS VARCHAR)) AS "
-        + _quoted(id_column) + ") FROM src"
-    ).df()
+        raise InputError(_missing_column_message(name, "customer_id", id_column, found))
+    with _read_errors(name):
+        frame = con.execute(
+            "SELECT * REPLACE (trim(CAST(" + _quoted(id_column) + " AS VARCHAR)) AS "
+            + _quoted(id_column) + ") FROM src"
+        ).df()
+    if frame.empty:
+        raise InputError(f"{name}: no account rows (empty file or header only)")
     ids = frame[id_column]
-    if ids.isna().any() or (ids == "").any():
-        raise InputError(f"{name}: column {id_column!r}: blank customer id in {int((ids.isna() | (ids == '')).sum())} row(s)")
+    blank = ids.isna() | (ids == "")
+    if blank.any():
+        raise InputError(
+            f"{name}: column {id_column!r}: blank customer id in {int(blank.sum())} row(s)"
+        )
     dup = ids[ids.duplicated()]
     if len(dup):
         raise InputError(
@@ -356,7 +515,9 @@ def load_accounts(
     frame = frame.set_index(id_column)
     frame.index = frame.index.astype(str)
     frame.index.name = "customer_id"
-    return frame.apply(_typed_attribute)
+    frame = frame.apply(_typed_attribute)
+    frame.attrs["source"] = name
+    return frame
 
 
 def _typed_attribute(column: pd.Series) -> pd.Series:
@@ -368,37 +529,136 @@ def _typed_attribute(column: pd.Series) -> pd.Series:
     return text.astype("category")
 
 
-def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write CSV or Parquet (by extension) atomically: temp file, then rename.
+def check_writable(path: str | Path, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Path:
+    """Fail now, before any expensive work, if ``path`` cannot be written.
 
-    A run killed midway leaves the previous file intact and no partial one.
+    Creates and removes an invisible test file in the target folder.
+
+    Raises
+    ------
+    InputError
+        Unsupported extension, a path that is a folder, or a folder that does not
+        exist, is not a folder or cannot be written.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise InputError(
+            f"{path}: output must end in {' or '.join(suffixes)}, got {suffix or '(none)'!r}"
+        )
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a file name")
+    folder = path.parent
+    if not folder.exists():
+        raise InputError(f"{path}: folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        raise InputError(f"{path}: {str(folder)!r} is not a folder")
+    handle, tmp = _open_temp(path)
+    os.close(handle)
+    if tmp is not None:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write CSV or Parquet (by extension) atomically (see :func:`write_atomic`).
 
     Raises
     ------
     InputError
         Unsupported extension, or a folder that does not exist or cannot be written.
     """
+    path = check_writable(path)
+    if path.suffix.lower() == ".csv":
+        return write_atomic(path, lambda handle: frame.to_csv(handle, index=False))
+    return write_atomic(path, lambda handle: frame.to_parquet(handle, index=False))
+
+
+def write_text(text: str, path: str | Path, encoding: str = "utf-8") -> Path:
+    """Write a text file (a report) atomically (see :func:`write_atomic`)."""
+    return write_atomic(Path(path), lambda handle: handle.write(text.encode(encoding)))
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Write through ``write(handle)`` to a temporary file, then rename it onto ``path``.
+
+    On Linux the temporary file is anonymous (``O_TMPFILE``): it has no name until it
+    is complete, so a run killed at any point (even by SIGKILL) leaves the previous
+    file intact and no partial one. Elsewhere it is a hidden ``.NAME.*.tmp`` file in
+    the same folder, removed on any error the process survives. Data and rename are
+    flushed to disk before returning.
+
+    Raises
+    ------
+    InputError
+        If the folder does not exist or cannot be written.
+    """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise InputError(f"{path}: output must end in .csv or .parquet, got {suffix or '(none)'!r}")
-    folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a file name")
-    if not folder.is_dir():
-        raise InputError(f"{path}: folder {str(folder)!r} does not exist")
+    handle, tmp = _open_temp(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write to folder {str(folder)!r} ({exc.strerror})") from None
-    os.close(fd)
-    try:
-        if suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+            if tmp is None:
+                tmp = _name_anonymous(stream.fileno(), path)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
     return path
+
+
+def _open_temp(path: Path) -> tuple[int, Path | None]:
+    """Open a file in ``path``'s folder: anonymous if possible (then the path is None)."""
+    folder = path.parent
+    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
+        try:
+            return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666), None
+        except OSError:
+            pass  # not supported by this file system: fall back to a named temp file
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise InputError(
+            f"{path}: cannot write to folder {str(folder)!r} ({exc.strerror})"
+        ) from None
+    os.chmod(tmp, 0o666 & ~_umask())
+    return handle, Path(tmp)
+
+
+def _name_anonymous(handle: int, path: Path) -> Path:
+    """Give the finished anonymous file a hidden name next to ``path`` (for the rename)."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        # A dir fd makes os.link call linkat(AT_SYMLINK_FOLLOW), which resolves the
+        # /proc link to the open file (plain link() would try to link the symlink).
+        os.link(f"/proc/self/fd/{handle}", tmp.name, dst_dir_fd=folder, follow_symlinks=True)
+    finally:
+        os.close(folder)
+    return tmp
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable; not every platform can open a folder."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)

@@ -85,7 +85,8 @@ def backtest(
     data = training_data(log, cutoff, config, accounts)
     actual = future_values(log, cutoff, h, data.current.index)
     predictions = pd.DataFrame(
-        {"actual": actual["value"], "trailing_value": data.current["trailing_value"]}
+        {"actual": actual["value"], "actual_orders": actual["orders"],
+         "trailing_value": data.current["trailing_value"]}
     )
     rows, skipped, fitted = {}, {}, {}
     for name in models or config.models:
@@ -146,3 +147,91 @@ def choose_champion(table: pd.DataFrame, metric: str) -> str:
     if scores.empty:
         raise ValueError(f"no model has a finite {metric} in the backtest")
     return str((scores * HIGHER_IS_BETTER[metric]).idxmax())
+
+
+def validation_horizon(first_date: date, as_of: date, config: Config) -> int:
+    """Horizon of the selection backtest inside ``[first_date, as_of)``.
+
+    The configured horizon when the history holds two horizons plus
+    ``min_feature_days``; otherwise half the history, so a short log still gets an
+    honest (if shorter) holdout and the supervised models still get training rows.
+
+    Raises
+    ------
+    InputError
+        If the history is too short even for that (under 2 x 14 days).
+    """
+    history = (as_of - first_date).days
+    h = config.horizon_days
+    # Room for the holdout, the supervised models' own label window and their features.
+    if history >= 2 * h + config.training.min_feature_days:
+        return h
+    if history < 56:
+        raise InputError(f"only {history} days of history before {as_of}: too short to train")
+    return min(h, history // 2)
+
+
+def select_champion(
+    log: TransactionLog, as_of: date, config: Config, accounts: pd.DataFrame | None = None
+) -> tuple[BacktestResult, str]:
+    """Backtest every model inside the history before ``as_of`` and pick the best.
+
+    Models that cannot be fitted at the validation cutoff (e.g. LightGBM on a very
+    short history) are not eligible: keyltv only deploys what it could evaluate.
+    """
+    h_v = validation_horizon(log.first_date, as_of, config)
+    inner = config if h_v == config.horizon_days else config.with_overrides(horizon_days=h_v)
+    result = backtest(log, as_of - timedelta(days=h_v), inner, accounts)
+    # The naive peer is the bar to clear, not a model to deploy: it is only chosen
+    # when nothing else could be fitted.
+    candidates = result.table.drop(index="trailing", errors="ignore")
+    if candidates.empty:
+        candidates = result.table
+    return result, choose_champion(candidates, config.selection.metric)
+
+
+@dataclass
+class OriginResult:
+    """What keyltv would have delivered at one origin, next to every model and peer."""
+
+    origin: date
+    champion: str
+    table: pd.DataFrame
+    selection: BacktestResult
+    outer: BacktestResult
+    coverage: float
+
+
+def evaluate_origin(
+    log: TransactionLog, origin: date, config: Config, accounts: pd.DataFrame | None = None
+) -> OriginResult:
+    """Nested evaluation at ``origin``: select the champion on data before it, judge after.
+
+    The ``keyltv`` row of the table is the champion chosen by :func:`select_champion`
+    using only data before ``origin``, with its 80% interval calibrated on that
+    selection holdout; its coverage is measured on ``[origin, origin + horizon)``.
+    """
+    from keyltv.models.interval import BandedIntervals
+
+    selection, champion = select_champion(log, origin, config, accounts)
+    outer = backtest(log, origin, config, accounts)
+    if champion not in outer.predictions:
+        raise ValueError(f"champion {champion} could not be refitted at {origin}: "
+                         f"{outer.skipped.get(champion)}")
+    intervals = BandedIntervals().fit(selection.predictions[champion],
+                                      selection.predictions["actual"])
+    low, high = intervals.predict(outer.predictions[champion])
+    actual = outer.predictions["actual"]
+    coverage = float(((actual >= low) & (actual <= high)).mean())
+    table = outer.table.copy()
+    table.loc["keyltv"] = outer.table.loc[champion]
+    table["interval_coverage"] = np.nan
+    table.loc["keyltv", "interval_coverage"] = coverage
+    table.insert(0, "origin", origin)
+    table["champion"] = table.index == champion
+    return OriginResult(origin, champion, table, selection, outer, coverage)
+
+
+def rolling_origins(last: date, n_origins: int, step_days: int) -> list[date]:
+    """``last``, ``last - step``, ... (oldest first)."""
+    return sorted(last - timedelta(days=k * step_days) for k in range(n_origins))

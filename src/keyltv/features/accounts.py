@@ -199,9 +199,19 @@ def training_cutoffs(
 
 
 def training_frame(
-    log: TransactionLog, cutoffs: list[date], horizon_days: int
+    log: TransactionLog, cutoffs: list[date], horizon_days: int, label_days: int | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stack features and labels over several cutoffs (one row per account and cutoff).
+
+    Parameters
+    ----------
+    cutoffs : list of datetime.date
+        Cut dates; features before each, labels after it.
+    horizon_days : int
+        Horizon the features are defined for (trailing and previous windows).
+    label_days : int, optional
+        Length of the label window when it must be shorter than the horizon (short
+        histories); defaults to ``horizon_days``. Labels are not rescaled here.
 
     Returns
     -------
@@ -214,7 +224,7 @@ def training_frame(
     for cutoff in cutoffs:
         features = account_features(log, cutoff, horizon_days)
         xs.append(features.assign(cutoff=pd.Timestamp(cutoff)))
-        ys.append(future_values(log, cutoff, horizon_days, features.index))
+        ys.append(future_values(log, cutoff, label_days or horizon_days, features.index))
     return pd.concat(xs), pd.concat(ys)
 
 

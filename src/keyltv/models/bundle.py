@@ -62,19 +62,59 @@ class TrainingData:
 def training_data(
     log: TransactionLog, as_of: date, config: Config, accounts: pd.DataFrame | None
 ) -> TrainingData:
-    """Cut ``log`` at ``as_of`` and at the earlier stacked cutoffs."""
+    """Cut ``log`` at ``as_of`` and at the earlier stacked cutoffs.
+
+    When the history before ``as_of`` is too short for a full label window, the
+    supervised rows use the longest label window that fits (at least 28 days) and the
+    labels are scaled to the horizon per account (see :func:`_scale_labels`).
+    """
     h = config.horizon_days
     current = with_attributes(account_features(log, as_of, h), accounts)
     t = config.training
-    try:
-        cutoffs = training_cutoffs(log, as_of, h, t.n_cutoffs, t.cutoff_step_days,
-                                   t.min_feature_days)
-    except ValueError as exc:
-        return TrainingData(as_of, current, None, None, note=str(exc))
-    X, y = training_frame(log, cutoffs, h)
+    label_days = min(h, (as_of - log.first_date).days - t.min_feature_days)
+    if label_days < MIN_LABEL_DAYS:
+        return TrainingData(as_of, current, None, None, note=(
+            f"{log.source}: {(as_of - log.first_date).days} days of history before {as_of} "
+            f"leave no label window of {MIN_LABEL_DAYS}+ days after {t.min_feature_days} "
+            "days of features"))
+    cutoffs = training_cutoffs(log, as_of, label_days, t.n_cutoffs, t.cutoff_step_days,
+                               t.min_feature_days)
+    X, y = training_frame(log, cutoffs, h, label_days)
+    note = None
+    if label_days < h:
+        y = _scale_labels(X, y, label_days, h)
+        note = f"labels over {label_days} days scaled to {h} by BG/NBD's expected-orders ratio"
     X = with_attributes(X, accounts)
     X, y, sampled = _cap_rows(X, y, t.max_training_rows, config.seed)
-    return TrainingData(as_of, current, X, y, cutoffs, sampled)
+    return TrainingData(as_of, current, X, y, cutoffs, sampled, note)
+
+
+MIN_LABEL_DAYS = 28
+
+
+def _scale_labels(X: pd.DataFrame, y: pd.DataFrame, label_days: int, horizon_days: int) -> pd.DataFrame:
+    """Scale value over ``label_days`` to ``horizon_days`` per account, per cutoff.
+
+    A flat ``horizon / label`` factor would assume every account stays active; the
+    ratio of BG/NBD expected orders over the two windows lets accounts that are
+    probably gone contribute less, which is the honest extrapolation. Where BG/NBD
+    cannot be fitted (no repeat buyer) the flat factor is used.
+    """
+    factor = np.full(len(X), horizon_days / label_days)
+    groups = X["cutoff"].to_numpy()
+    for group in np.unique(groups):
+        rows = groups == group
+        try:
+            prob = ProbabilisticLTV(horizon_days=horizon_days).fit(X[rows])
+        except ValueError:
+            continue
+        short = prob.predict_orders(X[rows], label_days)
+        long = prob.predict_orders(X[rows], horizon_days)
+        factor[rows] = np.where(short > 1e-9, long / np.maximum(short, 1e-9), factor[rows])
+    scaled = y.copy()
+    for column in ("value", "orders", "profit"):
+        scaled[column] = y[column].to_numpy() * factor
+    return scaled
 
 
 def _cap_rows(X: pd.DataFrame, y: pd.DataFrame, cap: int, seed: int):
@@ -237,9 +277,21 @@ class KeyLTVModel:
         w = weight / (weight + prior)
         return np.where(np.isnan(own), self.margin_rate, w * np.nan_to_num(own) + (1 - w) * self.margin_rate)
 
-    def explain(self, features: pd.DataFrame) -> pd.DataFrame | None:
-        """Per-row feature contributions of the value model, or None if it has none."""
-        contributions = getattr(self.value_model, "contributions", None)
+    def explain(self, features: pd.DataFrame, target: str = "value") -> pd.DataFrame | None:
+        """Per-row feature contributions behind one output, or None if it has none.
+
+        Parameters
+        ----------
+        target : {"value", "decline", "growth"}
+            Which model to explain: the value model, or the decline/growth classifier.
+        """
+        if target == "value":
+            model = self.value_model
+        elif self.events is not None:
+            model = self.events[0 if target == "decline" else 1]
+        else:
+            return None
+        contributions = getattr(model, "contributions", None)
         return contributions(features) if contributions else None
 
 

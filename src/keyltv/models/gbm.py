@@ -45,6 +45,17 @@ class _LGBMBase(BaseEstimator):
         frame[numeric] = frame[numeric].astype(float)
         return frame
 
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-row feature contributions (TreeSHAP on the link scale), plus ``bias``.
+
+        The link is log for the Tweedie regressor and logit for the classifiers, so a
+        contribution reads as "pushes the prediction up or down by this factor/odds".
+        """
+        check_is_fitted(self, "model_")
+        frame = self._prepare(X, fit=False)
+        values = self.model_.predict(frame, pred_contrib=True)
+        return pd.DataFrame(values, index=X.index, columns=[*frame.columns, "bias"])
+
     def _params(self) -> dict[str, object]:
         return {
             "n_estimators": self.n_estimators,
@@ -103,11 +114,6 @@ class GBMRegressor(RegressorMixin, _LGBMBase):
         check_is_fitted(self, "model_")
         return np.clip(self.model_.predict(self._prepare(X, fit=False)), 0.0, None)
 
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Per-row feature contributions (SHAP values on the link scale), plus ``bias``."""
-        check_is_fitted(self, "model_")
-        values = self.model_.predict(self._prepare(X, fit=False), pred_contrib=True)
-        return pd.DataFrame(values, index=X.index, columns=[*self.feature_names_in_, "bias"])
 
 
 class GBMClassifier(ClassifierMixin, _LGBMBase):

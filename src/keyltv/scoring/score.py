@@ -12,20 +12,29 @@ import pandas as pd
 
 from keyltv.config import Config
 from keyltv.data.io import load_accounts
-from keyltv.data.schema import InputError
+from keyltv.data.schema import InputError, describe_value
+from keyltv.scoring.reasons import explain_flags
 from keyltv.scoring.rules import TIER_ORDER, apply_flags, tier_migrations
 
 SCORE_COLUMNS = [
     "customer_id", "as_of", "horizon_days", "predicted_value", "predicted_value_low",
     "predicted_value_high", "predicted_profit", "predicted_orders", "p_alive",
     "trailing_value", "decline_risk", "growth_potential", "tier", "segment",
-    "key_account", "at_risk", "high_potential", "low_margin_key", "previous_tier",
+    "key_account", "at_risk", "high_potential", "low_margin_key", "reasons", "previous_tier",
     "tier_change", "model_version",
 ]
 
 
-def check_feature_schema(feature_columns: list[str], features: pd.DataFrame, source: str) -> None:
-    """Fail with the first model input that the data does not provide.
+def check_feature_schema(feature_columns: list[str], features: pd.DataFrame, source: str,
+                         bundle: object = None, accounts_source: str | None = None) -> None:
+    """Fail with the first model input that the data does not provide, or not as a number.
+
+    Parameters
+    ----------
+    bundle : KeyLTVModel, optional
+        When given, columns its LightGBM parts learned as numbers must be numeric here.
+    accounts_source : str, optional
+        File name of the account table, for messages about ``attr_*`` columns.
 
     Raises
     ------
@@ -39,6 +48,43 @@ def check_feature_schema(feature_columns: list[str], features: pd.DataFrame, sou
                 "--accounts table with it") if column.startswith("attr_") else \
             "the model was trained by another keyltv version"
         raise InputError(f"{source}: model input column {column!r} is missing; {hint}")
+    for part in _gbm_parts(bundle):
+        for column in part.feature_names_in_:
+            if column in part.categories_ or column not in features.columns or \
+                    pd.api.types.is_numeric_dtype(features[column]):
+                continue
+            values = features[column].dropna().astype(str)
+            bad = values[pd.to_numeric(values, errors="coerce").isna()]
+            if bad.empty:
+                continue
+            where, name = ((accounts_source or "account table", column[5:])
+                           if column.startswith("attr_") else (source, column))
+            raise InputError(
+                f"{where}: column {name!r}: value {describe_value(bad.iloc[0])} is not a "
+                "number; the model was trained with numbers in this column"
+            )
+
+
+def count_unseen_levels(bundle: object, features: pd.DataFrame) -> int:
+    """Attribute values the model never saw in training; they are scored as missing."""
+    levels: dict[str, set[str]] = {}
+    for part in _gbm_parts(bundle):
+        for column, seen in part.categories_.items():
+            levels.setdefault(column, set()).update(seen)
+    unseen = 0
+    for column, seen in levels.items():
+        if column in features.columns:
+            values = features[column].dropna().astype(str)
+            unseen += int((~values.isin(seen)).sum())
+    return unseen
+
+
+def _gbm_parts(bundle: object) -> list[object]:
+    """List the bundle's fitted LightGBM estimators (they know the categorical inputs)."""
+    if bundle is None:
+        return []
+    parts = [getattr(bundle, "value_model", None), *(getattr(bundle, "events", None) or ())]
+    return [p for p in parts if hasattr(p, "categories_") and hasattr(p, "feature_names_in_")]
 
 
 def score_accounts(
@@ -71,6 +117,7 @@ def score_accounts(
     outputs = bundle.predict(features)
     outputs["trailing_value"] = features["trailing_value"].clip(lower=0.0)
     scored = apply_flags(outputs, config.flags, config.tiers)
+    scored["reasons"] = explain_flags(bundle, features, scored)
     if previous is not None:
         scored = scored.join(tier_migrations(scored["tier"], previous))
     scored["as_of"] = as_of.isoformat()

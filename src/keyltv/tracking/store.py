@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cloudpickle
 import mlflow
@@ -23,7 +26,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from keyltv.data.schema import InputError
+from keyltv.data.schema import InputError, redact_text, redact_uri
 
 CHAMPION_ALIAS = "champion"
 BUNDLE_ARTIFACT = "bundle.pkl"
@@ -107,6 +110,10 @@ class Store:
             frame.to_csv(Path(tmp) / f"{name}.csv")
             frame.to_html(Path(tmp) / f"{name}.html", float_format=lambda v: f"{v:.4f}")
             mlflow.log_artifacts(tmp)
+
+    def set_description(self, markdown: str) -> None:
+        """The run's description, shown at the top of the run page in the MLflow UI."""
+        mlflow.set_tag("mlflow.note.content", markdown)
 
     def log_figure(self, figure: object, name: str) -> None:
         """Log a matplotlib figure as a PNG artifact."""
@@ -196,6 +203,7 @@ def connect(uri: str, experiment: str, model_name: str, artifact_root: Path | No
     if uri.startswith(("http://", "https://")):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        _check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
@@ -209,12 +217,34 @@ def connect(uri: str, experiment: str, model_name: str, artifact_root: Path | No
         return Store(uri, client.create_experiment(experiment, artifact_location=location),
                      model_name)
     except (MlflowException, OSError) as exc:
-        raise InputError(f"MLflow tracking store {uri!r}: cannot be reached ({_headline(exc)})") from None
+        raise InputError(f"MLflow tracking store {redact_uri(uri)!r}: cannot be reached "
+                         f"({_headline(exc)})") from None
+
+
+def _check_reachable(uri: str) -> None:
+    """Open (and close) a TCP connection to a tracking server, failing in seconds.
+
+    Raises
+    ------
+    InputError
+        If the host does not resolve or refuses or drops the connection.
+    """
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    timeout = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"))
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise InputError(f"MLflow tracking store {redact_uri(uri)!r}: cannot be reached "
+                         f"({reason}); check MLFLOW_TRACKING_URI or tracking.uri") from None
 
 
 def _headline(exc: Exception) -> str:
+    """First line of an error, with any ``user:password@`` masked."""
     text = str(exc).strip().splitlines()
-    return text[0][:200] if text else exc.__class__.__name__
+    head = text[0][:200] if text else exc.__class__.__name__
+    return redact_text(head)
 
 
 def load_bundle(model_uri: str) -> tuple[object, dict[str, str]]:
@@ -231,15 +261,50 @@ def load_bundle(model_uri: str) -> tuple[object, dict[str, str]]:
     InputError
         If the URI does not resolve to a keyltv model.
     """
+    _check_model_uri(model_uri)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
+        python_model = model.unwrap_python_model()
     except (MlflowException, OSError) as exc:
-        raise InputError(f"model {model_uri!r}: cannot be loaded ({_headline(exc)})") from None
-    python_model = model.unwrap_python_model()
+        hint = ("; train one first, or point MLFLOW_TRACKING_URI or --project-dir at the store "
+                "that has it") if "not found" in str(exc).lower() else ""
+        raise InputError(
+            f"model {model_uri!r}: cannot be loaded ({_headline(exc)}){hint}") from None
+    except (pickle.UnpicklingError, EOFError, ImportError, AttributeError) as exc:
+        raise InputError(f"model {model_uri!r}: cannot be loaded (damaged or written by another "
+                         f"keyltv version: {_headline(exc)})") from None
     if not isinstance(python_model, KeyLTVPyfunc):
         raise InputError(f"model {model_uri!r}: is not a keyltv model")
     info = {"model_uri": model_uri, "model_version": _version_of(model_uri)}
     return python_model.bundle, info
+
+
+def _check_model_uri(model_uri: str) -> None:
+    """Allow only the configured store's registry and runs, or a local model folder.
+
+    A model is a pickle, and unpickling runs code: keyltv never fetches one from a
+    place the configuration or the user did not name.
+
+    Raises
+    ------
+    InputError
+        For any other scheme (``http``, ``s3``, ...) or a registry URI with a host.
+    """
+    parts = urlsplit(model_uri)
+    scheme = parts.scheme.lower()
+    if scheme in ("models", "runs"):
+        if parts.netloc:
+            raise InputError(f"model {model_uri!r}: a {scheme}:// URI names another registry; "
+                             f"use {scheme}:/... to load from the configured tracking store")
+        return
+    if scheme in ("", "file") or len(scheme) == 1:  # a path (one letter: a Windows drive)
+        folder = Path(parts.path if scheme == "file" else model_uri)
+        if not folder.is_dir():
+            raise InputError(f"model {model_uri!r}: no such model folder")
+        return
+    raise InputError(f"model {model_uri!r}: scheme {scheme!r} is not allowed; use "
+                     "models:/NAME@ALIAS or models:/NAME/VERSION, runs:/RUN_ID/model, or a "
+                     "local model folder")
 
 
 def _version_of(model_uri: str) -> str:

@@ -1,0 +1,77 @@
+"""The figures a reviewer needs to judge a training run, built from its backtest.
+
+Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state), so a
+headless job can log them to MLflow and a notebook can display them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from keyltv.evaluation.backtest import BacktestResult
+from keyltv.evaluation.plots import (
+    plot_calibration,
+    plot_decile_chart,
+    plot_feature_importance,
+    plot_gains,
+    plot_p_alive_matrix,
+)
+
+
+def _figure(width: float = 6.4, height: float = 4.4) -> tuple[Figure, object]:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    return figure, figure.subplots()
+
+
+def feature_importance(model: object) -> tuple[list[str], np.ndarray] | None:
+    """Gain importance of a LightGBM-based model, or None for other models."""
+    booster = getattr(getattr(model, "model_", None), "booster_", None)
+    if booster is None:
+        return None
+    return list(booster.feature_name()), booster.feature_importance(importance_type="gain")
+
+
+def backtest_figures(result: BacktestResult, champion: str) -> dict[str, Figure]:
+    """Decile chart, gains vs peers, calibration, importance and P(alive) matrix.
+
+    Returns
+    -------
+    dict
+        Artifact file name -> figure; figures whose inputs are missing are left out.
+    """
+    p = result.predictions
+    figures: dict[str, Figure] = {}
+    fig, ax = _figure()
+    plot_decile_chart(p["actual"], p[champion], ax=ax)
+    ax.set_title(f"{champion}: mean predicted vs actual value per decile")
+    figures["decile_chart.png"] = fig
+    fig, ax = _figure()
+    plot_gains(p["actual"], {m: p[m] for m in result.table.index if m in p}, ax=ax)
+    ax.set_title("Gains: share of holdout value captured by the top accounts")
+    figures["gains.png"] = fig
+    events = result.events
+    if "p_alive" in events and "actual_orders" in p:
+        fig, ax = _figure()
+        plot_calibration(p["actual_orders"] > 0, events["p_alive"], ax=ax, label="P(alive)")
+        ax.set_title("P(alive) vs share that ordered again in the horizon")
+        figures["calibration_p_alive.png"] = fig
+        current = result.data.current
+        fig, ax = _figure()
+        plot_p_alive_matrix(current["frequency"], current["recency"], current["T"],
+                            events["p_alive"], ax=ax)
+        figures["p_alive_matrix.png"] = fig
+    if "decline_risk" in events:
+        had_value = p["trailing_value"] > 0
+        fig, ax = _figure()
+        plot_calibration(events["decline"][had_value], events["decline_risk"][had_value],
+                         ax=ax, label="decline risk")
+        ax.set_title("Decline risk vs realized decline (accounts with trailing value)")
+        figures["calibration_decline.png"] = fig
+    importance = feature_importance(result.models.get(champion))
+    if importance is not None:
+        fig, ax = _figure(6.4, 6.0)
+        plot_feature_importance(*importance, ax=ax)
+        ax.set_title(f"{champion}: feature importance (gain)")
+        figures["feature_importance.png"] = fig
+    return figures

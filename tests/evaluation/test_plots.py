@@ -1,0 +1,124 @@
+"""Plots are checked by the data they draw (Agg backend), not by pixels."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from keyltv.evaluation import plots
+
+ACTUAL = np.array([0.0, 10.0, 0.0, 30.0, 60.0])
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def bar_heights(ax, container=0):
+    return [bar.get_height() for bar in ax.containers[container]]
+
+
+def test_a_new_figure_is_made_only_without_axes():
+    _, ax = plt.subplots()
+    assert plots.plot_pareto(ACTUAL, ax=ax) is ax
+    assert plots.plot_pareto(ACTUAL).figure is not ax.figure
+
+
+def test_decile_chart_bars_are_the_bin_means():
+    predicted = np.arange(20, dtype=float)
+    actual = predicted * 2
+    ax = plots.plot_decile_chart(actual, predicted, n_bins=4)
+    assert bar_heights(ax, 0) == pytest.approx([2.0, 7.0, 12.0, 17.0])
+    assert bar_heights(ax, 1) == pytest.approx([4.0, 14.0, 24.0, 34.0])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["mean predicted", "mean actual"]
+
+
+def test_gains_have_one_line_per_model_plus_perfect_and_random():
+    ax = plots.plot_gains(ACTUAL, {"champion": ACTUAL, "trailing": -ACTUAL})
+    assert [line.get_label() for line in ax.lines] == ["champion", "trailing", "perfect", "random"]
+    champion, reversed_, perfect, random = ax.lines
+    assert perfect.get_ydata() == pytest.approx([0, 0.6, 0.9, 1.0, 1.0, 1.0])
+    assert champion.get_ydata() == pytest.approx(perfect.get_ydata())
+    assert reversed_.get_ydata()[2] == pytest.approx(0.0)
+    assert random.get_ydata() == pytest.approx([0, 1])
+
+
+def test_gain_curve_shares_ties_so_a_constant_prediction_is_the_diagonal():
+    x, y = plots.gain_curve(ACTUAL, np.ones_like(ACTUAL))
+    assert y == pytest.approx(x)
+
+
+def test_calibration_curve_is_rate_per_bin():
+    scores = np.array([0.1, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9, 0.9])
+    events = np.array([0, 0, 0, 1, 1, 1, 1, 0], dtype=bool)
+    ax = plots.plot_calibration(events, scores, n_bins=2, label="P(alive)")
+    curve, diagonal = ax.lines
+    assert curve.get_xdata() == pytest.approx([0.1, 0.9])
+    assert curve.get_ydata() == pytest.approx([0.25, 0.75])
+    assert curve.get_label() == "P(alive)"
+    assert diagonal.get_ydata() == pytest.approx([0, 1])
+
+
+def test_feature_importance_keeps_the_top_largest_first():
+    ax = plots.plot_feature_importance(["a", "b", "c", "d"], [1.0, 5.0, 3.0, 0.5], top=3)
+    widths = [bar.get_width() for bar in ax.containers[0]]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    # barh draws bottom-up: the largest is last, at the top.
+    assert widths == [1.0, 3.0, 5.0]
+    assert labels == ["a", "c", "b"]
+
+
+def test_feature_importance_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="equal length"):
+        plots.plot_feature_importance(["a"], [1.0, 2.0])
+
+
+def test_p_alive_matrix_averages_accounts_per_cell():
+    frequency = np.array([0.0, 0.0, 9.0, 9.0])
+    recency = np.array([0.0, 0.0, 90.0, 90.0])
+    T = np.array([100.0, 100.0, 100.0, 100.0])
+    p_alive = np.array([0.2, 0.4, 0.9, 1.0])
+    ax = plots.plot_p_alive_matrix(frequency, recency, T, p_alive, n_bins=2)
+    image = ax.images[0].get_array()
+    assert image.shape == (2, 2)
+    assert image[0, 0] == pytest.approx(0.3)
+    assert image[1, 1] == pytest.approx(0.95)
+    assert image.mask[0, 1] and image.mask[1, 0]
+
+
+def test_p_alive_matrix_rejects_recency_beyond_T():
+    with pytest.raises(ValueError, match="recency must not exceed T"):
+        plots.p_alive_matrix([1.0], [10.0], [5.0], [0.5])
+
+
+def test_pareto_curve_and_guides():
+    ax = plots.plot_pareto([60.0, 30.0, -5.0, 10.0, 0.0])
+    curve, vertical, horizontal = ax.lines
+    assert curve.get_xdata() == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert curve.get_ydata() == pytest.approx([0, 0.6, 0.9, 1.0, 1.0, 1.0])
+    assert vertical.get_xdata() == pytest.approx([0.2, 0.2])
+    assert horizontal.get_ydata() == pytest.approx([0.8, 0.8])
+    assert curve.get_label() == "top 20% of accounts hold 60% of value"
+
+
+def test_pareto_of_an_empty_or_zero_book_is_flat():
+    assert plots.pareto_curve([])[1] == pytest.approx([0.0])
+    assert plots.pareto_curve([0.0, -1.0])[1] == pytest.approx([0, 0, 0])
+
+
+def test_tier_counts_keep_empty_tiers_in_order():
+    ax = plots.plot_tier_counts(["B", "A", "B", "D"])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B", "C", "D"]
+    assert bar_heights(ax) == [1, 2, 0, 1]
+
+
+def test_segment_counts_follow_rule_order_then_unknown():
+    ax = plots.plot_segment_counts(["ordinary", "key", "key", "zzz"])
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["at_risk", "key", "growing", "sleeping", "cultivate", "ordinary", "zzz"]
+    assert bar_heights(ax) == [0, 2, 0, 0, 0, 1, 1]

@@ -1,0 +1,102 @@
+import re
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from keyltv.config import Flags, Tiers
+from keyltv.data.schema import InputError
+from keyltv.scoring.report import render_report, write_report
+from keyltv.scoring.rules import apply_flags, tier_migrations
+
+EVIL_ID = "<b>00042</b>"
+
+
+def score_table(**extra_columns) -> pd.DataFrame:
+    """Five accounts through the real rules, then the run-level columns score_accounts adds."""
+    outputs = pd.DataFrame(
+        {
+            "predicted_value": [100.0, 90.0, 5.0, 1.0, 0.0],
+            "predicted_value_low": [60.0, 50.0, 1.0, 0.0, 0.0],
+            "predicted_value_high": [150.0, 140.0, 9.0, 3.0, 0.0],
+            "predicted_orders": [4.0, 3.0, 1.0, 0.2, 0.0],
+            "p_alive": [0.9, 0.5, 0.9, 0.8, 0.1],
+            "trailing_value": [100.0, 120.0, 1.0, 3.0, 0.0],
+            "decline_risk": [0.1, 0.8, 0.1, 0.9, 0.0],
+            "growth_potential": [0.2, 0.1, 0.9, 0.1, 0.1],
+            **extra_columns,
+        },
+        index=pd.Index([EVIL_ID, "00007", "00003", "00011", "00012"], name="customer_id"),
+    )
+    scores = apply_flags(outputs, Flags(valuable_share=0.4), Tiers())
+    scores["as_of"] = "2024-06-01"
+    scores["horizon_days"] = 365
+    scores["model_version"] = "keyltv/3"
+    return scores.reset_index()
+
+
+@pytest.fixture(scope="module")
+def page() -> str:
+    return render_report(score_table(), title="Book <review>", notes={"return_lines": 12})
+
+
+def test_sections_and_summary(page):
+    for heading in ("Summary", "Value concentration", "Tiers and segments", "Top key accounts",
+                    "At-risk accounts", "High-potential accounts", "Input notes"):
+        assert f"<h2>{heading}</h2>" in page
+    assert "2024-06-01" in page and "keyltv/3" in page
+    assert "<td>total predicted value</td><td class=\"num\">196.00</td>" in page
+    assert "<td>return_lines</td><td class=\"num\">12</td>" in page
+
+
+def test_plots_are_embedded_and_nothing_is_fetched(page):
+    assert page.count('<img alt="plot" src="data:image/png;base64,') == 3
+    assert not re.search(r"https?://", page)
+    assert "<script" not in page and "<link" not in page
+
+
+def test_user_strings_are_escaped(page):
+    assert EVIL_ID not in page
+    assert "&lt;b&gt;00042&lt;/b&gt;" in page
+    assert "<title>Book &lt;review&gt;</title>" in page
+
+
+def test_rendering_leaves_no_open_figure(page):
+    assert plt.get_fignums() == []
+
+
+def test_optional_sections_appear_only_with_their_columns(page):
+    assert "Low-margin key accounts" not in page and "Tier migrations" not in page
+    scores = score_table(predicted_profit=[30.0, 2.0, 1.0, 0.1, 0.0])
+    migrations = tier_migrations(scores.set_index("customer_id")["tier"],
+                                 pd.Series({EVIL_ID: "B", "00007": "A", "00099": "A"}))
+    scores = scores.join(migrations, on="customer_id")
+    scores["reasons"] = ["", "orders slowing; <no> margin", "", "", ""]
+    html = render_report(scores, title="t")
+    assert "<h2>Low-margin key accounts</h2>" in html and "<h2>Tier migrations</h2>" in html
+    assert "total predicted profit" in html
+    assert "up: 1, down: 1, same: 0, new: 3" in html
+    assert "orders slowing; &lt;no&gt; margin" in html
+
+
+def test_missing_required_column_is_named():
+    with pytest.raises(ValueError, match="column 'segment' is missing"):
+        render_report(score_table().drop(columns="segment"), title="t")
+
+
+def test_an_empty_book_still_renders():
+    html = render_report(score_table().iloc[0:0], title="empty")
+    assert "<h2>Top key accounts</h2>" in html and "0 account(s)." in html
+
+
+def test_write_is_atomic_and_replaces(tmp_path):
+    path = tmp_path / "report.html"
+    path.write_text("old", encoding="utf-8")
+    assert write_report("<p>é</p>", path) == path
+    assert path.read_text(encoding="utf-8") == "<p>é</p>"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_write_into_a_missing_folder_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        write_report("x", tmp_path / "nope" / "report.html")

@@ -1,0 +1,547 @@
+"""The catalogue of bad inputs (docs/bad-inputs.md), each run through the real CLI entry.
+
+Every case runs ``keyltv.cli.main`` in-process (the console script's code path) against
+one trained store, and ends in one of two documented ways:
+
+- **rejected**: exit code 2, exactly one ``error:`` line naming the file, the column
+  and the value, no traceback, no output file and no temporary file left behind;
+- **handled**: exit code 0, the handling counted on the ``Counted:`` line, and the
+  score file still holding one row per account seen before ``--as-of``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from keyltv.cli import main
+from keyltv.data.simulate import simulate_b2b
+
+HORIZON = "182"
+FAST_CONFIG = "models: [trailing, bgnbd]\ntraining:\n  n_cutoffs: 1\n"
+CANARY = "canary-s3cr3t-7f4e"  # planted in credential variables; must never be written
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def errors(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.startswith("error:")]
+
+
+def run_cli(*args: str) -> Result:
+    """Run the CLI in this process, as the console script does; capture its output."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["keyltv", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        sys.argv = argv
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    uri: str
+    tx: pd.DataFrame  # the clean log as text columns, ids with leading zeros
+    accounts: pd.DataFrame
+    trained: Result
+
+    @property
+    def accounts_csv(self) -> str:
+        return str(self.root / "accounts.csv")
+
+    def seen_before(self, as_of: str) -> set[str]:
+        return set(self.tx.loc[self.tx["date"] < as_of, "customer_id"])
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Workspace:
+    """One store trained on 200 simulated accounts (4 years) with attributes."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    tx, accounts = simulate_b2b(200, seed=7)
+    tx["customer_id"] = tx["customer_id"].str.replace("A", "0")
+    accounts["customer_id"] = accounts["customer_id"].str.replace("A", "0")
+    tx = tx.assign(date=tx["date"].dt.strftime("%Y-%m-%d")).astype(str)
+    tx.to_csv(root / "tx.csv", index=False)
+    accounts.to_csv(root / "accounts.csv", index=False)
+    (root / "fast.yaml").write_text(FAST_CONFIG)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        for name in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY"):
+            mp.setenv(name, CANARY)
+        trained = run_cli("train", "--transactions", "tx.csv", "--accounts", "accounts.csv",
+                          "--config", "fast.yaml", "--horizon-days", HORIZON)
+        scored = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
+                         "--config", "fast.yaml", "--out", "scores.csv")
+    assert trained.code == 0, trained.err[-3000:]
+    assert scored.code == 0, scored.err[-3000:]
+    return Workspace(root, uri, tx, accounts, trained)
+
+
+@pytest.fixture
+def in_case(workspace, tmp_path, monkeypatch) -> Path:
+    """A fresh folder per case, with the workspace's store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", workspace.uri)
+    return tmp_path
+
+
+# --- building bad files -------------------------------------------------------------
+
+
+def log_csv(ws: Workspace, edit: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+            name: str = "tx.csv", **to_csv) -> str:
+    frame = ws.tx.copy()
+    if edit is not None:
+        frame = edit(frame)
+    frame.to_csv(name, index=False, **to_csv)
+    return name
+
+
+def set_cell(column: str, value: str, row: int = 5) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def edit(frame: pd.DataFrame) -> pd.DataFrame:
+        frame.iloc[row, frame.columns.get_loc(column)] = value
+        return frame
+    return edit
+
+
+def write(name: str, data: str | bytes) -> str:
+    Path(name).write_bytes(data.encode() if isinstance(data, str) else data)
+    return name
+
+
+def score(ws: Workspace, tx: str = "tx.csv", *extra: str, accounts: str | None = "") -> list[str]:
+    """``score`` arguments; ``accounts=None`` leaves out --accounts."""
+    args = ["score", "--transactions", tx, "--out", "scores.csv", *extra]
+    if accounts is not None:
+        args += ["--accounts", accounts or ws.accounts_csv]
+    return args
+
+
+def tz_parquet(ws: Workspace) -> list[str]:
+    frame = ws.tx.assign(date=pd.to_datetime(ws.tx["date"]).dt.tz_localize("Europe/Berlin"))
+    frame.to_parquet("tx.parquet")
+    return score(ws, "tx.parquet")
+
+
+def not_utf8(ws: Workspace) -> list[str]:
+    # A name typed on a Windows-1252 machine, in the last line of a long file.
+    body = ws.tx.to_csv(index=False).encode() + b"M\xfcller GmbH,2024-06-03,12.5,1.0\n"
+    write("tx.csv", body)
+    return score(ws)
+
+
+def accounts_csv(ws: Workspace, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> str:
+    edit(ws.accounts.copy()).to_csv("acc.csv", index=False)
+    return "acc.csv"
+
+
+def unwritable_folder() -> str:
+    if os.geteuid() != 0:
+        Path("locked").mkdir()
+        Path("locked").chmod(0o555)
+        return "locked"
+    return "/sys"  # root may write anywhere it has a mode for; sysfs refuses new files
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    prepare: Callable[[Workspace], list[str]]  # writes files into the case folder
+    message: str  # rejected: part of the error line; handled: part of the "Counted:" line
+    code: int = 2
+
+
+REJECTED = [
+    # -- the transaction log: columns and values
+    Case("missing-column", lambda ws: score(ws, log_csv(ws, lambda f: f.drop(columns="amount"))),
+         "tx.csv: column 'amount' is missing; found columns: 'customer_id', 'date', 'margin'"),
+    Case("renamed-column",
+         lambda ws: score(ws, log_csv(ws, lambda f: f.rename(columns={"customer_id": "Kunde Nr"}))),
+         "tx.csv: column 'customer_id' is missing; found columns: 'Kunde Nr'"),
+    Case("renamed-column-near-miss",
+         lambda ws: score(ws, log_csv(ws, lambda f: f.rename(columns={"customer_id": "Customer ID"}))),
+         "tx.csv: column 'customer_id' is missing (did you mean 'Customer ID'?)"),
+    Case("duplicated-column",
+         lambda ws: score(ws, write("tx.csv", "customer_id,date,amount,amount\n1,2024-01-01,5,6\n")),
+         "tx.csv: column 'amount' appears more than once in the header"),
+    Case("amount-not-a-number", lambda ws: score(ws, log_csv(ws, set_cell("amount", "1.234,50")))
+         , "tx.csv: column 'amount': not a number '1.234,50' in 1 row(s); expected a plain number"),
+    Case("amount-currency-sign", lambda ws: score(ws, log_csv(ws, set_cell("amount", "€12.00"))),
+         "tx.csv: column 'amount': not a number '€12.00' in 1 row(s)"),
+    Case("amount-blank", lambda ws: score(ws, log_csv(ws, set_cell("amount", "")))
+         , "tx.csv: column 'amount': blank amount '' in 1 row(s)"),
+    Case("amount-not-finite", lambda ws: score(ws, log_csv(ws, set_cell("amount", "NaN"))),
+         "tx.csv: column 'amount': not a finite number 'NaN' in 1 row(s)"),
+    Case("amount-absurd", lambda ws: score(ws, log_csv(ws, set_cell("amount", "3e300"))),
+         "tx.csv: column 'amount': implausible amount '3e300' in 1 row(s); expected magnitudes "
+         "below 1e+15"),
+    Case("margin-not-a-number", lambda ws: score(ws, log_csv(ws, set_cell("margin", "n/a"))),
+         "tx.csv: column 'margin': not a number 'n/a' in 1 row(s)"),
+    Case("date-unparseable", lambda ws: score(ws, log_csv(ws, set_cell("date", "2024-13-01"))),
+         "tx.csv: column 'date': cannot parse date '2024-13-01' in 1 row(s); expected ISO 8601"),
+    Case("date-mixed-formats", lambda ws: score(ws, log_csv(ws, set_cell("date", "31.12.2023"))),
+         "tx.csv: column 'date': cannot parse date '31.12.2023' in 1 row(s)"),
+    Case("date-excel-serial", lambda ws: score(ws, log_csv(ws, set_cell("date", "45292"))),
+         "tx.csv: column 'date': cannot parse date '45292' in 1 row(s)"),
+    Case("date-blank", lambda ws: score(ws, log_csv(ws, set_cell("date", ""))),
+         "tx.csv: column 'date': blank date '' in 1 row(s)"),
+    Case("date-time-zone-aware",
+         lambda ws: score(ws, log_csv(ws, set_cell("date", "2024-01-01T10:00:00+02:00"))),
+         "tx.csv: column 'date': time-zone-aware date '2024-01-01T10:00:00+02:00' in 1 row(s)"),
+    Case("date-time-zone-aware-parquet", tz_parquet,
+         "tx.parquet: column 'date': time-zone-aware date '"),
+    Case("date-implausible", lambda ws: score(ws, log_csv(ws, set_cell("date", "1024-01-01"))),
+         "tx.csv: column 'date': implausible date '1024-01-01' in 1 row(s); expected years"),
+    Case("id-blank", lambda ws: score(ws, log_csv(ws, set_cell("customer_id", "  "))),
+         "tx.csv: column 'customer_id': blank customer id '' in 1 row(s)"),
+    # -- the transaction log: the file itself
+    Case("empty-file", lambda ws: score(ws, write("tx.csv", "")), "tx.csv: file is empty"),
+    Case("header-only", lambda ws: score(ws, write("tx.csv", "customer_id,date,amount\n")),
+         "tx.csv: no transaction rows (empty file or header only)"),
+    Case("blank-first-line", lambda ws: score(ws, write("tx.csv", "\n\ncustomer_id,date,amount\n")),
+         "tx.csv: line 1 is empty; expected a header"),
+    Case("not-utf8", not_utf8,
+         "tx.csv: cannot read line 20271: bytes that are not UTF-8; re-export the file as UTF-8"),
+    Case("utf16", lambda ws: score(ws, write("tx.csv", ws.tx.to_csv(index=False).encode("utf-16"))),
+         "tx.csv: cannot read file: UTF-16 text; re-export the file as UTF-8"),
+    Case("ragged-row", lambda ws: score(ws, write(
+        "tx.csv", "customer_id,date,amount\n1,2024-01-02,5\n2,2024-01-02,5,7\n")),
+        "tx.csv: cannot read line 3: expected 3 fields, found 4 in '2,2024-01-02,5,7'"),
+    Case("unclosed-quote", lambda ws: score(ws, write(
+        "tx.csv", 'customer_id,date,amount\n1,2024-01-02,"5\n2,2024-01-03,5\n')),
+        "tx.csv: cannot read line 2: a quoted value is not closed"),
+    Case("corrupt-parquet", lambda ws: score(ws, write("tx.parquet", b"PAR1 not really")),
+         "tx.parquet: cannot read file:"),
+    Case("path-is-directory", lambda ws: score(ws, (Path("d").mkdir() or "d")),
+         "d: is a directory, expected a CSV or Parquet file"),
+    Case("path-missing", lambda ws: score(ws, "nope.csv"), "nope.csv: file not found"),
+    Case("unsupported-extension", lambda ws: score(ws, write("tx.xlsx", b"PK\x03\x04")),
+         "tx.xlsx: unsupported file type '.xlsx'"),
+    # -- options
+    Case("as-of-before-all-data", lambda ws: score(ws, log_csv(ws), "--as-of", "2019-01-01"),
+         "tx.csv: --as-of 2019-01-01 is on or before the first transaction (2021-01-01)"),
+    Case("as-of-not-a-date", lambda ws: score(ws, log_csv(ws), "--as-of", "2024/07/01"),
+         "--as-of '2024/07/01': expected a date as YYYY-MM-DD"),
+    Case("horizon-zero", lambda ws: score(ws, log_csv(ws), "--horizon-days", "0"),
+         "--horizon-days 0: must be a positive number of days"),
+    Case("horizon-negative", lambda ws: score(ws, log_csv(ws), "--horizon-days", "-30"),
+         "--horizon-days -30: must be a positive number of days"),
+    Case("horizon-not-a-number", lambda ws: score(ws, log_csv(ws), "--horizon-days", "1y"),
+         "Invalid value for '--horizon-days'"),
+    Case("horizon-differs-from-model", lambda ws: score(ws, log_csv(ws), "--horizon-days", "365"),
+         "model 'models:/keyltv@champion': trained for a 182-day horizon, --horizon-days is 365"),
+    Case("option-missing", lambda ws: ["score", "--transactions", log_csv(ws)],
+         "Missing option '--out'"),
+    Case("option-unknown", lambda ws: score(ws, log_csv(ws), "--output", "x.csv"),
+         "No such option: --output"),
+    Case("config-missing", lambda ws: score(ws, log_csv(ws), "--config", "nope.yaml"),
+         "nope.yaml: config file not found"),
+    Case("config-invalid-field",
+         lambda ws: score(ws, log_csv(ws), "--config", write("c.yaml", "horizon_days: -3\n")),
+         "c.yaml: field 'horizon_days' = -3: Input should be greater than or equal to 1"),
+    Case("config-not-yaml",
+         lambda ws: score(ws, log_csv(ws), "--config", write("c.yaml", "columns: [a\n")),
+         "c.yaml: not a valid YAML file"),
+    # -- the account table
+    Case("accounts-duplicated-id", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
+        ws, lambda a: pd.concat([a, a.iloc[[3]]]))),
+        "acc.csv: column 'customer_id': duplicated customer id '000004' (1 duplicate row(s))"),
+    Case("accounts-blank-id", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
+        ws, lambda a: a.assign(customer_id=a["customer_id"].mask(a.index == 2, "")))),
+        "acc.csv: column 'customer_id': blank customer id in 1 row(s)"),
+    Case("accounts-ids-lost-leading-zeros", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
+        ws, lambda a: a.assign(customer_id=a["customer_id"].astype(int)))),
+        "acc.csv: column 'customer_id': none of its 200 ids occurs in tx.csv (e.g. '1' here, "
+        "'000001' in the log)"),
+    Case("accounts-missing", lambda ws: score(ws, log_csv(ws), accounts="nope.csv"),
+         "nope.csv: file not found"),
+    Case("accounts-header-only",
+         lambda ws: score(ws, log_csv(ws), accounts=write("acc.csv", "customer_id,industry\n")),
+         "acc.csv: no account rows (empty file or header only)"),
+    Case("accounts-attribute-type-changed", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
+        ws, lambda a: a.assign(employees=a["employees"].astype(str).mask(a.index == 0, "many")))),
+        "acc.csv: column 'employees': value 'many' is not a number; the model was trained with "
+        "numbers"),
+    # -- the model
+    Case("model-not-registered", lambda ws: score(ws, log_csv(ws), "--model", "models:/nope@champion"),
+         "model 'models:/nope@champion': cannot be loaded (Registered Model with name=nope not "
+         "found); train one first"),
+    Case("model-version-missing", lambda ws: score(ws, log_csv(ws), "--model", "models:/keyltv/99"),
+         "model 'models:/keyltv/99': cannot be loaded"),
+    Case("model-folder-missing", lambda ws: score(ws, log_csv(ws), "--model", "no_model"),
+         "model 'no_model': no such model folder"),
+    Case("model-folder-not-a-model",
+         lambda ws: score(ws, log_csv(ws), "--model", Path("m").mkdir() or "m"),
+         "model 'm': cannot be loaded (Could not find an \"MLmodel\" configuration file"),
+    Case("model-remote-scheme", lambda ws: score(ws, log_csv(ws), "--model", "s3://bucket/model"),
+         "model 's3://bucket/model': scheme 's3' is not allowed"),
+    Case("model-other-registry",
+         lambda ws: score(ws, log_csv(ws), "--model", "models://evil@example.com/keyltv/1"),
+         "a models:// URI names another registry; use models:/... to load from the configured"),
+    Case("model-schema-differs", lambda ws: score(ws, log_csv(ws), accounts=None),
+         "tx.csv: model input column 'attr_industry' is missing; the model was trained with "
+         "account attribute 'industry': pass an --accounts table with it"),
+    # -- the output
+    Case("out-folder-missing", lambda ws: score(ws, log_csv(ws))[:-2] + ["--out", "no/s.csv"],
+         "no/s.csv: folder 'no' does not exist"),
+    Case("out-folder-is-a-file", lambda ws: score(ws, log_csv(ws))[:-2] + ["--out", "tx.csv/s.csv"],
+         "tx.csv/s.csv: 'tx.csv' is not a folder"),
+    Case("out-folder-not-writable",
+         lambda ws: score(ws, log_csv(ws))[:-2] + ["--out", f"{unwritable_folder()}/s.csv"],
+         "/s.csv: cannot write to folder"),
+    Case("out-is-a-directory",
+         lambda ws: score(ws, log_csv(ws))[:-2] + ["--out", Path("o.csv").mkdir() or "o.csv"],
+         "o.csv: is a directory, expected a file name"),
+    Case("out-extension", lambda ws: score(ws, log_csv(ws))[:-2] + ["--out", "s.xlsx"],
+         "s.xlsx: output must end in .csv or .parquet, got '.xlsx'"),
+    Case("previous-not-a-score-file",
+         lambda ws: score(ws, log_csv(ws), "--previous", ws.accounts_csv),
+         "accounts.csv: column 'tier' is missing; pass an earlier keyltv score file"),
+    # -- training
+    Case("train-single-account", lambda ws: ["train", "--transactions", log_csv(
+        ws, lambda f: f[f["customer_id"] == "000001"]), "--horizon-days", HORIZON],
+        "tx.csv: 1 account(s) before 2024-11-12; train needs at least 10"),
+    Case("train-no-repeat-buyer", lambda ws: ["train", "--transactions", log_csv(
+        ws, lambda f: f.drop_duplicates("customer_id")), "--horizon-days", HORIZON],
+        "no account ordered on more than one day before"),
+    Case("train-history-too-short", lambda ws: ["train", "--transactions", log_csv(
+        ws, lambda f: f[f["date"] < "2021-01-20"]), "--horizon-days", HORIZON],
+        "tx.csv: only 19 days of history before 2021-01-20: too short to train"),
+    Case("train-horizon-zero", lambda ws: ["train", "--transactions", log_csv(ws),
+                                           "--horizon-days", "0"],
+         "--horizon-days 0: must be a positive number of days"),
+]
+
+
+@pytest.mark.parametrize("case", REJECTED, ids=[c.id for c in REJECTED])
+def test_rejected_input_exits_2_with_one_line_and_no_output(workspace, in_case, case):
+    result = run_cli(*case.prepare(workspace))
+    assert result.code == 2, (result.out[-1000:], result.err[-3000:])
+    assert len(result.errors) == 1, result.err[-3000:]
+    assert case.message in result.errors[0], result.errors[0]
+    assert "Traceback" not in result.err
+    assert not (in_case / "scores.csv").exists()
+    leftovers = [p.name for p in in_case.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def score_file(ws: Workspace, as_of: str | None = None) -> pd.DataFrame:
+    return pd.read_csv("scores.csv", dtype={"customer_id": str})
+
+
+def returned_account(frame: pd.DataFrame) -> pd.DataFrame:
+    """Account 000003 returns every line it ever bought: its net value is 0."""
+    lines = frame[frame["customer_id"] == "000003"]
+    credit = lines.assign(amount=(-lines["amount"].astype(float)).astype(str),
+                          margin=(-lines["margin"].astype(float)).astype(str))
+    return pd.concat([frame, credit])
+
+
+def with_outlier(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.iloc[-1, frame.columns.get_loc("amount")] = "2500000000"  # a typo'd 25.00
+    return frame
+
+
+HANDLED = [
+    Case("leading-zeros-and-excel-dialect",
+         lambda ws: score(ws, log_csv(ws, sep=";", lineterminator="\r\n", encoding="utf-8-sig")),
+         "accounts_scored=194", code=0),
+    Case("duplicate-lines", lambda ws: score(ws, log_csv(ws, lambda f: pd.concat([f, f.head(7)]))),
+         "duplicate_lines=7", code=0),
+    Case("returns-and-fully-returned-account", lambda ws: score(ws, log_csv(ws, returned_account)),
+         "return_lines=724", code=0),
+    Case("zero-amounts", lambda ws: score(ws, log_csv(ws, lambda f: f.assign(
+        amount=f["amount"].mask(f.index % 1000 == 1, "0")))), "zero_amount_lines=21", code=0),
+    Case("margin-blank-on-some-lines", lambda ws: score(ws, log_csv(ws, lambda f: f.assign(
+        margin=f["margin"].mask(f.index % 100 == 0, "")))), "missing_margin_lines=203", code=0),
+    Case("absurd-outlier-kept", lambda ws: score(ws, log_csv(ws, with_outlier)),
+         "outlier_lines=1", code=0),
+    Case("dates-after-as-of", lambda ws: score(ws, log_csv(ws), "--as-of", "2024-07-01"),
+         "lines_on_or_after_as_of=3337", code=0),
+    Case("as-of-long-after-data", lambda ws: score(ws, log_csv(ws), "--as-of", "2025-06-30"),
+         "days_after_last_transaction=180", code=0),
+    Case("single-account", lambda ws: score(ws, log_csv(
+        ws, lambda f: f[f["customer_id"] == "000001"])), "accounts_scored=1", code=0),
+    Case("no-repeat-buyer", lambda ws: score(ws, log_csv(
+        ws, lambda f: f.drop_duplicates("customer_id"))), "accounts_scored=194", code=0),
+    Case("accounts-ids-missing-from-log", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
+        ws, lambda a: pd.concat([a, a.head(3).assign(customer_id=["x1", "x2", "x3"])]))),
+        "accounts_without_transactions=9", code=0),
+    Case("log-ids-missing-from-accounts", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
+        ws, lambda a: a.iloc[5:])), "accounts_without_attributes=5", code=0),
+    Case("attribute-level-unseen-in-training", lambda ws: score(
+        ws, log_csv(ws), accounts=accounts_csv(ws, lambda a: a.assign(
+            industry=a["industry"].mask(a.index < 2, "space mining")))),
+        "attribute_values_unseen_in_training=2", code=0),
+]
+
+
+@pytest.mark.parametrize("case", HANDLED, ids=[c.id for c in HANDLED])
+def test_handled_input_is_counted_and_every_account_scored(workspace, in_case, case):
+    args = case.prepare(workspace)
+    result = run_cli(*args)
+    assert result.code == 0, result.err[-3000:]
+    counted = [line for line in result.out.splitlines() if line.startswith("Counted:")]
+    assert len(counted) == 1 and case.message in counted[0], result.out
+    scores = score_file(workspace)
+    used = pd.read_csv(args[2], sep=None, engine="python", dtype=str, encoding="utf-8-sig")
+    as_of = args[args.index("--as-of") + 1] if "--as-of" in args else used["date"].max() + "~"
+    seen = set(used.loc[used["date"] < as_of, "customer_id"])
+    assert sorted(scores["customer_id"]) == sorted(seen)  # ids as typed, zeros kept
+    assert scores["customer_id"].str.startswith("0").all()
+    assert scores["tier"].isin(["A", "B", "C", "D"]).all()
+    assert scores["p_alive"].between(0, 1).all() and (scores["predicted_value"] >= 0).all()
+
+
+def test_fully_returned_account_is_scored_with_no_value(workspace, in_case):
+    assert run_cli(*score(workspace, log_csv(workspace, returned_account))).code == 0
+    row = score_file(workspace).set_index("customer_id").loc["000003"]
+    assert row["trailing_value"] == 0 and row["predicted_value"] >= 0
+
+
+def test_outlier_is_kept_in_the_value(workspace, in_case):
+    assert run_cli(*score(workspace, log_csv(workspace, with_outlier))).code == 0
+    account = workspace.tx["customer_id"].iloc[-1]
+    row = score_file(workspace).set_index("customer_id").loc[account]
+    assert row["trailing_value"] > 2.5e9
+
+
+def test_train_falls_back_when_no_account_repeats_before_the_backtest_cutoff(workspace, in_case):
+    # 60 accounts buy once in 2022; 40 of them buy again in the second half of 2023, so
+    # BG/NBD has no repeat buyer at the backtest cutoff and is skipped with its reason.
+    rng = pd.Series(range(60))
+    first = pd.Timestamp("2022-01-01") + pd.to_timedelta(rng * 6, unit="D")
+    again = pd.Timestamp("2023-07-20") + pd.to_timedelta(rng[:40] * 3, unit="D")
+    ids = [f"{i:05d}" for i in range(60)]
+    frame = pd.concat([
+        pd.DataFrame({"customer_id": ids, "date": first, "amount": 100.0 + 10 * rng}),
+        pd.DataFrame({"customer_id": ids[:40], "date": again, "amount": 120.0 + 5 * rng[:40]}),
+    ])
+    frame.to_csv("late.csv", index=False)
+    write("late.yaml", FAST_CONFIG + "tracking:\n  model_name: keyltv_late_repeat\n")
+    result = run_cli("train", "--transactions", "late.csv", "--config", "late.yaml",
+                     "--horizon-days", HORIZON)
+    assert result.code == 0, result.err[-3000:]
+    assert "skipped bgnbd: no account has a repeat order before the cutoff" in result.out
+    assert "Champion: trailing" in result.out
+
+
+def test_unwritable_output_fails_before_the_expensive_work(workspace, in_case, monkeypatch):
+    from keyltv import workflows
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the log was read before the output path was checked")
+
+    monkeypatch.setattr(workflows, "load_inputs", must_not_run)
+    monkeypatch.setattr(workflows, "open_store", must_not_run)
+    result = run_cli("score", "--transactions", "tx.csv", "--out", "no/such/folder/s.csv")
+    assert result.code == 2 and result.errors == [
+        "error: no/such/folder/s.csv: folder 'no/such/folder' does not exist"]
+
+
+# --- the tracking server ----------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never answers (a hung tracking server)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("server", ["refused", "silent"])
+def test_unreachable_tracking_server_fails_fast_without_leaking_the_password(
+        workspace, in_case, monkeypatch, request, server):
+    port = closed_port() if server == "refused" else request.getfixturevalue("silent_server")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://bob:hunter2@127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    started = time.perf_counter()
+    result = run_cli(*score(workspace, log_csv(workspace)))
+    assert time.perf_counter() - started < 30  # MLflow's defaults would retry for minutes
+    assert result.code == 2
+    assert len(result.errors) == 1
+    assert f"MLflow tracking store 'http://bob:***@127.0.0.1:{port}': cannot be reached" \
+        in result.errors[0]
+    assert "hunter2" not in result.err + result.out
+    assert not Path("scores.csv").exists()
+
+
+# --- safety and reproducibility -------------------------------------------------------------
+
+
+def test_no_credential_is_written_to_the_store_artifacts_or_outputs(workspace):
+    assert CANARY not in workspace.trained.out + workspace.trained.err
+    for path in workspace.root.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_every_run_logs_the_seed_and_the_data_fingerprint(workspace):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(workspace.uri)
+    experiment = client.get_experiment_by_name("keyltv")
+    runs = client.search_runs([experiment.experiment_id], "attributes.run_name IN ('train', 'score')")
+    assert {r.info.run_name for r in runs} == {"train", "score"}
+    for run in runs:
+        params = run.data.params
+        assert params["seed"] == "42"
+        assert len(params["data_hash"]) == 16, params
+
+
+def test_mlflow_ui_binds_to_localhost_by_default():
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    assert "HOST    ?= 127.0.0.1" in makefile.replace("\t", " ")
+    ui = makefile.split("\nui:", 1)[1].split("\n\n", 1)[0]
+    assert "--host $(HOST)" in ui

@@ -42,5 +42,8 @@ ui: setup ## MLflow UI on http://$(HOST):$(PORT) against the project's store
 	  --default-artifact-root $(CURDIR)/mlartifacts \
 	  --host $(HOST) --port $(PORT) --workers 1
 
+bench-accuracy: setup ## Backtest table: keyltv vs peers on CDNOW (39/39 weeks) and simulator variants
+	$(PY) benchmarks/bench_accuracy.py --out docs/accuracy.md
+
 clean: ## Remove outputs and the local MLflow store (keeps .venv)
 	rm -rf outputs mlflow.db mlartifacts

@@ -76,6 +76,7 @@ def goal_checks(name, origin, result) -> dict:
         "decline_auc": events.get("decline_auc", np.nan),
         "decline_auc_1_minus_p_alive": events.get("decline_auc_1_minus_p_alive", np.nan),
         "growth_auc": events.get("growth_auc", np.nan),
+        **result.flags,
     }
 
 

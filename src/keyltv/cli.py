@@ -121,6 +121,35 @@ def _write_outputs(workflows, store, result, inputs, out: Path, report: Path | N
     _print_notes(result.notes)
 
 
+@app.command()
+def evaluate(transactions: TransactionsOpt,
+             cutoff: Annotated[str, typer.Option("--cutoff", help="Last origin YYYY-MM-DD; earlier ones step back by backtest.step_days.")],
+             horizon_days: Annotated[int, typer.Option("--horizon-days", help="Prediction horizon in days.")],
+             accounts: AccountsOpt = None, config: ConfigOpt = None,
+             out: Annotated[Path | None, typer.Option("--out", help="Write the metrics as JSON.")] = None) -> None:
+    """Rolling-origin backtest: every model and peer, and keyltv's nested champion."""
+    import json
+
+    from keyltv import workflows
+    from keyltv.data.io import check_writable, write_text
+
+    cfg = _config(config, horizon_days)
+    last = _parse_date(cutoff, "--cutoff")
+    if out is not None:
+        check_writable(out, suffixes=(".json",))
+    inputs = workflows.load_inputs(transactions, accounts, cfg, None)
+    results = workflows.evaluate(inputs, cfg, last)
+    for result in results:
+        typer.echo(f"\nOrigin {result.origin}: keyltv champion = {result.champion}, "
+                   f"80% interval coverage {result.coverage:.3f}")
+        _print_table(result.table.drop(columns=["origin", "champion"]))
+        extra = {**result.outer.event_metrics, **result.flags}
+        typer.echo("Events and flags: " + ", ".join(f"{k}={v:.4f}" for k, v in extra.items()))
+    if out is not None:
+        write_text(json.dumps(workflows.evaluation_json(results), indent=2), out)
+        typer.echo(f"Metrics -> {out}")
+
+
 def _print_notes(notes: dict[str, int]) -> None:
     counted = ", ".join(f"{k}={v}" for k, v in notes.items() if v)
     if counted:

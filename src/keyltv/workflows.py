@@ -17,7 +17,14 @@ import pandas as pd
 from keyltv.config import Config
 from keyltv.data.io import TransactionLog, load_accounts, load_transactions, write_table
 from keyltv.data.schema import InputError, redact_uri
-from keyltv.evaluation.backtest import BacktestResult, select_champion, validation_horizon
+from keyltv.evaluation.backtest import (
+    BacktestResult,
+    OriginResult,
+    evaluate_origin,
+    rolling_origins,
+    select_champion,
+    validation_horizon,
+)
 from keyltv.evaluation.metrics import HIGHER_IS_BETTER
 from keyltv.evaluation.review import backtest_figures, feature_importance
 from keyltv.features import account_features, with_attributes
@@ -351,6 +358,31 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
     notes = {**inputs.notes, "attribute_values_unseen_in_training":
              count_unseen_levels(bundle, features), "accounts_scored": len(scores)}
     return ScoreResult(scores, model_version, notes, config.seed)
+
+
+def evaluate(inputs: Inputs, config: Config, last_origin: date) -> list[OriginResult]:
+    """Nested evaluation at ``last_origin`` and ``backtest.n_origins - 1`` earlier ones."""
+    origins = rolling_origins(last_origin, config.backtest.n_origins, config.backtest.step_days)
+    return [evaluate_origin(inputs.log, origin, config, inputs.accounts) for origin in origins]
+
+
+def evaluation_json(results: list[OriginResult]) -> dict[str, object]:
+    """Plain-JSON form of an evaluation, for ``keyltv evaluate --out``."""
+    def clean(value: object) -> object:
+        return None if isinstance(value, float) and not np.isfinite(value) else value
+
+    return {
+        str(r.origin): {
+            "champion": r.champion,
+            "interval_coverage": r.coverage,
+            "models": {m: {k: clean(float(v)) for k, v in row.items()}
+                       for m, row in r.table.drop(columns=["origin", "champion"]).iterrows()},
+            "events": {k: clean(v) for k, v in r.outer.event_metrics.items()},
+            "flags": {k: clean(v) for k, v in r.flags.items()},
+            "skipped": r.outer.skipped,
+        }
+        for r in results
+    }
 
 
 def write_score_report(result: ScoreResult, inputs: Inputs, path: str | Path) -> Path:

@@ -56,7 +56,8 @@ class TransactionLog:
     ----------
     con : duckdb.DuckDBPyConnection
         Connection holding the table ``daily(customer_id, day, amount, margin, returns, lines)``;
-        ``amount`` is the day's net value, ``returns`` the (negative) sum of its return lines.
+        ``amount`` is the day's net value, ``returns`` the (negative) sum of its return lines
+        (money columns are ``DECIMAL(38, 6)``, so sums are exact).
     source : str
         File name (or label) for messages.
     has_margin : bool
@@ -135,11 +136,15 @@ def load_transactions(
     _create_parsed_view(con, mapping, date_format)
     with _read_errors(name):
         notes = _check_rules(con, name, mapping, date_format)
+        # Fixed-point sums: a fully returned account nets to exactly 0, not 2e-13, in
+        # every later sum (floating-point sums depend on the order of the lines).
         con.execute(
             """
             CREATE TABLE daily AS
-            SELECT customer_id, CAST(ts AS DATE) AS day, sum(a) AS amount,
-                   sum(m) AS margin, COALESCE(sum(a) FILTER (WHERE a < 0), 0) AS returns,
+            SELECT customer_id, CAST(ts AS DATE) AS day,
+                   sum(CAST(a AS DECIMAL(38, 6))) AS amount,
+                   sum(CAST(m AS DECIMAL(38, 6))) AS margin,
+                   COALESCE(sum(CAST(a AS DECIMAL(38, 6))) FILTER (WHERE a < 0), 0) AS returns,
                    CAST(count(*) AS INTEGER) AS lines
             FROM parsed GROUP BY ALL
             """
@@ -148,7 +153,8 @@ def load_transactions(
     stats = con.execute(
         """
         SELECT min(day), max(day), count(DISTINCT customer_id),
-               CAST(bit_xor(hash(customer_id, day, round(amount, 6), round(margin, 6))) AS VARCHAR)
+               CAST(bit_xor(hash(customer_id, day, round(CAST(amount AS DOUBLE), 6),
+                                 round(CAST(margin AS DOUBLE), 6))) AS VARCHAR)
         FROM daily
         """
     ).fetchall()[0]

@@ -200,6 +200,7 @@ class OriginResult:
     selection: BacktestResult
     outer: BacktestResult
     coverage: float
+    flags: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate_origin(
@@ -229,7 +230,38 @@ def evaluate_origin(
     table.loc["keyltv", "interval_coverage"] = coverage
     table.insert(0, "origin", origin)
     table["champion"] = table.index == champion
-    return OriginResult(origin, champion, table, selection, outer, coverage)
+    flags = flag_metrics(outer, champion, config)
+    return OriginResult(origin, champion, table, selection, outer, coverage, flags)
+
+
+def flag_metrics(result: BacktestResult, champion: str, config: Config) -> dict[str, float]:
+    """Precision and recall of ``at_risk`` and ``high_potential`` among valuable accounts.
+
+    The flags are the documented rules of :mod:`keyltv.scoring.rules` applied to the
+    champion's backtest predictions; the truth is the realized decline or growth event.
+    """
+    from keyltv.scoring.rules import apply_flags, top_share_mask
+
+    p, events = result.predictions, result.events
+    if "decline_risk" not in events:
+        return {}
+    scores = pd.DataFrame({
+        "predicted_value": p[champion], "trailing_value": p["trailing_value"].clip(lower=0),
+        "decline_risk": np.where(p["trailing_value"] > 0, events["decline_risk"], 0.0),
+        "growth_potential": events["growth_potential"],
+        "p_alive": events.get("p_alive", pd.Series(1.0, index=p.index)),
+    })
+    flagged = apply_flags(scores, config.flags, config.tiers)
+    valuable = top_share_mask(np.maximum(scores["trailing_value"], scores["predicted_value"]),
+                              config.flags.valuable_share)
+    out = {}
+    for flag, event in (("at_risk", "decline"), ("high_potential", "growth")):
+        hit = flagged[flag] & valuable
+        truth = events[event] & valuable
+        out[f"{flag}_precision"] = float(truth[hit].mean()) if hit.any() else float("nan")
+        out[f"{flag}_recall"] = float(hit[truth].mean()) if truth.any() else float("nan")
+        out[f"{flag}_flagged"] = int(hit.sum())
+    return out
 
 
 def rolling_origins(last: date, n_origins: int, step_days: int) -> list[date]:

@@ -10,7 +10,10 @@ sensitive, and published parameters are in weeks.
 
 from __future__ import annotations
 
+import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 
 import numpy as np
 import pandas as pd
@@ -94,8 +97,7 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
                 continue
             fitter = _FITTERS[self.kind](penalizer_coef=penalizer)
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
+                with _quiet():
                     fitter.fit(counts["frequency"], counts["recency"], counts["T"],
                                weights=counts["weight"])
             except ConvergenceError:
@@ -150,6 +152,15 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
         return self.predict_orders(X) * self.predict_spend(X)
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence a lifetimes fit: it prints the optimiser's state to stdout before raising
+    ConvergenceError, which would corrupt a CLI's output; the caller handles the error."""
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
 def _in_weeks(X: pd.DataFrame) -> pd.DataFrame:
     require_columns(X, _INPUTS, "ProbabilisticLTV")
     out = X[["frequency", "recency", "T"]].astype(float)
@@ -173,8 +184,7 @@ def _fit_spend(X: pd.DataFrame) -> tuple[dict[str, float], float]:
         return {}, fallback
     fitter = GammaGammaFitter()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
+        with _quiet():
             fitter.fit(buyers["frequency"], buyers["repeat_order_value"])
     except ConvergenceError:
         return {}, fallback

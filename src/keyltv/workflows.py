@@ -7,7 +7,7 @@ evaluation -> tracking -> scoring) and hold no modelling logic of their own.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from keyltv.config import Config
-from keyltv.data.io import TransactionLog, load_accounts, load_transactions, write_table
+from keyltv.data.io import write_table
 from keyltv.data.schema import InputError, redact_uri
 from keyltv.evaluation.backtest import (
     BacktestResult,
@@ -28,6 +28,7 @@ from keyltv.evaluation.backtest import (
 from keyltv.evaluation.metrics import HIGHER_IS_BETTER
 from keyltv.evaluation.review import backtest_figures, feature_importance
 from keyltv.features import account_features, with_attributes
+from keyltv.inputs import Inputs, feature_table, load_inputs  # noqa: F401 (jobs' API)
 from keyltv.models.bundle import (
     KeyLTVModel,
     book_margin_rate,
@@ -46,71 +47,6 @@ from keyltv.scoring.report import render_report, write_report
 from keyltv.tracking.store import Store, config_json, connect, load_bundle, resolve_tracking_uri
 
 log = logging.getLogger("keyltv")
-
-
-@dataclass
-class Inputs:
-    """Validated inputs of a job."""
-
-    log: TransactionLog
-    accounts: pd.DataFrame | None
-    as_of: date
-    notes: dict[str, int] = field(default_factory=dict)
-
-
-def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | None,
-                config: Config, as_of: date | None, label: str | None = None) -> Inputs:
-    """Validate the log (and account table) and fix ``as_of`` (default: day after the last)."""
-    tx = load_transactions(transactions, columns=config.columns.model_dump(),
-                           date_format=config.date_format, label=label)
-    attrs = None
-    notes = dict(tx.notes)
-    if accounts is not None:
-        attrs = load_accounts(accounts, id_column=config.columns.customer_id)
-        notes.update(_match_accounts(tx, attrs))
-    as_of = as_of or tx.last_date + timedelta(days=1)
-    if as_of <= tx.first_date:
-        raise InputError(f"{tx.source}: --as-of {as_of} is on or before the first transaction "
-                         f"({tx.first_date}); nothing to score")
-    notes["lines_on_or_after_as_of"] = int(tx.con.execute(
-        "SELECT COALESCE(sum(lines), 0) FROM daily WHERE day >= ?", [as_of]).fetchall()[0][0])
-    # A late --as-of makes every account look asleep: count the empty days it adds.
-    notes["days_after_last_transaction"] = max((as_of - tx.last_date).days - 1, 0)
-    log.info("data %s: %d lines, %d accounts, %s to %s, fingerprint %s", tx.source, tx.n_lines,
-             tx.n_accounts, tx.first_date, tx.last_date, tx.fingerprint)
-    return Inputs(tx, attrs, as_of, notes)
-
-
-def _match_accounts(tx: TransactionLog, attrs: pd.DataFrame) -> dict[str, int]:
-    """Count ids on one side only; refuse an account table that matches no account.
-
-    Raises
-    ------
-    InputError
-        When no id of the account table occurs in the log (typically lost leading
-        zeros or another id column).
-    """
-    known = pd.Index(tx.con.execute("SELECT DISTINCT customer_id FROM daily").df()["customer_id"])
-    shared = attrs.index.isin(known)
-    if not shared.any():
-        raise InputError(
-            f"{attrs.attrs.get('source', 'account table')}: column 'customer_id': none of its "
-            f"{len(attrs)} ids occurs in {tx.source} (e.g. {attrs.index[0]!r} here, "
-            f"{known.min()!r} in the log); check leading zeros and the id column"
-        )
-    return {"accounts_without_transactions": int((~shared).sum()),
-            "accounts_without_attributes": int((~known.isin(attrs.index)).sum())}
-
-
-def feature_table(inputs: Inputs, config: Config) -> pd.DataFrame:
-    """Per-account features at ``as_of`` as the models read them, ``customer_id`` a column.
-
-    The same SQL serves training cutoffs and scoring; no model or tracking store is used.
-    """
-    features = with_attributes(
-        account_features(inputs.log, inputs.as_of, config.horizon_days), inputs.accounts
-    )
-    return features.rename_axis("customer_id").reset_index()
 
 
 def open_store(config: Config, project_dir: Path) -> Store:
@@ -301,24 +237,29 @@ def training_summary(result: BacktestResult, champion: str, metric: str) -> str:
 
 
 def _gate(store: Store, tags: dict[str, str], config: Config) -> tuple[bool, str]:
-    """Move ``@champion`` only if the new model beats it on the same data and horizon."""
+    """Move ``@champion`` only if the new model beats it on the primary backtest metric.
+
+    The comparison is between recorded backtest metrics. A champion trained for another
+    horizon or judged by another metric predicts or measures something else: it is
+    replaced, and the reason says so.
+    """
     current = store.champion_version()
     if current is None:
         return True, "no champion yet"
     old = current.tags
-    comparable = (old.get("data_hash") == tags["data_hash"]
-                  and old.get("horizon_days") == tags["horizon_days"]
-                  and old.get("metric") == tags["metric"])
-    if not comparable:
-        return True, (f"version {current.version} was evaluated on other data or horizon; "
-                      "the newest evaluated model becomes champion")
+    if old.get("horizon_days") != tags["horizon_days"] or old.get("metric") != tags["metric"]:
+        return True, (f"version {current.version} has another horizon or metric "
+                      f"({old.get('horizon_days')} days, {old.get('metric')}); replaced")
     sign = HIGHER_IS_BETTER[tags["metric"]]
-    gain = sign * (float(tags["metric_value"]) - float(old["metric_value"]))
+    new_value, old_value = float(tags["metric_value"]), float(old["metric_value"])
+    gain = sign * (new_value - old_value)
+    same_data = "" if old.get("data_hash") == tags["data_hash"] else " (backtests on different data)"
     if gain >= config.selection.min_improvement:
-        return True, f"{tags['metric']} improves by {gain:+.4f} over version {current.version}"
-    return False, (f"{tags['metric']} {float(tags['metric_value']):.4f} does not beat champion "
-                   f"version {current.version} ({float(old['metric_value']):.4f}) by "
-                   f"{config.selection.min_improvement}")
+        return True, (f"{tags['metric']} {new_value:.4f} vs {old_value:.4f} of version "
+                      f"{current.version}: {gain:+.4f}{same_data}")
+    return False, (f"{tags['metric']} {new_value:.4f} does not beat champion version "
+                   f"{current.version} ({old_value:.4f}) by selection.min_improvement="
+                   f"{config.selection.min_improvement}{same_data}")
 
 
 @dataclass

@@ -1,0 +1,61 @@
+"""Train twice against one store: the champion gate, the registry and the run record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from keyltv import workflows
+from keyltv.config import Config
+from keyltv.data.simulate import simulate_b2b
+
+CONFIG = Config(horizon_days=182, models=("trailing", "bgnbd", "lightgbm"),
+                training={"n_cutoffs": 2})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    tx, accounts = simulate_b2b(250, seed=8)
+    store = workflows.open_store(CONFIG, Path(root))
+    inputs = workflows.load_inputs(tx, None, CONFIG, None, label="sim")
+    first = workflows.train(inputs, CONFIG, store)
+    strict = CONFIG.with_overrides(selection={"metric": "normalized_gini", "min_improvement": 0.5})
+    second = workflows.train(inputs, strict, store)
+    yield store, first, second
+    mp.undo()
+
+
+def test_first_model_becomes_champion(trained):
+    store, first, _ = trained
+    assert first.promoted and first.reason == "no champion yet"
+    assert str(store.champion_version().version) == first.version == "1"
+
+
+def test_gate_keeps_the_champion_and_says_why(trained):
+    store, _, second = trained
+    assert not second.promoted
+    assert "does not beat champion version 1" in second.reason
+    assert str(store.champion_version().version) == "1"
+    version = store.client.get_model_version(store.model_name, second.version)
+    assert version.tags["not_promoted"] == second.reason
+
+
+def test_training_run_carries_the_review_record(trained):
+    store, first, _ = trained
+    run = mlflow.get_run(first.run_id)
+    assert run.data.params["champion"] == first.champion
+    assert "seed" in run.data.params and "data_hash" in run.data.params
+    assert "trailing_normalized_gini" in run.data.metrics
+    assert run.data.tags["mlflow.note.content"].startswith(f"**Champion: {first.champion}**")
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id)}
+    assert {"backtest.html", "config.yaml", "data_fingerprint.json", "plots"} <= artifacts
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id, "plots")}
+    assert "plots/gains.png" in plots and "plots/decile_chart.png" in plots
+    children = mlflow.search_runs([run.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{first.run_id}'")
+    assert set(children["tags.mlflow.runName"]) == set(first.backtest.table.index)

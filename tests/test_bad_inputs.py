@@ -12,6 +12,7 @@ one trained store, and ends in one of two documented ways:
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import os
 import socket
@@ -184,11 +185,11 @@ REJECTED = [
     Case("renamed-column",
          lambda ws: score(ws, log_csv(ws, lambda f: f.rename(columns={"customer_id": "Kunde Nr"}))),
          "tx.csv: column 'customer_id' is missing; found columns: 'Kunde Nr'"),
-    Case("renamed-column-near-miss",
-         lambda ws: score(ws, log_csv(ws, lambda f: f.rename(columns={"customer_id": "Customer ID"}))),
+    Case("renamed-column-near-miss", lambda ws: score(ws, log_csv(
+        ws, lambda f: f.rename(columns={"customer_id": "Customer ID"}))),
          "tx.csv: column 'customer_id' is missing (did you mean 'Customer ID'?)"),
-    Case("duplicated-column",
-         lambda ws: score(ws, write("tx.csv", "customer_id,date,amount,amount\n1,2024-01-01,5,6\n")),
+    Case("duplicated-column", lambda ws: score(ws, write(
+        "tx.csv", "customer_id,date,amount,amount\n1,2024-01-01,5,6\n")),
          "tx.csv: column 'amount' appears more than once in the header"),
     Case("amount-not-a-number", lambda ws: score(ws, log_csv(ws, set_cell("amount", "1.234,50")))
          , "tx.csv: column 'amount': not a number '1.234,50' in 1 row(s); expected a plain number"),
@@ -289,7 +290,8 @@ REJECTED = [
         "acc.csv: column 'employees': value 'many' is not a number; the model was trained with "
         "numbers"),
     # -- the model
-    Case("model-not-registered", lambda ws: score(ws, log_csv(ws), "--model", "models:/nope@champion"),
+    Case("model-not-registered",
+         lambda ws: score(ws, log_csv(ws), "--model", "models:/nope@champion"),
          "model 'models:/nope@champion': cannot be loaded (Registered Model with name=nope not "
          "found); train one first"),
     Case("model-version-missing", lambda ws: score(ws, log_csv(ws), "--model", "models:/keyltv/99"),
@@ -351,7 +353,7 @@ def test_rejected_input_exits_2_with_one_line_and_no_output(workspace, in_case, 
     assert leftovers == []
 
 
-def score_file(ws: Workspace, as_of: str | None = None) -> pd.DataFrame:
+def score_file() -> pd.DataFrame:
     return pd.read_csv("scores.csv", dtype={"customer_id": str})
 
 
@@ -409,8 +411,10 @@ def test_handled_input_is_counted_and_every_account_scored(workspace, in_case, c
     assert result.code == 0, result.err[-3000:]
     counted = [line for line in result.out.splitlines() if line.startswith("Counted:")]
     assert len(counted) == 1 and case.message in counted[0], result.out
-    scores = score_file(workspace)
-    used = pd.read_csv(args[2], sep=None, engine="python", dtype=str, encoding="utf-8-sig")
+    scores = score_file()
+    with open(args[2], encoding="utf-8-sig") as handle:
+        delimiter = csv.Sniffer().sniff(handle.readline()).delimiter
+    used = pd.read_csv(args[2], sep=delimiter, dtype=str, encoding="utf-8-sig")
     as_of = args[args.index("--as-of") + 1] if "--as-of" in args else used["date"].max() + "~"
     seen = set(used.loc[used["date"] < as_of, "customer_id"])
     assert sorted(scores["customer_id"]) == sorted(seen)  # ids as typed, zeros kept
@@ -421,14 +425,14 @@ def test_handled_input_is_counted_and_every_account_scored(workspace, in_case, c
 
 def test_fully_returned_account_is_scored_with_no_value(workspace, in_case):
     assert run_cli(*score(workspace, log_csv(workspace, returned_account))).code == 0
-    row = score_file(workspace).set_index("customer_id").loc["000003"]
+    row = score_file().set_index("customer_id").loc["000003"]
     assert row["trailing_value"] == 0 and row["predicted_value"] >= 0
 
 
 def test_outlier_is_kept_in_the_value(workspace, in_case):
     assert run_cli(*score(workspace, log_csv(workspace, with_outlier))).code == 0
     account = workspace.tx["customer_id"].iloc[-1]
-    row = score_file(workspace).set_index("customer_id").loc[account]
+    row = score_file().set_index("customer_id").loc[account]
     assert row["trailing_value"] > 2.5e9
 
 
@@ -534,7 +538,7 @@ def test_every_run_logs_the_seed_and_the_data_fingerprint(workspace):
     experiment = client.get_experiment_by_name("keyltv")
     runs = [r for r in client.search_runs([experiment.experiment_id])
             if r.info.run_name in ("train", "score")]
-    assert sorted(r.info.run_name for r in runs) == ["score", "train"]
+    assert {r.info.run_name for r in runs} == {"score", "train"}
     for run in runs:
         params = run.data.params
         assert params["seed"] == "42"

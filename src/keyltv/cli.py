@@ -163,14 +163,15 @@ def features(transactions: TransactionsOpt,
              accounts: AccountsOpt = None, config: ConfigOpt = None,
              horizon_days: HorizonOpt = None) -> None:
     """Write the per-account feature table at --as-of (no model, no MLflow store)."""
-    from keyltv import workflows
+    # keyltv.inputs, not keyltv.workflows: no models or MLflow to import, a faster start.
     from keyltv.data.io import check_writable, write_table
+    from keyltv.inputs import feature_table, load_inputs
 
     cfg = _config(config, horizon_days)
     cut = _parse_date(as_of, "--as-of")
     check_writable(out)  # fail before the expensive work
-    inputs = workflows.load_inputs(transactions, accounts, cfg, cut)
-    table = workflows.feature_table(inputs, cfg)
+    inputs = load_inputs(transactions, accounts, cfg, cut)
+    table = feature_table(inputs, cfg)
     write_table(table, out)
     typer.echo(f"Features of {len(table)} accounts as of {inputs.as_of} "
                f"({cfg.horizon_days}-day horizon) -> {out}")

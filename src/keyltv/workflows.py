@@ -139,17 +139,21 @@ def _check_trainable(inputs: Inputs, config: Config) -> None:
                          f"to {as_of}; the backtest has no value to judge models on")
 
 
+# Source of expected orders and P(alive) in every score file, whatever the champion.
+COMPANION = "mbgnbd"
+
+
 def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestResult) -> KeyLTVModel:
     """Refit the champion and its companions on all history before ``as_of``."""
     data = training_data(inputs.log, inputs.as_of, config, inputs.accounts)
     try:
-        probabilistic = fit_value_model("bgnbd", data, config)
+        probabilistic = fit_value_model(COMPANION, data, config)
     except ValueError as exc:
         # No repeat buyer: orders and P(alive) use the documented fallback.
-        log.warning("bgnbd cannot be fitted at %s (%s); predicted_orders and p_alive use "
-                    "the fallback", inputs.as_of, exc)
+        log.warning("%s cannot be fitted at %s (%s); predicted_orders and p_alive use "
+                    "the fallback", COMPANION, inputs.as_of, exc)
         probabilistic = None
-    value_model = probabilistic if champion == "bgnbd" and probabilistic else \
+    value_model = probabilistic if champion == COMPANION and probabilistic else \
         fit_value_model(champion, data, config)
     intervals = BandedIntervals().fit(result.predictions[champion], result.predictions["actual"])
     return KeyLTVModel(

@@ -49,11 +49,15 @@ def test_csv_keeps_leading_zeros_and_maps_columns(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("customer_id,date\n1,2024-01-01\n", r"column 'amount' is missing; found columns: 'customer_id', 'date'"),
+        ("customer_id,date\n1,2024-01-01\n",
+         r"column 'amount' is missing; found columns: 'customer_id', 'date'"),
         ("customer_id,date,amount\n", "no transaction rows"),
-        ("customer_id,date,amount\n1,2024-01-01,abc\n", r"column 'amount': not a number 'abc' in 1 row"),
-        ("customer_id,date,amount\n1,2024-13-01,5\n", r"column 'date': cannot parse date '2024-13-01'"),
-        ("customer_id,date,amount\n1,2024-01-01,5\n2,01/02/2024,5\n", r"cannot parse date '01/02/2024'"),
+        ("customer_id,date,amount\n1,2024-01-01,abc\n",
+         r"column 'amount': not a number 'abc' in 1 row"),
+        ("customer_id,date,amount\n1,2024-13-01,5\n",
+         r"column 'date': cannot parse date '2024-13-01'"),
+        ("customer_id,date,amount\n1,2024-01-01,5\n2,01/02/2024,5\n",
+         r"cannot parse date '01/02/2024'"),
         ("customer_id,date,amount\n1,2024-01-01T10:00:00+02:00,5\n", "time-zone-aware date"),
         ("customer_id,date,amount\n ,2024-01-01,5\n", "column 'customer_id': blank customer id"),
         ("customer_id,date,amount\n1,2024-01-01,inf\n", "not a finite number 'inf'"),
@@ -75,9 +79,11 @@ def test_bad_csv_names_file_column_and_value(tmp_path, text, message):
     [
         (lambda p: p / "missing.csv", "file not found"),
         (lambda p: p, "is a directory"),
-        (lambda p: (p / "x.xlsx").write_text("x") and p / "x.xlsx", "unsupported file type '.xlsx'"),
+        (lambda p: (p / "x.xlsx").write_text("x") and p / "x.xlsx",
+         "unsupported file type '.xlsx'"),
         (lambda p: (p / "e.csv").write_text("") or p / "e.csv", "file is empty"),
-        (lambda p: (p / "b.csv").write_bytes(b"customer_id,date,amount\n\xff\xfe,2024-01-01,1\n") and p / "b.csv", "not UTF-8"),
+        (lambda p: (p / "b.csv").write_bytes(b"customer_id,date,amount\n\xff\xfe,2024-01-01,1\n")
+         and p / "b.csv", "not UTF-8"),
     ],
     ids=["missing", "directory", "extension", "empty", "not-utf8"],
 )
@@ -126,3 +132,130 @@ def test_write_table_is_atomic_and_checks_the_path(tmp_path):
         write_table(pd.DataFrame(), tmp_path / "nope" / "s.csv")
     with pytest.raises(InputError, match="must end in .csv or .parquet"):
         write_table(pd.DataFrame(), tmp_path / "s.xlsx")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("customer_id,date,amount\n1,2024-01-01,5\n2,2024-01-02,5,7\n",
+         r"cannot read line 3: expected 3 fields, found 4 in '2,2024-01-02,5,7'"),
+        ('customer_id,date,amount\n1,2024-01-01,"5\n2,2024-01-02,5\n',
+         "cannot read line 2: a quoted value is not closed"),
+        ("customer_id,date,amount,amount\n1,2024-01-01,5,6\n",
+         "column 'amount' appears more than once in the header"),
+        ("\ncustomer_id,date,amount\n1,2024-01-01,5\n", "line 1 is empty"),
+        ("Customer ID,date,amount\n1,2024-01-01,5\n",
+         r"column 'customer_id' is missing \(did you mean 'Customer ID'\?\)"),
+        ("customer_id,date,amount\n1,2024-01-01,1e300\n",
+         "implausible amount '1e300' in 1 row"),
+        ("customer_id,date,amount,margin\n1,2024-01-01,5,x\n", "column 'margin': not a number 'x'"),
+    ],
+    ids=["ragged-row", "unclosed-quote", "duplicated-column", "blank-first-line", "near-miss",
+         "absurd-amount", "bad-margin"],
+)
+def test_malformed_csv_is_refused_with_the_line_or_column(tmp_path, text, message):
+    path = write_csv(tmp_path, text)
+    with pytest.raises(InputError, match=message) as info:
+        load_transactions(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_non_utf8_byte_late_in_the_file_names_its_line(tmp_path):
+    path = tmp_path / "tx.csv"
+    rows = "".join(f"{i:05d},2024-01-01,5\n" for i in range(5000))
+    path.write_bytes(b"customer_id,date,amount\n" + rows.encode() + b"M\xfcller,2024-01-02,5\n")
+    with pytest.raises(InputError, match="cannot read line 5002: bytes that are not UTF-8"):
+        load_transactions(path)
+    path.write_bytes("customer_id,date,amount\n1,2024-01-01,5\n".encode("utf-16"))
+    with pytest.raises(InputError, match="UTF-16 text; re-export the file as UTF-8"):
+        load_transactions(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["customer_id;date;amount\r\n007;2024-01-01;5.5\r\n",
+     "\ufeffcustomer_id\tdate\tamount\n007\t2024-01-01\t5.5\n",
+     'customer_id|date|amount\n"007"|2024-01-01|"5.5"\n'],
+    ids=["semicolon-crlf", "bom-tab", "pipe-quoted"],
+)
+def test_delimiter_is_read_from_the_header(tmp_path, text):
+    log = load_transactions(write_csv(tmp_path, text))
+    assert log.daily()[["customer_id", "amount"]].values.tolist() == [["007", 5.5]]
+
+
+def test_time_zone_aware_frame_is_refused():
+    rows = frame([("a", pd.Timestamp("2024-01-01 10:00", tz="Europe/Berlin"), 5.0)])
+    with pytest.raises(InputError, match="column 'date': time-zone-aware date"):
+        load_transactions(rows, label="tz")
+
+
+def test_fully_returned_account_nets_to_exactly_zero():
+    rows = [("a", "2024-01-01", 0.1), ("a", "2024-01-01", 0.2), ("a", "2024-01-05", -0.3),
+            ("b", "2024-01-02", 1.0)]
+    daily = load_transactions(frame(rows)).con.execute(
+        "SELECT customer_id, sum(amount) FROM daily GROUP BY ALL ORDER BY 1").fetchall()
+    assert [(k, float(v)) for k, v in daily] == [("a", 0.0), ("b", 1.0)]
+
+
+def test_outliers_are_kept_and_counted():
+    rows = [(str(i), "2024-01-01", 100.0 + i) for i in range(50)] + [("x", "2024-01-02", 5e8)]
+    log = load_transactions(frame(rows))
+    assert log.notes["outlier_lines"] == 1
+    assert log.daily()["amount"].max() == 5e8
+    assert load_transactions(frame(rows[:-1])).notes["outlier_lines"] == 0
+
+
+def test_accounts_table_refuses_repeated_columns_and_header_only(tmp_path):
+    path = write_csv(tmp_path, "customer_id,size,size\n1,a,b\n", "acc.csv")
+    with pytest.raises(InputError, match="column 'size' appears more than once"):
+        load_accounts(path)
+    path = write_csv(tmp_path, "customer_id,size\n", "acc.csv")
+    with pytest.raises(InputError, match="no account rows"):
+        load_accounts(path)
+    path = write_csv(tmp_path, "customer_id,size\n1,a\n", "acc.csv")
+    assert load_accounts(path).attrs["source"] == str(path)
+
+
+def test_check_writable_leaves_nothing_and_names_the_problem(tmp_path):
+    from keyltv.data.io import check_writable
+
+    assert check_writable(tmp_path / "s.parquet") == tmp_path / "s.parquet"
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match="'.*f' is not a folder"):
+        check_writable(tmp_path / "f" / "s.csv")
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(InputError, match="is a directory"):
+        check_writable(tmp_path / "d.csv")
+
+
+@pytest.mark.parametrize("anonymous", [True, False], ids=["o-tmpfile", "named-temp"])
+def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monkeypatch, anonymous):
+    import os
+
+    from keyltv.data.io import write_atomic
+
+    if not anonymous:
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    out = tmp_path / "report.html"
+    out.write_text("previous")
+
+    def fail_midway(handle):
+        handle.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_atomic(out, fail_midway)
+    assert out.read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    write_atomic(out, lambda handle: handle.write(b"new"))
+    assert out.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -29,6 +29,10 @@ OPTIONAL = ("margin",)
 # casting to TIMESTAMP. Plain dates such as 2024-07-28 must not match (their "-28").
 TZ_PATTERN = r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|UTC|[+-]\d{2}(:?\d{2})?)$"
 
+# What an ISO 8601 date or timestamp starts with; DuckDB's cast would also turn words
+# such as 'epoch' or 'infinity' into timestamps.
+ISO_DATE_PATTERN = r"^\d{4}-\d{1,2}-\d{1,2}([ T]\d.*)?$"
+
 # No invoice line is worth 1e15 in any currency; sums of such values would overflow
 # the features. Larger magnitudes are an export error (a column shifted into amount).
 MAX_ABS_AMOUNT = 1e15
@@ -51,7 +55,7 @@ class InputError(ValueError):
 def describe_value(value: object, limit: int = 40) -> str:
     """Quote a user value for an error message, shortened and with control bytes visible."""
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "...'"
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def redact_text(text: str) -> str:

@@ -27,7 +27,6 @@ from keyltv.models.bundle import (
     fit_value_model,
     training_data,
 )
-from keyltv.models.probabilistic import ProbabilisticLTV
 
 
 @dataclass
@@ -116,13 +115,22 @@ def _evaluate_events(
     decline, growth = event_labels(predictions["trailing_value"], predictions["actual"], config)
     events = pd.DataFrame({"decline": decline, "growth": growth}, index=predictions.index)
     metrics: dict[str, float] = {}
-    prob = next((m for m in fitted.values() if isinstance(m, ProbabilisticLTV)), None)
     # Decline AUCs are measured where decline can happen: accounts with trailing value.
     had_value = predictions["trailing_value"].to_numpy() > 0
-    if prob is not None:
-        events["p_alive"] = prob.predict_p_alive(data.current)
-        metrics["decline_auc_1_minus_p_alive"] = auc(decline[had_value],
-                                                     1 - events["p_alive"][had_value])
+    peer = fitted.get("bgnbd")  # lifetimes' 1 - P(alive) is the peer for decline risk
+    if peer is not None:
+        metrics["decline_auc_1_minus_p_alive"] = auc(
+            decline[had_value], 1 - peer.predict_p_alive(data.current)[had_value])
+    companion = fitted.get("mbgnbd")
+    if companion is None:
+        try:
+            companion = fit_value_model("mbgnbd", data, config)
+        except ValueError:
+            companion = None
+    if companion is not None:  # the P(alive) that score files carry
+        events["p_alive"] = companion.predict_p_alive(data.current)
+        metrics["p_alive_auc_orders_again"] = auc(predictions["actual_orders"] > 0,
+                                                  events["p_alive"])
     classifiers = fit_event_models(data, config)
     if classifiers is not None:
         events["decline_risk"] = classifiers[0].predict_proba(data.current)[:, 1]

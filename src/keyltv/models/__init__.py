@@ -4,16 +4,16 @@ Every model is fitted on a per-account feature frame (see :mod:`keyltv.features`
 predicts value over ``horizon_days``:
 
 - ``trailing``: naive baseline, value of the last horizon repeats.
-- ``bgnbd`` / ``pareto``: BG/NBD or Pareto/NBD with Gamma-Gamma spend (lifetimes).
+- ``bgnbd`` / ``mbgnbd`` / ``pareto``: BG/NBD, MBG/NBD or Pareto/NBD with Gamma-Gamma
+  spend (lifetimes).
 - ``lightgbm``: LightGBM (Tweedie) on stacked per-account features.
 - ``hybrid``: the same GBM with the probabilistic model's outputs as inputs.
 """
 
+from keyltv.config import MODEL_NAMES
 from keyltv.models.baseline import TrailingValueRegressor
 from keyltv.models.gbm import GBMClassifier, GBMRegressor, HybridRegressor
 from keyltv.models.probabilistic import ProbabilisticLTV
-
-MODEL_NAMES = ("trailing", "bgnbd", "pareto", "lightgbm", "hybrid")
 
 __all__ = [
     "MODEL_NAMES",

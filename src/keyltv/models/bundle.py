@@ -11,6 +11,7 @@ decide which training rows each estimator learns from:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -29,6 +30,8 @@ from keyltv.models.baseline import TrailingValueRegressor
 from keyltv.models.gbm import GBMClassifier, GBMRegressor, HybridRegressor
 from keyltv.models.interval import BandedIntervals
 from keyltv.models.probabilistic import ProbabilisticLTV
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,6 +125,8 @@ def _cap_rows(X: pd.DataFrame, y: pd.DataFrame, cap: int, seed: int):
     if len(X) <= cap:
         return X, y, 0
     keep = np.sort(np.random.default_rng(seed).choice(len(X), size=cap, replace=False))
+    log.info("GBM training rows: a seeded sample of %d of %d stacked rows "
+             "(training.max_training_rows)", cap, len(X))
     return X.iloc[keep], y.iloc[keep], len(X) - cap
 
 
@@ -131,9 +136,10 @@ def make_value_model(name: str, config: Config, kind_seed: int | None = None):
     return {
         "trailing": lambda: TrailingValueRegressor(),
         "bgnbd": lambda: ProbabilisticLTV(kind="bgnbd", horizon_days=h),
+        "mbgnbd": lambda: ProbabilisticLTV(kind="mbgnbd", horizon_days=h),
         "pareto": lambda: ProbabilisticLTV(kind="pareto", horizon_days=h),
         "lightgbm": lambda: GBMRegressor(random_state=seed),
-        "hybrid": lambda: HybridRegressor(kind="bgnbd", horizon_days=h, random_state=seed),
+        "hybrid": lambda: HybridRegressor(kind="mbgnbd", horizon_days=h, random_state=seed),
     }[name]()
 
 

@@ -18,6 +18,9 @@ from keyltv.models.probabilistic import ProbabilisticLTV
 
 # Bookkeeping columns that travel with stacked training frames but are not features.
 NON_FEATURES = ("cutoff",)
+# Rows per prediction batch: the prepared copy and LightGBM's float matrix exist for one
+# batch at a time, so the memory of scoring does not grow with the book.
+PREDICT_BATCH_ROWS = 250_000
 
 
 class _LGBMBase(BaseEstimator):
@@ -44,6 +47,15 @@ class _LGBMBase(BaseEstimator):
         numeric = [c for c in frame.columns if c not in self.categories_]
         frame[numeric] = frame[numeric].astype(float)
         return frame
+
+    def _predict_batched(self, X: pd.DataFrame, predict) -> np.ndarray:
+        """``predict`` on the prepared frame, :data:`PREDICT_BATCH_ROWS` rows at a time."""
+        if len(X) <= PREDICT_BATCH_ROWS:
+            return predict(self._prepare(X, fit=False))
+        return np.concatenate([
+            predict(self._prepare(X.iloc[start:start + PREDICT_BATCH_ROWS], fit=False))
+            for start in range(0, len(X), PREDICT_BATCH_ROWS)
+        ])
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-row feature contributions (TreeSHAP on the link scale), plus ``bias``.
@@ -112,7 +124,7 @@ class GBMRegressor(RegressorMixin, _LGBMBase):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Predicted value per account, >= 0."""
         check_is_fitted(self, "model_")
-        return np.clip(self.model_.predict(self._prepare(X, fit=False)), 0.0, None)
+        return np.clip(self._predict_batched(X, self.model_.predict), 0.0, None)
 
 
 
@@ -146,7 +158,7 @@ class GBMClassifier(ClassifierMixin, _LGBMBase):
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Probabilities of [no event, event]."""
         check_is_fitted(self, "model_")
-        return self.model_.predict_proba(self._prepare(X, fit=False))
+        return self._predict_batched(X, self.model_.predict_proba)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Most likely class."""
@@ -162,7 +174,7 @@ class HybridRegressor(GBMRegressor):
 
     Parameters
     ----------
-    kind : {"bgnbd", "pareto"}, default="bgnbd"
+    kind : {"bgnbd", "mbgnbd", "pareto"}, default="bgnbd"
         Probabilistic model providing the extra inputs.
     horizon_days : int, default=365
         Horizon of the probabilistic inputs.

@@ -11,22 +11,26 @@ sensitive, and published parameters are in weeks.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 
 import numpy as np
 import pandas as pd
-from lifetimes import BetaGeoFitter, GammaGammaFitter, ParetoNBDFitter
+from lifetimes import BetaGeoFitter, GammaGammaFitter, ModifiedBetaGeoFitter, ParetoNBDFitter
 from lifetimes.utils import ConvergenceError
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from keyltv.models._frames import require_columns
 
-_FITTERS = {"bgnbd": BetaGeoFitter, "pareto": ParetoNBDFitter}
+# MBG/NBD lets one-time buyers drop out too; under BG/NBD their P(alive) is always 1,
+# which ranks long-gone one-time buyers as the most alive accounts of the book.
+_FITTERS = {"bgnbd": BetaGeoFitter, "mbgnbd": ModifiedBetaGeoFitter, "pareto": ParetoNBDFitter}
 _INPUTS = ["frequency", "recency", "T", "repeat_order_value"]
 DAYS_PER_WEEK = 7.0
+log = logging.getLogger(__name__)
 
 
 class ProbabilisticLTV(RegressorMixin, BaseEstimator):
@@ -34,14 +38,22 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    kind : {"bgnbd", "pareto"}, default="bgnbd"
-        Purchase-count model: BG/NBD (Fader, Hardie and Lee 2005) or Pareto/NBD
-        (Schmittlein, Morrison and Colombo 1987).
+    kind : {"bgnbd", "mbgnbd", "pareto"}, default="bgnbd"
+        Purchase-count model: BG/NBD (Fader, Hardie and Lee 2005), MBG/NBD (Batislam,
+        Denizel and Filiztekin 2007) or Pareto/NBD (Schmittlein, Morrison and Colombo
+        1987).
     horizon_days : int, default=365
         Prediction horizon.
     penalizer : float, default=0.0
         L2 penalty on the count model's parameters; raised automatically (and reported
         in ``penalizer_``) when the unpenalised fit does not converge.
+    max_fit_rows : int or None, default=100_000
+        Accounts a fit reads at most. A larger book is fitted on a seeded uniform sample
+        of this many accounts (logged): seven parameters need far fewer rows, and B2B
+        histories rarely share (frequency, recency, T), so merging them alone does not
+        bound the cost. Predictions always cover every account. ``None`` reads all.
+    random_state : int, default=0
+        Seed of that sample.
 
     Attributes
     ----------
@@ -59,10 +71,13 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
     Curves for Customer Base Analysis. Journal of Marketing Research 42(4).
     """
 
-    def __init__(self, *, kind: str = "bgnbd", horizon_days: int = 365, penalizer: float = 0.0):
+    def __init__(self, *, kind: str = "bgnbd", horizon_days: int = 365, penalizer: float = 0.0,
+                 max_fit_rows: int | None = 100_000, random_state: int = 0):
         self.kind = kind
         self.horizon_days = horizon_days
         self.penalizer = penalizer
+        self.max_fit_rows = max_fit_rows
+        self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, y: object = None) -> ProbabilisticLTV:
         """Fit the count model on (frequency, recency, T) and Gamma-Gamma on spend.
@@ -85,10 +100,23 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
             )
         self.n_features_in_ = X.shape[1]
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        counts = _compress(_in_weeks(X))
+        rows = self._fit_rows(X)
+        counts = _compress(_in_weeks(rows))
         self.params_, self.penalizer_ = self._fit_counts(counts)
-        self.spend_params_, self.fallback_spend_ = _fit_spend(X)
+        self.spend_params_, self.fallback_spend_ = _fit_spend(rows)
         return self
+
+    def _fit_rows(self, X: pd.DataFrame) -> pd.DataFrame:
+        """All accounts, or a seeded sample of ``max_fit_rows`` with a repeat buyer in it."""
+        if self.max_fit_rows is None or len(X) <= self.max_fit_rows:
+            return X
+        rng = np.random.default_rng(self.random_state)
+        sample = X.iloc[np.sort(rng.choice(len(X), size=self.max_fit_rows, replace=False))]
+        if not (sample["frequency"] > 0).any():
+            return X
+        log.info("%s fitted on a seeded sample of %d of %d accounts (max_fit_rows)",
+                 self.kind, len(sample), len(X))
+        return sample
 
     def _fit_counts(self, counts: pd.DataFrame) -> tuple[dict[str, float], float]:
         """Fit, retrying with a growing penalty when the optimiser does not converge."""
@@ -105,7 +133,7 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
             return {k: float(v) for k, v in fitter.params_.items()}, penalizer
         raise ValueError(f"{self.kind} did not converge even with penalizer 0.1")
 
-    def _fitter(self) -> BetaGeoFitter | ParetoNBDFitter:
+    def _fitter(self) -> BetaGeoFitter | ModifiedBetaGeoFitter | ParetoNBDFitter:
         fitter = _FITTERS[self.kind]()
         fitter.params_ = pd.Series(self.params_)
         return fitter

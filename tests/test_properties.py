@@ -1,0 +1,176 @@
+"""Properties of the scoring path over random small logs, and reproducibility.
+
+Training is expensive, so bundles are fitted once per module on a simulated log; then
+hypothesis draws small transaction logs (odd ids, returns, zero lines, outliers, dates
+with and without a time, an optional ``as_of``), writes them as CSV files and runs
+them through validation, features and scoring exactly as ``keyltv score`` does. The
+pipeline must either refuse the input with an :class:`InputError` or produce a score
+table that keeps its invariants.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import tempfile
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keyltv import workflows
+from keyltv.config import Config
+from keyltv.data.schema import InputError
+from keyltv.data.simulate import simulate_b2b
+from keyltv.evaluation.backtest import select_champion
+from keyltv.models.baseline import TrailingValueRegressor
+
+CONFIG = Config.model_validate({"horizon_days": 182, "models": ["trailing", "bgnbd", "lightgbm"],
+                                "training": {"n_cutoffs": 1}})
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def fit(transactions: pd.DataFrame):
+    inputs = workflows.load_inputs(transactions, None, CONFIG, None, label="simulated")
+    result, _ = select_champion(inputs.log, inputs.as_of, CONFIG)
+    return inputs, result, workflows.fit_bundle(inputs, CONFIG, "lightgbm", result)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    transactions, _ = simulate_b2b(120, seed=3, start="2022-01-01", end="2025-01-01")
+    return (transactions, *fit(transactions))
+
+
+@pytest.fixture(scope="module")
+def bundles(fitted) -> dict[str, object]:
+    """The LightGBM champion, BG/NBD as champion, and the no-companion fallbacks."""
+    _, inputs, _, gbm = fitted
+    assert gbm.probabilistic is not None and gbm.events is not None
+    trailing = TrailingValueRegressor().fit(gbm_features(inputs, gbm))
+    return {
+        "lightgbm": gbm,
+        "bgnbd": dataclasses.replace(gbm, champion="bgnbd", value_model=gbm.probabilistic),
+        "trailing-with-fallbacks": dataclasses.replace(
+            gbm, champion="trailing", value_model=trailing, probabilistic=None, events=None),
+    }
+
+
+def gbm_features(inputs, bundle) -> pd.DataFrame:
+    from keyltv.features import account_features
+
+    return account_features(inputs.log, inputs.as_of, bundle.horizon_days)
+
+
+FIRST_DAY = date(2023, 1, 1)
+ids = st.sampled_from(["007", "7", "00042", "A-1", "x y", "Müller GmbH", "0", "1e3"])
+days = st.integers(0, 730).map(lambda k: FIRST_DAY + timedelta(days=k))
+stamps = st.tuples(days, st.sampled_from(["", " 00:00:00", " 13:45:10", "T08:00:00"]))
+amounts = st.one_of(
+    st.decimals(-2000, 20000, places=2, allow_nan=False, allow_infinity=False).map(str),
+    st.sampled_from(["0", "0.00", "-0.01", "2500000000", "1E3", "  12.5  "]),
+)
+lines = st.lists(st.tuples(ids, stamps.map(lambda s: s[0].isoformat() + s[1]), amounts),
+                 min_size=1, max_size=30)
+as_ofs = st.one_of(st.none(), st.integers(-30, 800).map(lambda k: FIRST_DAY + timedelta(days=k)))
+
+
+def write_log(folder: str, rows: list[tuple[str, str, str]]) -> Path:
+    path = Path(folder) / "tx.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["customer_id", "date", "amount"])
+        writer.writerows(rows)
+    return path
+
+
+def day_of(stamp: str) -> date:
+    return date.fromisoformat(stamp[:10])
+
+
+@SETTINGS
+@given(rows=lines, as_of=as_ofs, model=st.sampled_from(["lightgbm", "bgnbd",
+                                                          "trailing-with-fallbacks"]))
+def test_scoring_random_logs_refuses_or_keeps_the_invariants(bundles, rows, as_of, model):
+    bundle = bundles[model]
+    first = min(day_of(stamp) for _, stamp, _ in rows)
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_log(folder, rows)
+        try:
+            inputs = workflows.load_inputs(path, None, CONFIG, as_of)
+        except InputError as exc:  # the one documented refusal for valid lines
+            assert as_of is not None and as_of <= first, exc
+            assert str(exc).startswith(f"{path}: --as-of {as_of} is on or before")
+            return
+        scores = workflows.score_bundle(inputs, CONFIG, bundle, "keyltv/test").scores
+    cut = inputs.as_of
+    seen = {i for i, stamp, _ in rows if day_of(stamp) < cut}
+    assert sorted(scores["customer_id"]) == sorted(seen)  # one row per account, ids as typed
+    numbers = scores[["predicted_value", "predicted_value_low", "predicted_value_high",
+                      "predicted_orders", "p_alive", "decline_risk", "growth_potential"]]
+    assert np.isfinite(numbers.to_numpy(dtype=float)).all()
+    assert scores["p_alive"].between(0, 1).all()
+    assert scores["decline_risk"].between(0, 1).all()
+    assert scores["growth_potential"].between(0, 1).all()
+    assert (scores["predicted_value"] >= 0).all() and (scores["predicted_orders"] >= 0).all()
+    assert (scores["predicted_value_low"] <= scores["predicted_value"]).all()
+    assert (scores["predicted_value"] <= scores["predicted_value_high"]).all()
+    assert scores["tier"].isin(["A", "B", "C", "D"]).all()
+    assert (scores["as_of"] == cut.isoformat()).all()
+
+
+JUNK = {
+    "customer_id": ["", "  ", "\t"],
+    "date": ["", "abc", "2024-13-01", "01/02/2024", "2024-01-01T10:00:00Z", "inf", "epoch",
+             "45292", "1024-01-01", "2024-01-01 10:00+01"],
+    "amount": ["", "abc", "nan", "inf", "-Infinity", "1e400", "1,5", "1e16", "€5", "-"],
+}
+broken_cells = st.sampled_from(list(JUNK)).flatmap(
+    lambda column: st.tuples(st.just(column), st.sampled_from(JUNK[column])))
+
+
+@SETTINGS
+@given(rows=st.lists(st.tuples(ids, stamps.map(lambda s: s[0].isoformat() + s[1]), amounts),
+                     min_size=1, max_size=20),
+       cell=broken_cells, where=st.integers(0, 19))
+def test_a_broken_cell_is_refused_with_its_column_and_value(rows, cell, where):
+    column, value = cell
+    where %= len(rows)
+    broken = list(rows[where])
+    broken[list(JUNK).index(column)] = value
+    rows = [*rows[:where], tuple(broken), *rows[where + 1:]]
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_log(folder, rows)
+        with pytest.raises(InputError) as info:
+            workflows.load_inputs(path, None, CONFIG, None)
+    message = str(info.value)
+    assert message.startswith(f"{path}: column {column!r}: ") and "\n" not in message
+    assert repr(value.strip()) in message
+
+
+def test_same_inputs_config_and_seed_give_identical_predictions_and_metrics(fitted, bundles):
+    transactions, inputs, result, bundle = fitted
+    shuffled = transactions.sample(frac=1.0, random_state=1)  # same lines, another order
+    again_inputs, again_result, again = fit(shuffled)
+    assert again_inputs.log.fingerprint == inputs.log.fingerprint
+    pd.testing.assert_frame_equal(again_result.table.drop(columns="fit_seconds"),
+                                  result.table.drop(columns="fit_seconds"))
+    features = gbm_features(inputs, bundle)
+    pd.testing.assert_frame_equal(again.predict(features), bundle.predict(features))
+    scores = workflows.score_bundle(inputs, CONFIG, bundle, "v").scores
+    pd.testing.assert_frame_equal(workflows.score_bundle(again_inputs, CONFIG, again, "v").scores,
+                                  scores)
+
+
+def test_another_seed_is_a_different_model(fitted):
+    _, inputs, result, bundle = fitted
+    other = CONFIG.with_overrides(seed=CONFIG.seed + 1)
+    refit = workflows.fit_bundle(inputs, other, "lightgbm", result)
+    features = gbm_features(inputs, bundle)
+    assert not np.array_equal(refit.predict(features)["predicted_value"],
+                              bundle.predict(features)["predicted_value"])

@@ -26,7 +26,7 @@ from keyltv.data.simulate import simulate_b2b
 from keyltv.evaluation.backtest import evaluate_origin, rolling_origins
 
 PEERS = ("trailing", "bgnbd", "pareto")
-MODELS = ("trailing", "bgnbd", "pareto", "lightgbm", "hybrid")
+MODELS = ("trailing", "bgnbd", "mbgnbd", "pareto", "lightgbm", "hybrid")
 COLUMNS = ["origin", "normalized_gini", "spearman", "top10_share", "top20_share",
            "decile_mape", "aggregate_ratio", "mae", "interval_coverage"]
 

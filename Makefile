@@ -45,5 +45,8 @@ ui: setup ## MLflow UI on http://$(HOST):$(PORT) against the project's store
 bench-accuracy: setup ## Backtest table: keyltv vs peers on CDNOW (39/39 weeks) and simulator variants
 	$(PY) benchmarks/bench_accuracy.py --out docs/accuracy.md
 
+bench-speed: setup ## Time and peak memory: features/train/score vs lifetimes and bare DuckDB (100k-20M lines, ~1 h)
+	$(PY) benchmarks/bench_speed.py --out docs/speed.md
+
 clean: ## Remove outputs and the local MLflow store (keeps .venv)
 	rm -rf outputs mlflow.db mlartifacts

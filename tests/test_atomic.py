@@ -24,7 +24,7 @@ import pandas as pd
 from keyltv.data.io import write_table
 
 rng = np.random.default_rng(0)
-n = 1_500_000
+n = 1_000_000
 frame = pd.DataFrame({"customer_id": np.char.zfill(rng.integers(0, 10**6, n).astype(str), 7),
                       "predicted_value": rng.gamma(2.0, 500.0, n),
                       "p_alive": rng.random(n), "tier": rng.choice(list("ABCD"), n)})
@@ -58,7 +58,7 @@ def test_writer_killed_midway_leaves_the_previous_file_and_no_partial_one(tmp_pa
     try:
         assert writer.stdout.readline().strip() == "writing"
         deadline = time.monotonic() + 120
-        while bytes_written(writer.pid, tmp_path) < 2_000_000:  # midway through ~60 MB
+        while bytes_written(writer.pid, tmp_path) < 2_000_000:  # midway through ~50 MB
             assert writer.poll() is None, "the writer finished before it could be killed"
             assert time.monotonic() < deadline, "the writer never started writing"
             time.sleep(0.01)

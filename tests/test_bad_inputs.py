@@ -15,6 +15,7 @@ import contextlib
 import csv
 import io
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -69,6 +70,7 @@ class Workspace:
     tx: pd.DataFrame  # the clean log as text columns, ids with leading zeros
     accounts: pd.DataFrame
     trained: Result
+    model_dir: Path  # the registered model's files, as a local folder
 
     @property
     def accounts_csv(self) -> str:
@@ -101,7 +103,8 @@ def workspace(tmp_path_factory) -> Workspace:
                          "--config", "fast.yaml", "--out", "scores.csv")
     assert trained.code == 0, trained.err[-3000:]
     assert scored.code == 0, scored.err[-3000:]
-    return Workspace(root, uri, tx, accounts, trained)
+    model_dir = next(root.rglob("MLmodel")).parent
+    return Workspace(root, uri, tx, accounts, trained, model_dir)
 
 
 @pytest.fixture
@@ -160,6 +163,13 @@ def not_utf8(ws: Workspace) -> list[str]:
 def accounts_csv(ws: Workspace, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> str:
     edit(ws.accounts.copy()).to_csv("acc.csv", index=False)
     return "acc.csv"
+
+
+def model_copy(ws: Workspace, damage: bool = False) -> str:
+    shutil.copytree(ws.model_dir, "model")
+    if damage:
+        next(Path("model").rglob("bundle.pkl")).write_bytes(b"not a pickle")
+    return "model"
 
 
 def unwritable_folder() -> str:
@@ -306,6 +316,8 @@ REJECTED = [
     Case("model-other-registry",
          lambda ws: score(ws, log_csv(ws), "--model", "models://evil@example.com/keyltv/1"),
          "a models:// URI names another registry; use models:/... to load from the configured"),
+    Case("model-damaged", lambda ws: score(ws, log_csv(ws), "--model", model_copy(ws, True)),
+         "model 'model': cannot be loaded (damaged or written by another keyltv version"),
     Case("model-schema-differs", lambda ws: score(ws, log_csv(ws), accounts=None),
          "tx.csv: model input column 'attr_industry' is missing; the model was trained with "
          "account attribute 'industry': pass an --accounts table with it"),
@@ -397,6 +409,8 @@ HANDLED = [
         "accounts_without_transactions=9", code=0),
     Case("log-ids-missing-from-accounts", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
         ws, lambda a: a.iloc[5:])), "accounts_without_attributes=5", code=0),
+    Case("model-local-folder", lambda ws: score(ws, log_csv(ws), "--model", model_copy(ws)),
+         "accounts_scored=194", code=0),
     Case("attribute-level-unseen-in-training", lambda ws: score(
         ws, log_csv(ws), accounts=accounts_csv(ws, lambda a: a.assign(
             industry=a["industry"].mask(a.index < 2, "space mining")))),
@@ -508,7 +522,7 @@ def test_unreachable_tracking_server_fails_fast_without_leaking_the_password(
         workspace, in_case, monkeypatch, request, server):
     port = closed_port() if server == "refused" else request.getfixturevalue("silent_server")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://bob:hunter2@127.0.0.1:{port}")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     started = time.perf_counter()
     result = run_cli(*score(workspace, log_csv(workspace)))

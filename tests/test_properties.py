@@ -31,7 +31,7 @@ from keyltv.models.baseline import TrailingValueRegressor
 
 CONFIG = Config.model_validate({"horizon_days": 182, "models": ["trailing", "bgnbd", "lightgbm"],
                                 "training": {"n_cutoffs": 1}})
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
 

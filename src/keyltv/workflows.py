@@ -37,14 +37,14 @@ from keyltv.models.bundle import (
     training_data,
 )
 from keyltv.models.interval import BandedIntervals
+from keyltv.scoring.report import render_report, write_report
 from keyltv.scoring.score import (
     check_feature_schema,
     count_unseen_levels,
     read_previous_tiers,
     score_accounts,
 )
-from keyltv.scoring.report import render_report, write_report
-from keyltv.tracking.store import Store, config_json, connect, load_bundle, resolve_tracking_uri
+from keyltv.tracking.store import Store, connect, load_bundle, resolve_tracking_uri
 
 log = logging.getLogger("keyltv")
 

@@ -7,15 +7,16 @@ contract is checked here by hand: keyword-only init that only stores, ``clone``,
 identical predictions for the same seed.
 """
 
+from datetime import date
+
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
+from keyltv.data.io import load_accounts, load_transactions
 from keyltv.data.simulate import simulate_b2b
-from keyltv.data.io import load_transactions
-from keyltv.features import account_features, future_values, training_frame, with_attributes
+from keyltv.features import training_frame, with_attributes
 from keyltv.models import (
     GBMClassifier,
     GBMRegressor,
@@ -23,8 +24,6 @@ from keyltv.models import (
     ProbabilisticLTV,
     TrailingValueRegressor,
 )
-from keyltv.data.io import load_accounts
-from datetime import date
 
 
 @pytest.fixture(scope="module")

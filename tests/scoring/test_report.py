@@ -98,5 +98,5 @@ def test_write_is_atomic_and_replaces(tmp_path):
 
 
 def test_write_into_a_missing_folder_is_an_input_error(tmp_path):
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="No such file or directory"):
         write_report("x", tmp_path / "nope" / "report.html")

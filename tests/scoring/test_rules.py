@@ -13,6 +13,11 @@ def test_tiers_by_share_of_accounts_follow_the_pyramid():
     assert assign_tiers(value, Tiers()).tolist() == list("AABBBCCCDD")
 
 
+def test_the_top_account_is_always_in_tier_a():
+    assert assign_tiers(pd.Series([5.0], index=["x"]), Tiers()).tolist() == ["A"]
+    assert assign_tiers(pd.Series([5.0, 1.0], index=["x", "y"]), Tiers()).tolist() == ["A", "C"]
+
+
 def test_tiers_by_cumulative_value():
     value = pd.Series([80.0, 10.0, 5.0, 4.0, 1.0] + [0.0] * 5, index=IDS)
     tiers = assign_tiers(value, Tiers(method="cumulative_value", value_cuts=(0.8, 0.95, 0.99)))
@@ -38,7 +43,7 @@ def scores(**overrides):
 
 def test_flags_and_segments():
     out = apply_flags(scores(), Flags(valuable_share=0.4), Tiers())
-    assert out["tier"].tolist() == ["A", "B", "C", "C", "D"]
+    assert out["tier"].tolist() == ["A", "B", "B", "C", "D"]
     assert out["at_risk"].tolist() == [False, True, False, False, False]
     assert out["high_potential"].tolist() == [False, False, True, False, False]
     assert out["segment"].tolist() == ["key", "at_risk", "growing", "cultivate", "sleeping"]

@@ -80,7 +80,8 @@ def backtest(
             f"({log.last_date}); use a cutoff on or before {end - timedelta(days=h)}"
         )
     if cutoff <= log.first_date:
-        raise InputError(f"{log.source}: cutoff {cutoff} is not after the first transaction ({log.first_date})")
+        raise InputError(f"{log.source}: cutoff {cutoff} is not after the first transaction "
+                         f"({log.first_date})")
     data = training_data(log, cutoff, config, accounts)
     actual = future_values(log, cutoff, h, data.current.index)
     predictions = pd.DataFrame(

@@ -48,9 +48,9 @@ def normalized_gini(actual: object, predicted: object) -> float:
     Prediction. arXiv:1912.07753 (google/lifetime_value).
     """
     a, p = _arrays(actual, predicted)
-    if a.sum() <= 0:
-        return float("nan")
-    return _gini(a, p) / _gini(a, a)
+    best = _gini(a, a) if a.sum() > 0 else 0.0
+    # All actual values equal: no ranking can be better than another.
+    return _gini(a, p) / best if best > 0 else float("nan")
 
 
 def spearman(actual: object, predicted: object) -> float:

@@ -5,12 +5,12 @@ before ``as_of``; labels use ``[as_of, as_of + horizon_days)``.
 """
 
 from keyltv.features.accounts import (
-    training_cutoffs,
-    with_attributes,
     FEATURE_COLUMNS,
     account_features,
     future_values,
+    training_cutoffs,
     training_frame,
+    with_attributes,
 )
 
 __all__ = [

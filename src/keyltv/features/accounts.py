@@ -30,9 +30,11 @@ WITH d AS (
     FROM daily WHERE day < $as_of
 ),
 o AS (
+    -- Reads daily itself: a CTE read twice is held in memory whole by DuckDB.
     SELECT customer_id, amount, age,
            lag(age) OVER (PARTITION BY customer_id ORDER BY age DESC) - age AS gap
-    FROM d WHERE amount > 0
+    FROM (SELECT customer_id, amount, date_diff('day', day, $as_of) AS age
+          FROM daily WHERE day < $as_of AND amount > 0) AS orders
 ),
 agg_o AS (
     SELECT customer_id, count(*) AS orders_total, max(age) AS first_order_age,

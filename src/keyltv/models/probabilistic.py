@@ -182,8 +182,11 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence a lifetimes fit: it prints the optimiser's state to stdout before raising
-    ConvergenceError, which would corrupt a CLI's output; the caller handles the error."""
+    """Silence a lifetimes fit.
+
+    lifetimes prints the optimiser's state to stdout before raising ConvergenceError,
+    which would corrupt a CLI's output; the caller handles the error.
+    """
     with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore", RuntimeWarning)
         yield

@@ -101,8 +101,11 @@ def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, n: int = 3)
 
 
 def explain_flags(bundle: object, features: pd.DataFrame, scored: pd.DataFrame) -> pd.Series:
-    """``reasons`` per account: at-risk by decline drivers, high-potential by growth
-    drivers, other key or low-margin accounts by value drivers; empty for the rest."""
+    """Compute ``reasons`` per account.
+
+    At-risk accounts by decline drivers, high-potential ones by growth drivers, other
+    key or low-margin accounts by value drivers; empty for the rest.
+    """
     reasons = pd.Series("", index=scored.index, dtype=object)
     low_margin = scored.get("low_margin_key", pd.Series(False, index=scored.index))
     groups = [

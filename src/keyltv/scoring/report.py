@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from html import escape
 from pathlib import Path
@@ -22,7 +20,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from keyltv.data.schema import InputError
+from keyltv.data.io import write_text
 from keyltv.evaluation.plots import plot_pareto, plot_segment_counts, plot_tier_counts
 from keyltv.scoring.rules import SEGMENTS, TIER_ORDER
 
@@ -248,38 +246,6 @@ def _png(draw: Callable[[Axes], object], size: tuple[float, float] = (6.0, 3.8))
     return f"<img alt=\"plot\" src=\"data:image/png;base64,{data}\">\n"
 
 
-def atomic_write_text(text: str, path: str | Path, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically: temp file in the same folder, then rename.
-
-    A run killed midway leaves the previous file intact and no partial one (the same
-    approach as :func:`keyltv.data.io.write_table`).
-
-    Raises
-    ------
-    InputError
-        If ``path`` is a folder, or its folder does not exist or cannot be written.
-    """
-    path = Path(path)
-    folder = path.parent
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a file name")
-    if not folder.is_dir():
-        raise InputError(f"{path}: folder {str(folder)!r} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise InputError(
-            f"{path}: cannot write to folder {str(folder)!r} ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding=encoding) as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_report(html: str, path: str | Path) -> Path:
-    """Write a rendered report atomically (see :func:`atomic_write_text`); return the path."""
-    return atomic_write_text(html, path)
+    """Write a rendered report atomically (see :func:`keyltv.data.io.write_atomic`)."""
+    return write_text(html, path)

@@ -40,8 +40,9 @@ def assign_tiers(value: pd.Series, tiers: Tiers) -> pd.Series:
     n = len(order)
     if tiers.method == "share_of_accounts":
         edges = np.cumsum(tiers.shares)
-        position = np.arange(1, n + 1) / max(n, 1)
-        labels = np.searchsorted(edges, position - 1e-12, side="left")
+        # Share of accounts ranked above each one: the top account is always in A.
+        position = np.arange(n) / max(n, 1)
+        labels = np.searchsorted(edges, position + 1e-12, side="left")
     else:
         total = order.clip(lower=0).sum()
         share = order.clip(lower=0).cumsum() / total if total > 0 else pd.Series(1.0, index=order.index)

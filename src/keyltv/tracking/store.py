@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import cloudpickle
 import mlflow
@@ -79,6 +80,7 @@ class Store:
 
     @property
     def client(self) -> MlflowClient:
+        """A client bound to this store's URI."""
         return MlflowClient(self.uri)
 
     @contextmanager
@@ -230,6 +232,8 @@ def _check_reachable(uri: str) -> None:
         If the host does not resolve or refuses or drops the connection.
     """
     parts = urlsplit(uri)
+    if parts.scheme in getproxies() and not proxy_bypass(parts.hostname or ""):
+        return  # reached through a proxy: MLflow's own timeout applies
     port = parts.port or (443 if parts.scheme == "https" else 80)
     timeout = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"))
     try:

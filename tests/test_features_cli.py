@@ -1,0 +1,70 @@
+"""`keyltv features`: the per-account feature table, without a model or a tracking store."""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+import pytest
+
+from keyltv.cli import main
+from keyltv.features import FEATURE_COLUMNS
+
+
+def run_features(monkeypatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["keyltv", "features", *args])
+    try:
+        main()
+    except SystemExit as exited:
+        return exited.code
+    return 0
+
+
+@pytest.fixture
+def log_files(tmp_path, monkeypatch):
+    tx = pd.DataFrame({
+        "customer_id": ["00042", "00042", "00042", "7", "7", "00003"],
+        "date": ["2024-01-01", "2024-01-11", "2024-02-10", "2024-01-05", "2024-01-20",
+                 "2024-03-05"],
+        "amount": [80.0, 50.0, 30.0, 40.0, -40.0, 10.0],
+    })
+    accounts = pd.DataFrame({"customer_id": ["00042", "7", "00003"],
+                             "region": ["north", "south", "north"]})
+    tx.to_csv(tmp_path / "tx.csv", index=False)
+    accounts.to_csv(tmp_path / "accounts.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_features_writes_one_row_per_account_seen_before_as_of(log_files, monkeypatch, suffix):
+    code = run_features(monkeypatch, "--transactions", "tx.csv", "--accounts", "accounts.csv",
+                        "--as-of", "2024-03-01", "--out", f"features{suffix}")
+    assert code == 0
+    out = log_files / f"features{suffix}"
+    table = (pd.read_parquet(out) if suffix == ".parquet"
+             else pd.read_csv(out, dtype={"customer_id": str}))
+    assert list(table.columns) == ["customer_id", *FEATURE_COLUMNS, "attr_region"]
+    assert sorted(table["customer_id"]) == ["00042", "7"]  # 00003 starts after as_of
+    row = table.set_index("customer_id").loc["00042"]
+    assert (row["frequency"], row["recency"], row["T"]) == (2, 40, 60)
+    # No model and no tracking store is touched.
+    assert not (log_files / "mlflow.db").exists() and not (log_files / "mlruns").exists()
+
+
+def test_features_needs_an_explicit_as_of(log_files, monkeypatch, capsys):
+    code = run_features(monkeypatch, "--transactions", "tx.csv", "--out", "features.csv")
+    assert code != 0
+    assert not (log_files / "features.csv").exists()
+
+
+def test_features_does_not_import_models_or_mlflow():
+    import subprocess
+
+    code = ("import sys, keyltv.cli, keyltv.inputs; "
+            "from keyltv.config import load_config; load_config(None); "
+            "heavy = [m for m in ('mlflow', 'lightgbm', 'lifetimes') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -17,9 +17,11 @@ setup: $(STAMP) ## Create .venv and install keyltv with its pinned dependencies
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	# uv installs the pinned stack in seconds; plain pip is the fallback.
+	# uv installs the pinned stack in seconds; plain pip is the fallback. Bytecode is
+	# compiled at install (as pip does): without it every command spends seconds
+	# compiling pandas and friends wherever PYTHONDONTWRITEBYTECODE is set.
 	$(VENV)/bin/pip install -q uv==0.13.8 && \
-	  $(VENV)/bin/uv pip install -q --python $(PY) -e ".[dev]" || \
+	  $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e ".[dev]" || \
 	  $(VENV)/bin/pip install -q -e ".[dev]"
 	rm -f $(VENV)/.installed-*
 	touch $@

@@ -26,7 +26,8 @@ WINDOWS = (30, 90, 180, 365)
 _FEATURES_SQL = """
 WITH d AS (
     SELECT customer_id, day, amount, margin, returns,
-           date_diff('day', day, $as_of) AS age
+           date_diff('day', day, $as_of) AS age,
+           year($as_of) * 12 + month($as_of) - (year(day) * 12 + month(day)) AS months_back
     FROM daily WHERE day < $as_of
 ),
 o AS (
@@ -52,7 +53,7 @@ agg_d AS (
            COALESCE(sum(amount) FILTER (WHERE age > $h AND age <= 2 * $h), 0) AS previous_value,
            COALESCE(sum(amount) FILTER (WHERE age > 365 - $h AND age <= 365), 0)
                AS value_same_window_last_year,
-           count(DISTINCT date_trunc('month', day)) FILTER (WHERE age <= 365) AS active_months_365
+           {active_months} AS active_months_365
     FROM d GROUP BY customer_id
 )
 SELECT a.customer_id,
@@ -94,7 +95,14 @@ def _feature_sql() -> str:
         for w in WINDOWS
     )
     columns = ", ".join(f"a.value_{w}d, a.orders_{w}d" for w in WINDOWS)
-    return _FEATURES_SQL.format(windows=windows, window_columns=columns)
+    # Distinct calendar months with activity in the last 365 days, which touch at most
+    # 13 months: one flag per month instead of count(DISTINCT ...), which made DuckDB
+    # hold the whole cut log in memory and took a third of the query's time.
+    active_months = " + ".join(
+        f"max(CASE WHEN age <= 365 AND months_back = {k} THEN 1 ELSE 0 END)" for k in range(13)
+    )
+    return _FEATURES_SQL.format(windows=windows, window_columns=columns,
+                                active_months=active_months)
 
 
 def account_features(log: TransactionLog, as_of: date, horizon_days: int) -> pd.DataFrame:

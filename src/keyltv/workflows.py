@@ -31,6 +31,7 @@ from keyltv.features import account_features, with_attributes
 from keyltv.inputs import Inputs, feature_table, load_inputs  # noqa: F401 (jobs' API)
 from keyltv.models.bundle import (
     KeyLTVModel,
+    TrainingData,
     book_margin_rate,
     fit_event_models,
     fit_value_model,
@@ -79,10 +80,11 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     log.info("selection backtest before %s on %d accounts, seed %d", inputs.as_of,
              inputs.log.n_accounts, config.seed)
     result, champion = select_champion(inputs.log, inputs.as_of, config, inputs.accounts)
-    bundle = fit_bundle(inputs, config, champion, result)
+    data = training_data(inputs.log, inputs.as_of, config, inputs.accounts)
+    bundle = fit_bundle(inputs, config, champion, result, data)
     with store.run("train", tags={"keyltv.job": "train"}) as run_id:
         _log_training(store, run_id, inputs, config, result, champion)
-        example = bundle_example(bundle, inputs, config)
+        example = bundle_example(bundle, inputs, config, features=data.current)
         tags = {
             "champion": champion,
             "metric": config.selection.metric,
@@ -143,9 +145,14 @@ def _check_trainable(inputs: Inputs, config: Config) -> None:
 COMPANION = "mbgnbd"
 
 
-def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestResult) -> KeyLTVModel:
-    """Refit the champion and its companions on all history before ``as_of``."""
-    data = training_data(inputs.log, inputs.as_of, config, inputs.accounts)
+def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestResult,
+               data: TrainingData | None = None) -> KeyLTVModel:
+    """Refit the champion and its companions on all history before ``as_of``.
+
+    ``data`` is the training cut at ``as_of`` when the caller already made it.
+    """
+    if data is None:
+        data = training_data(inputs.log, inputs.as_of, config, inputs.accounts)
     try:
         probabilistic = fit_value_model(COMPANION, data, config)
     except ValueError as exc:
@@ -170,11 +177,17 @@ def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestRe
     )
 
 
-def bundle_example(bundle: KeyLTVModel, inputs: Inputs, config: Config) -> pd.DataFrame:
-    """Five feature rows (customer_id as a column) for the pyfunc signature and example."""
-    features = with_attributes(
-        account_features(inputs.log, inputs.as_of, config.horizon_days), inputs.accounts
-    )
+def bundle_example(bundle: KeyLTVModel, inputs: Inputs, config: Config,
+                   features: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Five feature rows (customer_id as a column) for the pyfunc signature and example.
+
+    ``features``: the features at ``as_of`` when the caller has them (on a million
+    accounts, computing them again takes longer than logging the model).
+    """
+    if features is None:
+        features = with_attributes(
+            account_features(inputs.log, inputs.as_of, config.horizon_days), inputs.accounts
+        )
     return features[bundle.feature_columns].head(5).rename_axis("customer_id").reset_index()
 
 

@@ -39,13 +39,17 @@ def _parse_date(value: str | None, option: str) -> date | None:
         raise InputError(f"{option} {value!r}: expected a date as YYYY-MM-DD") from None
 
 
+def _check_horizon(horizon_days: int) -> None:
+    if horizon_days <= 0:
+        raise InputError(f"--horizon-days {horizon_days}: must be a positive number of days")
+
+
 def _config(path: Path | None, horizon_days: int | None):
     from keyltv.config import load_config
 
     config = load_config(path)
     if horizon_days is not None:
-        if horizon_days <= 0:
-            raise InputError(f"--horizon-days {horizon_days}: must be a positive number of days")
+        _check_horizon(horizon_days)
         config = config.with_overrides(horizon_days=horizon_days)
     return config
 
@@ -99,8 +103,8 @@ def score(transactions: TransactionsOpt,
     from keyltv.data.io import check_writable
 
     cfg = _config(config, None)
-    if horizon_days is not None and horizon_days <= 0:
-        raise InputError(f"--horizon-days {horizon_days}: must be a positive number of days")
+    if horizon_days is not None:
+        _check_horizon(horizon_days)
     check_writable(out)  # fail before the expensive work
     if report is not None:
         check_writable(report, suffixes=(".html",))

@@ -66,6 +66,9 @@ class Selection(_Frozen):
 
     metric: Literal["normalized_gini", "spearman", "mae", "decile_mape"] = "normalized_gini"
     min_improvement: float = 0.0
+    # Also offer a non-negative blend of the fitted models (weights fitted on the
+    # selection holdout, judged there by 5-fold cross-fitting over accounts).
+    blend: bool = True
 
 
 class Events(_Frozen):

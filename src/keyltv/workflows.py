@@ -18,6 +18,7 @@ from keyltv.config import Config
 from keyltv.data.io import write_table
 from keyltv.data.schema import InputError, redact_uri
 from keyltv.evaluation.backtest import (
+    BLEND,
     BacktestResult,
     OriginResult,
     evaluate_origin,
@@ -37,6 +38,7 @@ from keyltv.models.bundle import (
     fit_value_model,
     training_data,
 )
+from keyltv.models.blend import BlendedLTV
 from keyltv.models.interval import BandedIntervals
 from keyltv.scoring.report import render_report, write_report
 from keyltv.scoring.score import (
@@ -160,8 +162,7 @@ def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestRe
         log.warning("%s cannot be fitted at %s (%s); predicted_orders and p_alive use "
                     "the fallback", COMPANION, inputs.as_of, exc)
         probabilistic = None
-    value_model = probabilistic if champion == COMPANION and probabilistic else \
-        fit_value_model(champion, data, config)
+    value_model = _fit_champion(champion, data, config, result, probabilistic)
     intervals = BandedIntervals().fit(result.predictions[champion], result.predictions["actual"])
     return KeyLTVModel(
         champion=champion,
@@ -175,6 +176,18 @@ def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestRe
         margin_rate=book_margin_rate(data.current),
         metrics={k: float(v) for k, v in result.table.loc[champion].items()},
     )
+
+
+def _fit_champion(champion: str, data: TrainingData, config: Config, result: BacktestResult,
+                  companion: object | None) -> object:
+    """The champion refitted at ``as_of``: one model, or every weighted part of the blend."""
+    def fit(name: str) -> object:
+        return companion if name == COMPANION and companion is not None else \
+            fit_value_model(name, data, config)
+
+    if champion != BLEND:
+        return fit(champion)
+    return BlendedLTV({name: fit(name) for name in result.blend_weights}, result.blend_weights)
 
 
 def bundle_example(bundle: KeyLTVModel, inputs: Inputs, config: Config,
@@ -242,6 +255,10 @@ def training_summary(result: BacktestResult, champion: str, metric: str) -> str:
         gain = table.loc[champion, metric] - table.loc[peer, metric]
         lines.append(f"- vs {peer}: {metric} {table.loc[champion, metric]:.4f} vs "
                      f"{table.loc[peer, metric]:.4f} ({gain:+.4f})")
+    if champion == BLEND:
+        parts = ", ".join(f"{m} x {w:.3g}" for m, w in result.blend_weights.items())
+        lines += ["", f"Blend weights (fitted on this holdout; its metrics are 5-fold "
+                      f"cross-fitted over accounts): {parts}"]
     importance = feature_importance(result.models.get(champion))
     if importance is not None:
         names, gains = importance

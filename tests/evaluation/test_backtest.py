@@ -58,8 +58,34 @@ def test_validation_horizon_shrinks_on_short_histories():
 def test_champion_is_never_the_naive_peer_when_others_fit(sim):
     log, accounts = sim
     result, champion = select_champion(log, date(2024, 1, 1), FAST, accounts)
-    assert champion in ("bgnbd", "lightgbm")
+    assert champion in ("bgnbd", "lightgbm", "blend")
     assert result.cutoff == date(2023, 7, 3)
+
+
+def test_selection_offers_a_cross_fitted_blend_and_the_origin_reuses_its_weights(sim):
+    log, accounts = sim
+    result, _ = select_champion(log, date(2024, 1, 1), FAST, accounts)
+    assert "blend" in result.table.index
+    weights = result.blend_weights
+    assert weights and set(weights) <= {"trailing", "bgnbd", "lightgbm"}
+    assert all(w > 0 for w in weights.values())
+    # The table row is out-of-fold: it differs from the in-sample blend of the holdout.
+    in_sample = sum(w * result.predictions[m].clip(lower=0) for m, w in weights.items())
+    assert not np.allclose(result.predictions["blend"], in_sample)
+
+    origin = evaluate_origin(log, date(2024, 1, 1), FAST, accounts)
+    outer = origin.outer
+    assert "blend" in outer.table.index
+    expected = sum(w * outer.predictions[m].clip(lower=0)
+                   for m, w in origin.selection.blend_weights.items())
+    np.testing.assert_allclose(outer.predictions["blend"], expected)
+
+
+def test_blend_can_be_switched_off(sim):
+    log, accounts = sim
+    cfg = FAST.with_overrides(selection={"blend": False})
+    result, champion = select_champion(log, date(2024, 1, 1), cfg, accounts)
+    assert "blend" not in result.table.index and champion != "blend"
 
 
 def test_choose_champion_respects_metric_direction():

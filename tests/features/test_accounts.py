@@ -36,6 +36,14 @@ def test_features_on_a_hand_typed_log(tiny_log):
             "gap_cv": [0.5, np.nan],
             "return_share": [20.0 / 180.0, 1.0],
             "recency_ratio": [1.0, np.nan],
+            # 00042's net value 80, 50, 30 sits 60, 50, 20 days back: mean age 49.375
+            # of a 60-day history (ratio to its middle 30); account 7 nets to zero.
+            "value_centroid_ratio": [49.375 / 30.0, np.nan],
+            "order_centroid_ratio": [(60 + 50 + 20) / 3 / 30.0, 56.0 / 28.0],
+            "ewm_value_90d": [80 * np.exp(-60 / 90) + 50 * np.exp(-50 / 90) + 30 * np.exp(-20 / 90),
+                              40 * np.exp(-56 / 90) - 40 * np.exp(-41 / 90)],
+            "ewm_orders_180d": [np.exp(-60 / 180) + np.exp(-50 / 180) + np.exp(-20 / 180),
+                                np.exp(-56 / 180)],
         },
         index=pd.Index(["00042", "7"], name="customer_id"),
     )

@@ -20,9 +20,11 @@ from keyltv.data.io import TransactionLog
 from keyltv.data.schema import InputError
 from keyltv.evaluation.metrics import HIGHER_IS_BETTER, auc, value_metrics
 from keyltv.features import future_values
+from keyltv.models.blend import BlendedLTV, blend_weights, cross_fitted_blend
 from keyltv.models.bundle import (
     TrainingData,
     event_labels,
+    fallback_event_scores,
     fit_event_models,
     fit_value_model,
     training_data,
@@ -56,6 +58,7 @@ class BacktestResult:
     skipped: dict[str, str] = field(default_factory=dict)
     models: dict[str, object] = field(default_factory=dict, repr=False)
     data: TrainingData | None = field(default=None, repr=False)
+    blend_weights: dict[str, float] = field(default_factory=dict)
 
 
 def backtest(
@@ -136,8 +139,13 @@ def _evaluate_events(
     if classifiers is not None:
         events["decline_risk"] = classifiers[0].predict_proba(data.current)[:, 1]
         events["growth_potential"] = classifiers[1].predict_proba(data.current)[:, 1]
+    elif companion is not None:  # what a score file then carries (KeyLTVModel)
+        events["decline_risk"], events["growth_potential"] = fallback_event_scores(
+            predictions["trailing_value"], companion.predict(data.current), events["p_alive"])
+    if "decline_risk" in events:
         metrics["decline_auc"] = auc(decline[had_value], events["decline_risk"][had_value])
         metrics["growth_auc"] = auc(growth, events["growth_potential"])
+    metrics["event_classifiers"] = 1.0 if classifiers is not None else 0.0  # 0: fallback
     metrics["decline_rate"] = float(np.mean(decline[had_value])) if had_value.any() else float("nan")
     metrics["growth_rate"] = float(np.mean(growth))
     return events, metrics
@@ -191,12 +199,56 @@ def select_champion(
     h_v = validation_horizon(log.first_date, as_of, config)
     inner = config if h_v == config.horizon_days else config.with_overrides(horizon_days=h_v)
     result = backtest(log, as_of - timedelta(days=h_v), inner, accounts)
+    if config.selection.blend:
+        add_blend(result, config.seed)
     # The naive peer is the bar to clear, not a model to deploy: it is only chosen
-    # when nothing else could be fitted.
+    # when nothing else could be fitted (it may still carry weight inside the blend).
     candidates = result.table.drop(index="trailing", errors="ignore")
     if candidates.empty:
         candidates = result.table
     return result, choose_champion(candidates, config.selection.metric)
+
+
+BLEND = "blend"
+
+
+def add_blend(result: BacktestResult, seed: int) -> None:
+    """Add the cross-fitted blend of the fitted models to a selection backtest.
+
+    The table row and ``predictions["blend"]`` are out-of-fold (each account's weights
+    were fitted without it), so the blend competes on equal terms with single models;
+    ``blend_weights`` are then fitted on the whole holdout, for deployment.
+    """
+    names = [m for m in result.table.index if m in result.predictions]
+    if len(names) < 2:
+        return
+    frame, actual = result.predictions[names], result.predictions["actual"]
+    oof = cross_fitted_blend(frame, actual, seed=seed)
+    result.predictions[BLEND] = oof
+    result.table.loc[BLEND] = pd.Series({**value_metrics(actual, oof), "fit_seconds": 0.0})
+    weights = blend_weights(frame, actual)
+    result.blend_weights = {m: float(w) for m, w in weights.items() if w > 0}
+    result.models[BLEND] = BlendedLTV({m: result.models[m] for m in result.blend_weights},
+                                      result.blend_weights)
+
+
+def apply_blend(result: BacktestResult, weights: dict[str, float]) -> None:
+    """Blend ``result``'s models with ``weights`` fitted elsewhere; add the row.
+
+    Raises
+    ------
+    ValueError
+        If a weighted model was not fitted in ``result``.
+    """
+    missing = [m for m in weights if m not in result.predictions]
+    if missing:
+        raise ValueError(f"blend component {missing[0]} could not be fitted at {result.cutoff}: "
+                         f"{result.skipped.get(missing[0])}")
+    blended = sum(w * result.predictions[m].clip(lower=0) for m, w in weights.items())
+    result.predictions[BLEND] = blended
+    result.table.loc[BLEND] = pd.Series({**value_metrics(result.predictions["actual"], blended),
+                                         "fit_seconds": 0.0})
+    result.blend_weights = dict(weights)
 
 
 @dataclass
@@ -225,6 +277,8 @@ def evaluate_origin(
 
     selection, champion = select_champion(log, origin, config, accounts)
     outer = backtest(log, origin, config, accounts)
+    if selection.blend_weights:
+        apply_blend(outer, selection.blend_weights)
     if champion not in outer.predictions:
         raise ValueError(f"champion {champion} could not be refitted at {origin}: "
                          f"{outer.skipped.get(champion)}")

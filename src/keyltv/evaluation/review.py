@@ -25,7 +25,9 @@ def _figure(width: float = 6.4, height: float = 4.4) -> tuple[Figure, object]:
 
 
 def feature_importance(model: object) -> tuple[list[str], np.ndarray] | None:
-    """Gain importance of a LightGBM-based model, or None for other models."""
+    """Gain importance of a LightGBM-based model (or blend part), or None for other models."""
+    if hasattr(model, "explained_component"):  # a blend: its heaviest tree model
+        model = model.explained_component()
     booster = getattr(getattr(model, "model_", None), "booster_", None)
     if booster is None:
         return None

@@ -22,6 +22,8 @@ from keyltv.data.io import TransactionLog
 from keyltv.data.schema import InputError
 
 WINDOWS = (30, 90, 180, 365)
+# Time constants (days) of the exponentially weighted value: recent value counts most.
+EWM_DAYS = (90, 180, 365)
 
 _FEATURES_SQL = """
 WITH d AS (
@@ -41,7 +43,10 @@ agg_o AS (
     SELECT customer_id, count(*) AS orders_total, max(age) AS first_order_age,
            min(age) AS last_order_age, stddev_pop(gap) AS gap_std,
            COALESCE(avg(amount) FILTER (WHERE gap IS NOT NULL), 0) AS repeat_order_value,
-           avg(amount) AS avg_order_value
+           avg(amount) AS avg_order_value,
+           avg(age) AS order_age_mean,
+           avg(age) FILTER (WHERE age <= 730) AS order_age_mean_730d,
+           sum(exp(-age / 180.0)) AS ewm_orders_180d
     FROM o GROUP BY customer_id
 ),
 agg_d AS (
@@ -53,7 +58,15 @@ agg_d AS (
            COALESCE(sum(amount) FILTER (WHERE age > $h AND age <= 2 * $h), 0) AS previous_value,
            COALESCE(sum(amount) FILTER (WHERE age > 365 - $h AND age <= 365), 0)
                AS value_same_window_last_year,
-           {active_months} AS active_months_365
+           {active_months} AS active_months_365,
+           -- Where in time the value sits (the sufficient statistic of a log-linear
+           -- trend of a Poisson rate), and value with exponentially fading weights.
+           sum(CAST(amount AS DOUBLE) * age) / NULLIF(sum(CAST(amount AS DOUBLE)), 0)
+               AS value_age_mean,
+           sum(CAST(amount AS DOUBLE) * age) FILTER (WHERE age <= 730)
+               / NULLIF(sum(CAST(amount AS DOUBLE)) FILTER (WHERE age <= 730), 0)
+               AS value_age_mean_730d,
+           {ewm}
     FROM d GROUP BY customer_id
 )
 SELECT a.customer_id,
@@ -69,6 +82,8 @@ SELECT a.customer_id,
        a.days_since_last_activity,
        {window_columns},
        a.trailing_value, a.previous_value, a.value_same_window_last_year, a.active_months_365,
+       a.value_age_mean, a.value_age_mean_730d, o.order_age_mean, o.order_age_mean_730d,
+       {ewm_columns}, COALESCE(o.ewm_orders_180d, 0) AS ewm_orders_180d,
        CASE WHEN o.orders_total > 1
             THEN (o.first_order_age - o.last_order_age) / (o.orders_total - 1) END AS mean_gap_days,
        CASE WHEN o.orders_total > 2 AND o.first_order_age > o.last_order_age
@@ -101,8 +116,12 @@ def _feature_sql() -> str:
     active_months = " + ".join(
         f"max(CASE WHEN age <= 365 AND months_back = {k} THEN 1 ELSE 0 END)" for k in range(13)
     )
+    ewm = ",\n           ".join(
+        f"sum(CAST(amount AS DOUBLE) * exp(-age / {d:.1f})) AS ewm_value_{d}d" for d in EWM_DAYS
+    )
+    ewm_columns = ", ".join(f"a.ewm_value_{d}d" for d in EWM_DAYS)
     return _FEATURES_SQL.format(windows=windows, window_columns=columns,
-                                active_months=active_months)
+                                active_months=active_months, ewm=ewm, ewm_columns=ewm_columns)
 
 
 def account_features(log: TransactionLog, as_of: date, horizon_days: int) -> pd.DataFrame:
@@ -141,6 +160,14 @@ def _add_ratios(frame: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
     out["trend"] = np.log1p(out["trailing_value"].clip(lower=0)) - np.log1p(
         out["previous_value"].clip(lower=0)
     )
+    # Mean age of value and of orders against the middle of the account's history
+    # (of its last two years): 1 for a steady account, below 1 when value moved to
+    # recent days (growth), above 1 when it sits in the past (decline).
+    two_years = out["tenure_days"].clip(upper=730.0)
+    out["value_centroid_ratio"] = out["value_age_mean"] / (out["tenure_days"] / 2.0)
+    out["order_centroid_ratio"] = out["order_age_mean"] / (out["tenure_days"] / 2.0)
+    out["value_centroid_ratio_730d"] = out["value_age_mean_730d"] / (two_years / 2.0)
+    out["order_centroid_ratio_730d"] = out["order_age_mean_730d"] / (two_years / 2.0)
     # How much of a full previous horizon the account has existed: new accounts look
     # like decliners-from-zero otherwise.
     out["history_coverage"] = (out["tenure_days"] / (2.0 * horizon_days)).clip(upper=1.0)
@@ -154,6 +181,8 @@ FEATURE_COLUMNS = [
     "trailing_value", "previous_value", "value_same_window_last_year", "active_months_365",
     "mean_gap_days", "gap_cv", "return_share", "margin_rate",
     "recency_ratio", "rhythm_90d", "trend", "history_coverage",
+    "value_centroid_ratio", "order_centroid_ratio", "value_centroid_ratio_730d",
+    "order_centroid_ratio_730d", *[f"ewm_value_{d}d" for d in EWM_DAYS], "ewm_orders_180d",
 ]
 
 

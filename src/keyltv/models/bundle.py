@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,7 @@ class TrainingData:
     cutoffs: list[date] = field(default_factory=list)
     sampled: int = 0
     note: str | None = None
+    first_date: date | None = None
 
 
 def training_data(
@@ -89,7 +90,7 @@ def training_data(
         note = f"labels over {label_days} days scaled to {h} by BG/NBD's expected-orders ratio"
     X = with_attributes(X, accounts)
     X, y, sampled = _cap_rows(X, y, t.max_training_rows, config.seed)
-    return TrainingData(as_of, current, X, y, cutoffs, sampled, note)
+    return TrainingData(as_of, current, X, y, cutoffs, sampled, note, log.first_date)
 
 
 MIN_LABEL_DAYS = 28
@@ -173,22 +174,47 @@ def event_labels(trailing: object, future: object, config: Config) -> tuple[np.n
 
 
 def fit_event_models(data: TrainingData, config: Config) -> tuple[GBMClassifier, GBMClassifier] | None:
-    """Decline and growth classifiers on the stacked rows; None if they cannot be fitted."""
+    """Decline and growth classifiers on the stacked rows; None if they cannot be fitted.
+
+    Only cutoffs with a whole horizon of log before them are used: at an earlier
+    cutoff the trailing window is cut short by the start of the log, every account
+    looks as if it grew, and a classifier learns that artefact (on a 15-month log its
+    growth AUC was 0.50). With no such cutoff the model falls back to
+    :func:`fallback_event_scores`, which ranks by the probabilistic model instead.
+    """
     if data.stacked_X is None:
         return None
-    decline, growth = event_labels(
-        data.stacked_X["trailing_value"], data.stacked_y["value"], config
-    )
+    X, y = data.stacked_X, data.stacked_y
+    if data.first_date is not None:
+        whole = (X["cutoff"] >= pd.Timestamp(data.first_date + timedelta(days=config.horizon_days)))
+        X, y = X[whole.to_numpy()], y[whole.to_numpy()]
+    if X.empty:
+        return None
+    decline, growth = event_labels(X["trailing_value"], y["value"], config)
     # Decline is only defined where there is trailing value to lose.
-    had_value = data.stacked_X["trailing_value"].to_numpy() > 0
+    had_value = X["trailing_value"].to_numpy() > 0
     try:
         return (
-            GBMClassifier(random_state=config.seed).fit(data.stacked_X[had_value],
-                                                        decline[had_value]),
-            GBMClassifier(random_state=config.seed).fit(data.stacked_X, growth),
+            GBMClassifier(random_state=config.seed).fit(X[had_value], decline[had_value]),
+            GBMClassifier(random_state=config.seed).fit(X, growth),
         )
     except ValueError:
         return None
+
+
+def fallback_event_scores(trailing: object, predicted_value: object, p_alive: object
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Decline and growth scores without classifiers (documented in the README).
+
+    Decline risk is the probability that the account is gone, 1 - P(alive); growth
+    potential maps the predicted-to-trailing ratio through a logistic curve centred on
+    the growth event's 1.5x.
+    """
+    trailing = np.clip(np.asarray(trailing, dtype=float), 0.0, None)
+    ratio = np.log1p(np.clip(np.asarray(predicted_value, dtype=float), 0.0, None)) - np.log1p(trailing)
+    decline = 1.0 - np.asarray(p_alive, dtype=float)
+    growth = 1.0 / (1.0 + np.exp(-3.0 * (ratio - np.log(1.5))))
+    return np.where(trailing > 0, decline, 0.0), growth
 
 
 @dataclass
@@ -263,15 +289,13 @@ class KeyLTVModel:
 
     def _event_scores(self, features: pd.DataFrame, out: pd.DataFrame):
         trailing = features["trailing_value"].clip(lower=0.0).to_numpy()
-        if self.events is not None:
-            decline = self.events[0].predict_proba(features)[:, 1]
-            growth = self.events[1].predict_proba(features)[:, 1]
-        else:
-            # Fallback documented in the README: churn risk from P(alive); growth from
-            # the predicted-to-trailing ratio through a logistic curve.
-            ratio = np.log1p(out["predicted_value"].to_numpy()) - np.log1p(trailing)
-            decline = 1.0 - out["p_alive"].to_numpy()
-            growth = 1.0 / (1.0 + np.exp(-3.0 * (ratio - np.log(1.5))))
+        if self.events is None:
+            # The backtest judged the fallback with the probabilistic model's value.
+            value = (self.probabilistic.predict(features) if self.probabilistic is not None
+                     else out["predicted_value"])
+            return fallback_event_scores(trailing, value, out["p_alive"])
+        decline = self.events[0].predict_proba(features)[:, 1]
+        growth = self.events[1].predict_proba(features)[:, 1]
         # No trailing value, nothing to lose: the decline event cannot happen.
         return np.where(trailing > 0, decline, 0.0), growth
 

@@ -1,0 +1,84 @@
+"""Blend weights, cross-fitting and the deployable blend."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from keyltv.models.blend import BlendedLTV, blend_weights, cross_fitted_blend
+
+
+def _holdout(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.gamma(1.0, 100.0, n)
+    b = rng.gamma(1.0, 100.0, n)
+    return pd.DataFrame({"a": a, "b": b})
+
+
+def test_weights_recover_an_exact_mixture():
+    P = _holdout()
+    y = 0.3 * P["a"] + 0.7 * P["b"]
+    w = blend_weights(P, y)
+    assert w["a"] == pytest.approx(0.3, abs=1e-3)
+    assert w["b"] == pytest.approx(0.7, abs=1e-3)
+
+
+def test_weights_are_never_negative():
+    P = _holdout()
+    P["noise"] = P["a"].max() - P["a"]  # anti-correlated with the truth
+    w = blend_weights(P, P["a"])
+    assert (w >= 0).all()
+    assert w["noise"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_blend_total_matches_the_holdout_total():
+    # Poisson deviance's first-order condition: a model off by a factor 2 is rescaled.
+    P = _holdout()
+    y = P["a"] / 2
+    w = blend_weights(P, y)
+    assert (P.to_numpy() @ w.to_numpy()).sum() == pytest.approx(y.sum(), rel=1e-3)
+
+
+def test_negative_actuals_count_as_zero():
+    P = _holdout(50)
+    y = 0.5 * P["a"]
+    y.iloc[0] = -1e6  # a large net return must not drag the weights below zero
+    assert (blend_weights(P, y) >= 0).all()
+
+
+def test_cross_fitted_predictions_do_not_see_their_own_account():
+    P = _holdout(200)
+    y = (0.5 * P["a"] + 0.5 * P["b"]).to_numpy()
+    base = cross_fitted_blend(P, y, seed=3)
+    changed = y.copy()
+    changed[7] *= 100.0
+    moved = cross_fitted_blend(P, changed, seed=3)
+    assert moved[7] == pytest.approx(base[7])  # its own fold's weights never saw it
+    assert not np.allclose(moved, base)  # other folds did
+
+
+class _Const:
+    def __init__(self, value):
+        self.value = value
+
+    def predict(self, X):
+        return np.full(len(X), self.value)
+
+
+class _Explained(_Const):
+    def contributions(self, X):
+        return pd.DataFrame({"f": np.full(len(X), self.value)}, index=X.index)
+
+
+def test_blended_model_sums_weighted_predictions_and_explains_its_heaviest_tree():
+    X = pd.DataFrame({"x": [1.0, 2.0, 3.0]}, index=["a", "b", "c"])
+    blend = BlendedLTV({"p": _Const(10.0), "g": _Explained(-4.0), "h": _Explained(2.0)},
+                       {"p": 0.5, "g": 0.1, "h": 2.0})
+    # Negative component predictions are floored at zero before weighting.
+    np.testing.assert_allclose(blend.predict(X), [9.0, 9.0, 9.0])
+    assert blend.contributions(X)["f"].tolist() == [2.0, 2.0, 2.0]
+    assert blend.get_params() == {"weight_p": 0.5, "weight_g": 0.1, "weight_h": 2.0}
+
+
+def test_blended_model_needs_every_weighted_component():
+    with pytest.raises(ValueError, match="no fitted model"):
+        BlendedLTV({"p": _Const(1.0)}, {"p": 0.5, "lightgbm": 0.5})

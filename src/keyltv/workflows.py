@@ -30,6 +30,7 @@ from keyltv.evaluation.metrics import HIGHER_IS_BETTER
 from keyltv.evaluation.review import backtest_figures, feature_importance
 from keyltv.features import account_features, with_attributes
 from keyltv.inputs import Inputs, feature_table, load_inputs  # noqa: F401 (jobs' API)
+from keyltv.models.blend import BlendedLTV
 from keyltv.models.bundle import (
     KeyLTVModel,
     TrainingData,
@@ -38,7 +39,6 @@ from keyltv.models.bundle import (
     fit_value_model,
     training_data,
 )
-from keyltv.models.blend import BlendedLTV
 from keyltv.models.interval import BandedIntervals
 from keyltv.scoring.report import render_report, write_report
 from keyltv.scoring.score import (

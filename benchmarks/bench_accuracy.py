@@ -22,26 +22,43 @@ import pandas as pd
 from keyltv.config import Config
 from keyltv.data.cdnow import CALIBRATION_END, HOLDOUT_DAYS, load_cdnow
 from keyltv.data.io import load_accounts, load_transactions
-from keyltv.data.simulate import simulate_b2b
+from keyltv.data.simulate import expected_value, simulate_b2b
 from keyltv.evaluation.backtest import evaluate_origin, rolling_origins
+from keyltv.evaluation.metrics import auc, best_recall_at_precision, value_metrics
+from keyltv.scoring.rules import top_share_mask
 
-PEERS = ("trailing", "bgnbd", "pareto")
+PEERS = ("trailing", "bgnbd", "pareto")  # the oracle row is a ceiling, not a peer
 MODELS = ("trailing", "bgnbd", "mbgnbd", "pareto", "lightgbm", "hybrid")
 COLUMNS = ["origin", "normalized_gini", "spearman", "top10_share", "top20_share",
            "decile_mape", "aggregate_ratio", "mae", "interval_coverage"]
 
 
 def datasets(n_accounts: int, seed: int):
-    """(name, transactions, accounts, horizon_days, origins) for every benchmark log."""
-    yield ("cdnow", load_cdnow(), None, HOLDOUT_DAYS, [date.fromisoformat(CALIBRATION_END)])
-    for variant in ("base", "no_attributes", "growth_heavy", "churn_heavy"):
+    """(name, transactions, accounts, horizon_days, origins, oracle) for every benchmark log.
+
+    ``oracle(origin, horizon)`` is the simulator's expected value from the accounts'
+    latent parameters (None for real data): the ceiling no model can be expected to pass.
+    """
+    yield ("cdnow", load_cdnow(), None, HOLDOUT_DAYS, [date.fromisoformat(CALIBRATION_END)],
+           None)
+    variants = [(v, 365, rolling_origins(date(2024, 1, 1), 2, 182))
+                for v in ("base", "no_attributes", "growth_heavy", "churn_heavy")]
+    variants.append(("short_history", 182, [date(2021, 10, 1)]))
+    for variant, horizon, origins in variants:
         tx, acc = simulate_b2b(n_accounts, variant=variant, seed=seed)
-        yield (f"sim-{variant}", tx, acc, 365, rolling_origins(date(2024, 1, 1), 2, 182))
-    tx, acc = simulate_b2b(n_accounts, variant="short_history", seed=seed)
-    yield ("sim-short_history", tx, acc, 182, [date(2021, 10, 1)])
+
+        def oracle(origin, h, variant=variant):
+            return expected_value(n_accounts, variant=variant, seed=seed,
+                                  as_of=origin.isoformat(), horizon_days=h)
+
+        yield (f"sim-{variant}", tx, acc, horizon, origins, oracle)
 
 
-def run_dataset(name, tx, acc, horizon, origins, seed):
+VALUE_GOALS = ("champion", "d_gini", "d_spearman", "decile_mape", "best_peer_decile_mape",
+               "aggregate_ratio", "coverage", "oracle_gini", "oracle_spearman")
+
+
+def run_dataset(name, tx, acc, horizon, origins, seed, oracle=None):
     config = Config(horizon_days=horizon, models=MODELS, seed=seed)
     log = load_transactions(tx, label=name)
     accounts = load_accounts(acc) if acc is not None and acc.shape[1] > 1 else None
@@ -52,8 +69,13 @@ def run_dataset(name, tx, acc, horizon, origins, seed):
         table = result.table[[c for c in COLUMNS if c in result.table]].copy()
         table.index = [f"keyltv ({result.champion})" if i == "keyltv" else i
                        for i in table.index]
+        check = goal_checks(name, origin, result)
+        if oracle is not None:
+            row, ceiling = oracle_ceiling(result, oracle(origin, horizon), config)
+            table.loc["oracle (latent parameters)"] = {"origin": origin, **row}
+            check.update(ceiling)
         tables.append(table)
-        checks.append(goal_checks(name, origin, result))
+        checks.append(check)
         print(f"  {name} @ {origin}: {time.perf_counter() - started:.0f} s, "
               f"{len(result.outer.predictions)} accounts", file=sys.stderr)
     return pd.concat(tables), checks
@@ -80,6 +102,32 @@ def goal_checks(name, origin, result) -> dict:
     }
 
 
+def oracle_ceiling(result, expected, config):
+    """The oracle's value metrics, and what its ratio to trailing value reaches as a flag.
+
+    The oracle's decline score is ``-expected / trailing`` and its growth score
+    ``expected / trailing``, over the same valuable accounts as keyltv's flags.
+    """
+    p, events = result.outer.predictions, result.outer.events
+    expected = expected.reindex(p.index).fillna(0.0)
+    row = value_metrics(p["actual"], expected)
+    trailing = p["trailing_value"].clip(lower=0).to_numpy()
+    ratio = np.log1p(expected.to_numpy()) - np.log1p(trailing)
+    had_value = trailing > 0
+    valuable = top_share_mask(np.maximum(p["trailing_value"].clip(lower=0), p[result.champion]),
+                              config.flags.valuable_share).to_numpy()
+    decline, growth = events["decline"].to_numpy(), events["growth"].to_numpy()
+    return row, {
+        "oracle_gini": row["normalized_gini"], "oracle_spearman": row["spearman"],
+        "oracle_decline_auc": auc(decline[had_value], -ratio[had_value]),
+        "oracle_growth_auc": auc(growth, ratio),
+        "oracle_at_risk_best_recall_p60": best_recall_at_precision(
+            decline[valuable], -ratio[valuable], 0.6),
+        "oracle_high_potential_best_recall_p50": best_recall_at_precision(
+            growth[valuable], ratio[valuable], 0.5),
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=4000, help="simulated accounts")
@@ -89,16 +137,22 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
     lines, summary = [], []
-    for name, tx, acc, horizon, origins in datasets(args.accounts, args.seed):
+    for name, tx, acc, horizon, origins, oracle in datasets(args.accounts, args.seed):
         if only and name not in only and name.removeprefix("sim-") not in only:
             continue
-        table, checks = run_dataset(name, tx, acc, horizon, origins, args.seed)
+        table, checks = run_dataset(name, tx, acc, horizon, origins, args.seed, oracle)
         lines += [f"### {name} (horizon {horizon} days)", "",
                   table.to_markdown(floatfmt=".4f"), ""]
         summary += checks
     frame = pd.DataFrame(summary)
-    lines += ["### Goals: keyltv champion vs best peer (trailing, BG/NBD+GG, Pareto/NBD+GG)", "",
-              frame.to_markdown(index=False, floatfmt=".4f"), ""]
+    key = ["dataset", "origin"]
+    value_goals = [c for c in VALUE_GOALS if c in frame]
+    lines += ["### Value goals: keyltv champion vs best peer (trailing, BG/NBD+GG, Pareto/NBD+GG)",
+              "", frame[key + value_goals].to_markdown(index=False, floatfmt=".4f"), "",
+              "### Event and flag goals (flags among valuable accounts; `best_recall_p60`: the "
+              "best recall any threshold on the score reaches at precision 0.6)", "",
+              frame[key + [c for c in frame if c not in key + value_goals]].to_markdown(
+                  index=False, floatfmt=".3f"), ""]
     text = "\n".join(lines)
     print(text)
     if args.out:

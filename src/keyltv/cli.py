@@ -84,6 +84,9 @@ def _report_training(result, cfg) -> None:
     events = ", ".join(f"{k}={v:.4f}" for k, v in bt.event_metrics.items())
     typer.echo(f"Events: {events}")
     typer.echo(f"Champion: {result.champion} (by {cfg.selection.metric})")
+    if result.flag_thresholds:
+        learned = ", ".join(f"{k}={v:.3f}" for k, v in result.flag_thresholds.items())
+        typer.echo(f"Flag thresholds learned for the precision targets: {learned}")
     typer.echo(f"Run id: {result.run_id}")
     state = "now @champion" if result.promoted else "registered without the champion alias"
     typer.echo(f"Model version: {cfg.tracking.model_name}/{result.version}, {state}: {result.reason}")

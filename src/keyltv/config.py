@@ -105,6 +105,12 @@ class Flags(_Frozen):
 
     at_risk_decline: float = Field(0.5, ge=0, le=1)
     high_potential_growth: float = Field(0.5, ge=0, le=1)
+    # With a precision target, `train` replaces the threshold above by the lowest one
+    # whose precision among valuable accounts reaches the target in the selection
+    # backtest (the most warnings a team can trust); the fixed threshold stays when
+    # no threshold reaches it. null: always the fixed threshold.
+    at_risk_precision: float | None = Field(0.6, gt=0, le=1)
+    high_potential_precision: float | None = Field(0.5, gt=0, le=1)
     # "Valuable" = in the top share of accounts by trailing or predicted value.
     valuable_share: float = Field(0.2, gt=0, le=1)
     low_margin_rate: float = Field(0.05, ge=0, le=1)

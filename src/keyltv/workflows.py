@@ -7,7 +7,7 @@ evaluation -> tracking -> scoring) and hold no modelling logic of their own.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from keyltv.evaluation.backtest import (
     BacktestResult,
     OriginResult,
     evaluate_origin,
+    learn_flag_thresholds,
     rolling_origins,
     select_champion,
     validation_horizon,
@@ -69,6 +70,7 @@ class TrainResult:
     version: str
     promoted: bool
     reason: str
+    flag_thresholds: dict[str, float] = field(default_factory=dict)
 
 
 def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
@@ -86,6 +88,7 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     bundle = fit_bundle(inputs, config, champion, result, data)
     with store.run("train", tags={"keyltv.job": "train"}) as run_id:
         _log_training(store, run_id, inputs, config, result, champion)
+        store.log_params({f"learned_{k}": v for k, v in bundle.flag_thresholds.items()})
         example = bundle_example(bundle, inputs, config, features=data.current)
         tags = {
             "champion": champion,
@@ -103,7 +106,7 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
         store.set_champion(version)
     else:
         store.set_version_tag(version, "not_promoted", reason)
-    return TrainResult(result, champion, run_id, version, promoted, reason)
+    return TrainResult(result, champion, run_id, version, promoted, reason, bundle.flag_thresholds)
 
 
 # Fewer accounts cannot be ranked, banded into intervals or split into events.
@@ -175,6 +178,7 @@ def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestRe
         feature_columns=list(data.current.columns),
         margin_rate=book_margin_rate(data.current),
         metrics={k: float(v) for k, v in result.table.loc[champion].items()},
+        flag_thresholds=learn_flag_thresholds(result, champion, config),
     )
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from keyltv.data.simulate import VARIANTS, simulate_b2b
+from keyltv.data.simulate import VARIANTS, expected_value, simulate_b2b
 
 N = 2000
 SEEDS = [0, 1]
@@ -230,3 +230,22 @@ def test_industry_seasonality(base, industry, high, low):
 def test_invalid_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         simulate_b2b(**kwargs)
+
+
+def test_expected_value_is_the_level_and_the_order_of_what_happens():
+    """The oracle of the accuracy benchmark: unbiased, and it ranks better than the past."""
+    from datetime import date
+
+    from keyltv.data.io import load_transactions
+    from keyltv.evaluation.metrics import normalized_gini
+    from keyltv.features import account_features, future_values
+
+    tx, _ = simulate_b2b(1500, seed=3)
+    log = load_transactions(tx)
+    features = account_features(log, date(2024, 1, 1), 365)
+    actual = future_values(log, date(2024, 1, 1), 365, features.index)["value"]
+    oracle = expected_value(1500, seed=3, as_of="2024-01-01", horizon_days=365)
+    assert oracle.index.is_unique and len(oracle) == 1500
+    assert oracle.reindex(features.index).sum() == pytest.approx(actual.sum(), rel=0.05)
+    assert normalized_gini(actual, oracle.reindex(features.index)) > \
+        normalized_gini(actual, features["trailing_value"]) + 0.02

@@ -109,3 +109,51 @@ def test_evaluate_origin_adds_the_nested_champion_with_coverage(sim):
 def test_rolling_origins():
     assert rolling_origins(date(2024, 1, 1), 3, 10) == [date(2023, 12, 12), date(2023, 12, 22),
                                                         date(2024, 1, 1)]
+
+
+def _toy_result():
+    from keyltv.evaluation.backtest import BacktestResult
+
+    idx = pd.Index([f"a{i}" for i in range(10)])
+    predictions = pd.DataFrame({"actual": 1.0, "trailing_value": 100.0,
+                                "m": [150.0] * 5 + [50.0] * 5}, index=idx)
+    events = pd.DataFrame({
+        "decline": [1, 1, 0, 1, 0, 0, 0, 0, 0, 0],
+        "decline_risk": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05],
+        "growth": [1, 0, 0, 0, 0, 1, 1, 1, 1, 1],
+        "growth_potential": [0.9, 0.8, 0.7, 0.6, 0.5, 0.99, 0.98, 0.97, 0.96, 0.95],
+    }, index=idx).astype({"decline": bool, "growth": bool})
+    return BacktestResult(date(2024, 1, 1), 30, pd.DataFrame(), predictions, events, {})
+
+
+def test_flag_thresholds_are_the_lowest_that_keep_the_precision_target():
+    from keyltv.evaluation.backtest import flag_metrics, learn_flag_thresholds
+
+    cfg = Config(flags={"valuable_share": 1.0, "at_risk_precision": 0.6,
+                        "high_potential_precision": 0.5})
+    learned = learn_flag_thresholds(_toy_result(), "m", cfg)
+    # Precision of the top k by decline risk: 1, 1, 2/3, 3/4, 3/5, 1/2 ...: k = 5.
+    assert learned["at_risk_decline"] == pytest.approx(0.5)
+    # Only the five accounts predicted above trailing can be high potential; among them
+    # precision is 1, 1/2, 1/3 ...: the top two.
+    assert learned["high_potential_growth"] == pytest.approx(0.8)
+    metrics = flag_metrics(_toy_result(), "m", cfg, learned)
+    assert metrics["at_risk_flagged"] == 5 and metrics["at_risk_precision"] == pytest.approx(0.6)
+    assert metrics["at_risk_recall"] == pytest.approx(1.0)
+    assert metrics["high_potential_flagged"] == 2
+
+
+def test_unreachable_or_unset_precision_targets_keep_the_fixed_threshold():
+    from keyltv.evaluation.backtest import learn_flag_thresholds
+
+    cfg = Config(flags={"valuable_share": 1.0, "at_risk_precision": None,
+                        "high_potential_precision": 1.0})
+    learned = learn_flag_thresholds(_toy_result(), "m", cfg)
+    assert "at_risk_decline" not in learned
+    assert learned == {"high_potential_growth": pytest.approx(0.9)}  # the top one is a hit
+    cfg = cfg.with_overrides(flags={"valuable_share": 1.0, "at_risk_precision": 1.0,
+                                    "high_potential_precision": None})
+    result = _toy_result()
+    result.events["decline"] = [0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    result.events["decline"] = result.events["decline"].astype(bool)
+    assert learn_flag_thresholds(result, "m", cfg) == {}  # the riskiest account did not decline

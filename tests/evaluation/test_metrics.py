@@ -51,3 +51,13 @@ def test_interval_coverage():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="equal length"):
         m.mae([1, 2], [1])
+
+
+def test_best_recall_at_precision():
+    events = [1, 1, 0, 1, 0, 0]
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    # Top 2: precision 1, recall 2/3; top 4: precision 3/4, recall 1.
+    assert m.best_recall_at_precision(events, scores, 0.8) == pytest.approx(2 / 3)
+    assert m.best_recall_at_precision(events, scores, 0.75) == pytest.approx(1.0)
+    assert m.best_recall_at_precision([0, 1], [0.9, 0.1], 0.6) == 0.0
+    assert np.isnan(m.best_recall_at_precision([0, 0], [0.9, 0.1], 0.6))

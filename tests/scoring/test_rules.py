@@ -68,3 +68,17 @@ def test_migrations():
 def test_config_rejects_bad_shares():
     with pytest.raises(ValueError, match="sum below 1"):
         Tiers(shares=(0.5, 0.3, 0.3))
+
+
+def test_scoring_uses_learned_thresholds_only_while_their_target_is_set():
+    from types import SimpleNamespace
+
+    from keyltv.config import Config
+    from keyltv.scoring.score import scoring_flags
+
+    bundle = SimpleNamespace(flag_thresholds={"at_risk_decline": 0.2, "high_potential_growth": 0.7})
+    flags = scoring_flags(bundle, Config())
+    assert (flags.at_risk_decline, flags.high_potential_growth) == (0.2, 0.7)
+    fixed = Config(flags={"at_risk_precision": None, "at_risk_decline": 0.4})
+    assert scoring_flags(bundle, fixed).at_risk_decline == 0.4
+    assert scoring_flags(SimpleNamespace(), Config()).at_risk_decline == 0.5  # older bundles

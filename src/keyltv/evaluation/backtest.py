@@ -18,7 +18,12 @@ import pandas as pd
 from keyltv.config import Config
 from keyltv.data.io import TransactionLog
 from keyltv.data.schema import InputError
-from keyltv.evaluation.metrics import HIGHER_IS_BETTER, auc, value_metrics
+from keyltv.evaluation.metrics import (
+    HIGHER_IS_BETTER,
+    auc,
+    best_recall_at_precision,
+    value_metrics,
+)
 from keyltv.features import future_values
 from keyltv.models.blend import BlendedLTV, blend_weights, cross_fitted_blend
 from keyltv.models.bundle import (
@@ -293,37 +298,101 @@ def evaluate_origin(
     table.loc["keyltv", "interval_coverage"] = coverage
     table.insert(0, "origin", origin)
     table["champion"] = table.index == champion
-    flags = flag_metrics(outer, champion, config)
+    thresholds = learn_flag_thresholds(selection, champion, config)
+    flags = {**flag_metrics(outer, champion, config, thresholds),
+             **{f"learned_{k}": v for k, v in thresholds.items()}}
     return OriginResult(origin, champion, table, selection, outer, coverage, flags)
 
 
-def flag_metrics(result: BacktestResult, champion: str, config: Config) -> dict[str, float]:
-    """Precision and recall of ``at_risk`` and ``high_potential`` among valuable accounts.
-
-    The flags are the documented rules of :mod:`keyltv.scoring.rules` applied to the
-    champion's backtest predictions; the truth is the realized decline or growth event.
-    """
-    from keyltv.scoring.rules import apply_flags, top_share_mask
-
+def _flag_inputs(result: BacktestResult, champion: str) -> pd.DataFrame:
+    """The champion's backtest outputs, as the flag rules read them from a score file."""
     p, events = result.predictions, result.events
-    if "decline_risk" not in events:
-        return {}
-    scores = pd.DataFrame({
+    return pd.DataFrame({
         "predicted_value": p[champion], "trailing_value": p["trailing_value"].clip(lower=0),
         "decline_risk": np.where(p["trailing_value"] > 0, events["decline_risk"], 0.0),
         "growth_potential": events["growth_potential"],
         "p_alive": events.get("p_alive", pd.Series(1.0, index=p.index)),
     })
-    flagged = apply_flags(scores, config.flags, config.tiers)
+
+
+# Flag -> (event it warns of, score it thresholds, Flags field of the threshold,
+# Flags field of the precision target).
+FLAG_RULES = {
+    "at_risk": ("decline", "decline_risk", "at_risk_decline", "at_risk_precision"),
+    "high_potential": ("growth", "growth_potential", "high_potential_growth",
+                       "high_potential_precision"),
+}
+
+
+def learn_flag_thresholds(result: BacktestResult, champion: str, config: Config) -> dict[str, float]:
+    """Thresholds that meet the flags' precision targets on a backtest holdout.
+
+    For each flag with a target, the accounts that the rule could flag (valuable ones
+    for ``at_risk``; those predicted above their trailing value, counted among the
+    valuable, for ``high_potential``) are ranked by score, and the threshold is the
+    score of the last account at which the precision of "flag everyone above" still
+    reaches the target. Flags whose target no threshold reaches are left out (the
+    fixed threshold applies).
+
+    Returns
+    -------
+    dict
+        ``Flags`` field name -> threshold, e.g. ``{"at_risk_decline": 0.31}``.
+    """
+    from keyltv.scoring.rules import top_share_mask
+
+    if "decline_risk" not in result.events:
+        return {}
+    scores = _flag_inputs(result, champion)
+    valuable = top_share_mask(np.maximum(scores["trailing_value"], scores["predicted_value"]),
+                              config.flags.valuable_share)
+    eligible = {"at_risk": valuable,
+                "high_potential": valuable & (scores["predicted_value"] > scores["trailing_value"])}
+    learned = {}
+    for flag, (event, score, field_name, target_name) in FLAG_RULES.items():
+        target = getattr(config.flags, target_name)
+        rows = eligible[flag].to_numpy()
+        if target is None or not rows.any():
+            continue
+        s = scores[score].to_numpy()[rows]
+        hits = result.events[event].to_numpy()[rows][np.argsort(-s, kind="stable")]
+        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        reached = np.flatnonzero(precision >= target)
+        if len(reached):
+            learned[field_name] = float(np.sort(s)[::-1][reached[-1]])
+    return learned
+
+
+def flag_metrics(result: BacktestResult, champion: str, config: Config,
+                 thresholds: dict[str, float] | None = None) -> dict[str, float]:
+    """Precision and recall of ``at_risk`` and ``high_potential`` among valuable accounts.
+
+    The flags are the documented rules of :mod:`keyltv.scoring.rules` applied to the
+    champion's backtest predictions, with ``thresholds`` (learned elsewhere, see
+    :func:`learn_flag_thresholds`) replacing the config's; the truth is the realized
+    decline or growth event.
+    """
+    from keyltv.scoring.rules import apply_flags, top_share_mask
+
+    events = result.events
+    if "decline_risk" not in events:
+        return {}
+    scores = _flag_inputs(result, champion)
+    flags = config.flags.model_copy(update=thresholds or {})
+    flagged = apply_flags(scores, flags, config.tiers)
     valuable = top_share_mask(np.maximum(scores["trailing_value"], scores["predicted_value"]),
                               config.flags.valuable_share)
     out = {}
-    for flag, event in (("at_risk", "decline"), ("high_potential", "growth")):
+    for flag, event, score, floor in (("at_risk", "decline", "decline_risk", 0.6),
+                                      ("high_potential", "growth", "growth_potential", 0.5)):
         hit = flagged[flag] & valuable
         truth = events[event] & valuable
         out[f"{flag}_precision"] = float(truth[hit].mean()) if hit.any() else float("nan")
         out[f"{flag}_recall"] = float(hit[truth].mean()) if truth.any() else float("nan")
         out[f"{flag}_flagged"] = int(hit.sum())
+        # What the best threshold on the score could reach at the goal's precision.
+        out[f"{flag}_best_recall_p{int(floor * 100)}"] = best_recall_at_precision(
+            truth[valuable], scores.loc[valuable, score], floor)
     return out
 
 

@@ -106,6 +106,21 @@ def auc(events: object, scores: object) -> float:
     return float(roc_auc_score(e, s))
 
 
+def best_recall_at_precision(events: object, scores: object, precision: float) -> float:
+    """Highest recall of "flag the top k by score" whose precision is at least ``precision``.
+
+    The best any threshold on ``scores`` can do for a flag with a precision floor; 0
+    when no threshold reaches it, NaN without events.
+    """
+    e = np.asarray(events).astype(bool)
+    if not e.any():
+        return float("nan")
+    hits = e[np.argsort(-np.asarray(scores, dtype=float), kind="stable")]
+    true_positives = np.cumsum(hits)
+    reached = true_positives / np.arange(1, len(hits) + 1) >= precision
+    return float(true_positives[reached].max() / e.sum()) if reached.any() else 0.0
+
+
 def interval_coverage(actual: object, low: object, high: object) -> float:
     """Share of accounts whose actual value lies in ``[low, high]``."""
     a = np.asarray(actual, dtype=float)

@@ -239,6 +239,9 @@ class KeyLTVModel:
         Columns the models read (features and ``attr_*``), checked at scoring time.
     margin_rate : float or None
         Book-wide margin rate, the prior that thin histories shrink towards.
+    flag_thresholds : dict
+        Flag thresholds learned in the backtest to meet the precision targets
+        (``Flags`` field -> value); they replace the config's fixed thresholds.
     """
 
     champion: str
@@ -251,6 +254,7 @@ class KeyLTVModel:
     feature_columns: list[str]
     margin_rate: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    flag_thresholds: dict[str, float] = field(default_factory=dict)
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Model outputs per account (index kept).

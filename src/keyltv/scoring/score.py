@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from keyltv.config import Config
+from keyltv.config import Config, Flags
 from keyltv.data.io import load_accounts
 from keyltv.data.schema import InputError, describe_value
 from keyltv.scoring.reasons import explain_flags
@@ -116,7 +116,7 @@ def score_accounts(
     """
     outputs = bundle.predict(features)
     outputs["trailing_value"] = features["trailing_value"].clip(lower=0.0)
-    scored = apply_flags(outputs, config.flags, config.tiers)
+    scored = apply_flags(outputs, scoring_flags(bundle, config), config.tiers)
     scored["reasons"] = explain_flags(bundle, features, scored)
     if previous is not None:
         scored = scored.join(tier_migrations(scored["tier"], previous))
@@ -125,6 +125,20 @@ def score_accounts(
     scored["model_version"] = model_version
     scored = scored.rename_axis("customer_id").reset_index().sort_values("customer_id")
     return scored[[c for c in SCORE_COLUMNS if c in scored.columns]].reset_index(drop=True)
+
+
+def scoring_flags(bundle: object, config: Config) -> Flags:
+    """The config's flag thresholds, with those the model learned for a precision target.
+
+    A learned threshold applies only while the scoring config still sets its target
+    (``flags.*_precision``); with the target set to null the fixed threshold is used.
+    Bundles trained before thresholds were learned carry none.
+    """
+    learned = getattr(bundle, "flag_thresholds", None) or {}
+    targets = {"at_risk_decline": config.flags.at_risk_precision,
+               "high_potential_growth": config.flags.high_potential_precision}
+    return config.flags.model_copy(
+        update={k: v for k, v in learned.items() if targets.get(k) is not None})
 
 
 def read_previous_tiers(path: str | Path) -> pd.Series:

@@ -126,34 +126,61 @@ def _toy_result():
     return BacktestResult(date(2024, 1, 1), 30, pd.DataFrame(), predictions, events, {})
 
 
-def test_flag_thresholds_are_the_lowest_that_keep_the_precision_target():
-    from keyltv.evaluation.backtest import flag_metrics, learn_flag_thresholds
+def _calibrated_result(n=2000, informative=True, seed=0):
+    """Every account valuable; decline happens with probability = decline risk."""
+    from keyltv.evaluation.backtest import BacktestResult
 
-    cfg = Config(flags={"valuable_share": 1.0, "at_risk_precision": 0.6,
-                        "high_potential_precision": 0.5})
-    learned = learn_flag_thresholds(_toy_result(), "m", cfg)
-    # Precision of the top k by decline risk: 1, 1, 2/3, 3/4, 3/5, 1/2 ...: k = 5.
-    assert learned["at_risk_decline"] == pytest.approx(0.5)
-    # Only the five accounts predicted above trailing can be high potential; among them
-    # precision is 1, 1/2, 1/3 ...: the top two.
-    assert learned["high_potential_growth"] == pytest.approx(0.8)
-    metrics = flag_metrics(_toy_result(), "m", cfg, learned)
-    assert metrics["at_risk_flagged"] == 5 and metrics["at_risk_precision"] == pytest.approx(0.6)
-    assert metrics["at_risk_recall"] == pytest.approx(1.0)
-    assert metrics["high_potential_flagged"] == 2
+    rng = np.random.default_rng(seed)
+    idx = pd.Index([f"a{i}" for i in range(n)])
+    risk = rng.random(n)
+    decline = rng.random(n) < (risk if informative else 0.3)
+    predictions = pd.DataFrame({"actual": 1.0, "trailing_value": 100.0, "m": 50.0}, index=idx)
+    events = pd.DataFrame({"decline": decline, "decline_risk": risk,
+                           "growth": False, "growth_potential": 0.0}, index=idx)
+    return BacktestResult(date(2024, 1, 1), 30, pd.DataFrame(), predictions, events, {})
+
+
+def test_flag_threshold_keeps_the_precision_target_with_confidence():
+    from keyltv.evaluation.backtest import learn_flag_thresholds
+
+    cfg = Config(flags={"valuable_share": 1.0, "at_risk_precision": 0.6})
+    threshold = learn_flag_thresholds(_calibrated_result(), "m", cfg)["at_risk_decline"]
+    # Flagging risk >= t has precision (1 + t) / 2: exactly 0.6 at t = 0.2. The 95% lower
+    # bound needs a margin, which shrinks with the number of flagged accounts.
+    assert 0.2 < threshold < 0.3
+    # Nothing is learned for a flag the predictions are never above trailing for.
+    assert "high_potential_growth" not in learn_flag_thresholds(_calibrated_result(), "m", cfg)
 
 
 def test_unreachable_or_unset_precision_targets_keep_the_fixed_threshold():
     from keyltv.evaluation.backtest import learn_flag_thresholds
 
-    cfg = Config(flags={"valuable_share": 1.0, "at_risk_precision": None,
-                        "high_potential_precision": 1.0})
-    learned = learn_flag_thresholds(_toy_result(), "m", cfg)
-    assert "at_risk_decline" not in learned
-    assert learned == {"high_potential_growth": pytest.approx(0.9)}  # the top one is a hit
-    cfg = cfg.with_overrides(flags={"valuable_share": 1.0, "at_risk_precision": 1.0,
-                                    "high_potential_precision": None})
-    result = _toy_result()
-    result.events["decline"] = [0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
-    result.events["decline"] = result.events["decline"].astype(bool)
-    assert learn_flag_thresholds(result, "m", cfg) == {}  # the riskiest account did not decline
+    noise = _calibrated_result(informative=False)  # a 30 % event the score knows nothing of
+    cfg = Config(flags={"valuable_share": 1.0, "at_risk_precision": 0.6})
+    assert learn_flag_thresholds(noise, "m", cfg) == {}
+    unset = Config(flags={"valuable_share": 1.0, "at_risk_precision": None})
+    assert learn_flag_thresholds(_calibrated_result(), "m", unset) == {}
+
+
+def test_wilson_lower_bound():
+    from keyltv.evaluation.backtest import wilson_lower_bound
+
+    bound = wilson_lower_bound(np.array([0.5, 0.5, 1.0]), np.array([100, 10_000, 5]))
+    assert bound[0] == pytest.approx(0.4188, abs=1e-3)
+    assert bound[1] == pytest.approx(0.4918, abs=1e-3)  # more trials, a tighter bound
+    assert bound[2] == pytest.approx(0.6490, abs=1e-3)  # 5 of 5 is not certainty
+
+
+def test_flag_metrics_apply_given_thresholds():
+    from keyltv.evaluation.backtest import flag_metrics
+
+    cfg = Config(flags={"valuable_share": 1.0})
+    metrics = flag_metrics(_toy_result(), "m", cfg, {"at_risk_decline": 0.5,
+                                                    "high_potential_growth": 0.8})
+    # Top 5 by decline risk hold 3 of the 3 decliners.
+    assert metrics["at_risk_flagged"] == 5 and metrics["at_risk_precision"] == pytest.approx(0.6)
+    assert metrics["at_risk_recall"] == pytest.approx(1.0)
+    assert metrics["at_risk_best_recall_p60"] == pytest.approx(1.0)
+    # Only the five accounts predicted above trailing can be high potential.
+    assert metrics["high_potential_flagged"] == 2
+    assert metrics["high_potential_precision"] == pytest.approx(0.5)

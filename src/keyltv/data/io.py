@@ -642,7 +642,12 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     path = check_writable(path)
     if path.suffix.lower() == ".csv":
         return write_atomic(path, lambda handle: frame.to_csv(handle, index=False))
-    return write_atomic(path, lambda handle: frame.to_parquet(handle, index=False))
+    # Dictionary pages only for text and category columns: on float columns Arrow builds
+    # a dictionary and then drops it (nearly all values differ), which took 60% of the
+    # write of 250,000 accounts. The values and dtypes read back are the same.
+    dictionary = [str(c) for c in frame.columns if not pd.api.types.is_float_dtype(frame[c])]
+    return write_atomic(path, lambda handle: frame.to_parquet(handle, index=False,
+                                                              use_dictionary=dictionary))
 
 
 def write_text(text: str, path: str | Path, encoding: str = "utf-8") -> Path:

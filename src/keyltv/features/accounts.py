@@ -149,8 +149,12 @@ def account_features(log: TransactionLog, as_of: date, horizon_days: int) -> pd.
 
 
 def _add_ratios(frame: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
-    """Rhythm and trend features derived from the aggregates (NaN where undefined)."""
-    out = frame.copy()
+    """Rhythm and trend features derived from the aggregates (NaN where undefined).
+
+    Adds the columns to ``frame`` itself (its caller's own fresh frame): a copy of
+    250,000 accounts cost 100 MB of peak memory in ``keyltv features``.
+    """
+    out = frame
     # Recency against the account's own rhythm: 3.0 = three usual gaps without an order.
     out["recency_ratio"] = out["days_since_last_order"] / out["mean_gap_days"]
     # Orders in the last 90 days relative to the account's long-run order rate.

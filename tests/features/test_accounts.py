@@ -90,3 +90,30 @@ def test_attributes_are_prefixed_and_left_joined(tiny_log):
     assert joined["attr_size"].tolist()[1] == "big"
     assert pd.isna(joined["attr_size"].tolist()[0])
     assert isinstance(joined["attr_size"].dtype, pd.CategoricalDtype)
+
+
+def test_sampled_training_frame_caps_each_cutoff_with_a_seed():
+    from keyltv.data.io import load_transactions
+    from keyltv.data.simulate import simulate_b2b
+    from keyltv.features import sampled_training_frame
+
+    tx, _ = simulate_b2b(120, seed=4)
+    log = load_transactions(tx)
+    cutoffs = [date(2024, 1, 1), date(2023, 10, 1)]
+    full_X, full_y = training_frame(log, cutoffs, 90)
+    X, y, left_out = sampled_training_frame(log, cutoffs, 90, max_rows=50, seed=1)
+    assert (X.groupby("cutoff").size() == 25).all()
+    assert left_out == len(full_X) - 50
+    # A subset of the full rows, labels aligned, and the same sample for the same seed.
+    keys = ["cutoff"]
+    merged = X.reset_index().merge(full_X.reset_index(), on=["customer_id", *keys],
+                                   suffixes=("", "_full"))
+    assert len(merged) == 50
+    np.testing.assert_allclose(merged["value_total"], merged["value_total_full"])
+    assert y.index.equals(X.index)
+    again, _, _ = sampled_training_frame(log, cutoffs, 90, max_rows=50, seed=1)
+    pd.testing.assert_frame_equal(X, again)
+    # No cap: the full frame.
+    same, _, none_out = sampled_training_frame(log, cutoffs, 90)
+    pd.testing.assert_frame_equal(same, full_X)
+    assert none_out == 0

@@ -8,6 +8,7 @@ from keyltv.features.accounts import (
     FEATURE_COLUMNS,
     account_features,
     future_values,
+    sampled_training_frame,
     training_cutoffs,
     training_frame,
     with_attributes,
@@ -18,6 +19,7 @@ __all__ = [
     "account_features",
     "future_values",
     "training_cutoffs",
+    "sampled_training_frame",
     "training_frame",
     "with_attributes",
 ]

@@ -8,15 +8,20 @@ predicts value over ``horizon_days``:
   spend (lifetimes).
 - ``lightgbm``: LightGBM (Tweedie) on stacked per-account features.
 - ``hybrid``: the same GBM with the probabilistic model's outputs as inputs.
+
+:class:`BlendedLTV` combines fitted models with non-negative weights fitted on a
+backtest holdout (``keyltv.models.blend``); it is offered as the ``blend`` champion.
 """
 
 from keyltv.config import MODEL_NAMES
 from keyltv.models.baseline import TrailingValueRegressor
+from keyltv.models.blend import BlendedLTV
 from keyltv.models.gbm import GBMClassifier, GBMRegressor, HybridRegressor
 from keyltv.models.probabilistic import ProbabilisticLTV
 
 __all__ = [
     "MODEL_NAMES",
+    "BlendedLTV",
     "GBMClassifier",
     "GBMRegressor",
     "HybridRegressor",

@@ -22,8 +22,8 @@ from keyltv.config import Config
 from keyltv.data.io import TransactionLog
 from keyltv.features import (
     account_features,
+    sampled_training_frame,
     training_cutoffs,
-    training_frame,
     with_attributes,
 )
 from keyltv.models.baseline import TrailingValueRegressor
@@ -31,7 +31,7 @@ from keyltv.models.gbm import GBMClassifier, GBMRegressor, HybridRegressor
 from keyltv.models.interval import BandedIntervals
 from keyltv.models.probabilistic import ProbabilisticLTV
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,13 +83,16 @@ def training_data(
             "days of features"))
     cutoffs = training_cutoffs(log, as_of, label_days, t.n_cutoffs, t.cutoff_step_days,
                                t.min_feature_days)
-    X, y = training_frame(log, cutoffs, h, label_days)
+    X, y, sampled = sampled_training_frame(log, cutoffs, h, label_days,
+                                           max_rows=t.max_training_rows, seed=config.seed)
+    if sampled:
+        logger.info("GBM training rows: a seeded sample of %d of %d stacked rows "
+                  "(training.max_training_rows)", len(X), len(X) + sampled)
     note = None
     if label_days < h:
         y = _scale_labels(X, y, label_days, h)
         note = f"labels over {label_days} days scaled to {h} by BG/NBD's expected-orders ratio"
     X = with_attributes(X, accounts)
-    X, y, sampled = _cap_rows(X, y, t.max_training_rows, config.seed)
     return TrainingData(as_of, current, X, y, cutoffs, sampled, note, log.first_date)
 
 
@@ -119,16 +122,6 @@ def _scale_labels(X: pd.DataFrame, y: pd.DataFrame, label_days: int, horizon_day
     for column in ("value", "orders", "profit"):
         scaled[column] = y[column].to_numpy() * factor
     return scaled
-
-
-def _cap_rows(X: pd.DataFrame, y: pd.DataFrame, cap: int, seed: int):
-    """Seeded uniform sample of stacked rows, so GBM cost stays bounded on huge books."""
-    if len(X) <= cap:
-        return X, y, 0
-    keep = np.sort(np.random.default_rng(seed).choice(len(X), size=cap, replace=False))
-    log.info("GBM training rows: a seeded sample of %d of %d stacked rows "
-             "(training.max_training_rows)", cap, len(X))
-    return X.iloc[keep], y.iloc[keep], len(X) - cap
 
 
 def make_value_model(name: str, config: Config, kind_seed: int | None = None):

@@ -25,7 +25,7 @@ from keyltv.data.io import load_accounts, load_transactions
 from keyltv.data.simulate import expected_value, simulate_b2b
 from keyltv.evaluation.backtest import evaluate_origin, rolling_origins
 from keyltv.evaluation.metrics import auc, best_recall_at_precision, value_metrics
-from keyltv.scoring.rules import top_share_mask
+from keyltv.scoring.rules import valuable_mask
 
 PEERS = ("trailing", "bgnbd", "pareto")  # the oracle row is a ceiling, not a peer
 MODELS = ("trailing", "bgnbd", "mbgnbd", "pareto", "lightgbm", "hybrid")
@@ -114,8 +114,9 @@ def oracle_ceiling(result, expected, config):
     trailing = p["trailing_value"].clip(lower=0).to_numpy()
     ratio = np.log1p(expected.to_numpy()) - np.log1p(trailing)
     had_value = trailing > 0
-    valuable = top_share_mask(np.maximum(p["trailing_value"].clip(lower=0), p[result.champion]),
-                              config.flags.valuable_share).to_numpy()
+    valuable = valuable_mask(pd.DataFrame({"trailing_value": p["trailing_value"].clip(lower=0),
+                                           "predicted_value": p[result.champion]}),
+                             config.flags).to_numpy()
     decline, growth = events["decline"].to_numpy(), events["growth"].to_numpy()
     return row, {
         "oracle_gini": row["normalized_gini"], "oracle_spearman": row["spearman"],

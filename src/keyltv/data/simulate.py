@@ -101,6 +101,7 @@ RAMP_DAYS = 60.0
 FADE_DAYS = 120.0
 FADE_FLOOR = 0.25
 RETURN_PRONE_SHARE = 0.15
+RETURN_FRACTION = (0.2, 1.0)  # uniform share of a returned line's amount that is credited
 
 
 @dataclass(frozen=True)
@@ -233,15 +234,14 @@ def expected_value(
     unknown_churn = replace(acc, churned=np.zeros(n_accounts, bool),
                             until=np.full(n_accounts, np.iinfo(np.int64).max // 2))
     rate = _intensity(unknown_churn, edges, first.day_of_year - 1)
-    years = np.maximum(mid[None, :] - acc.acquired[:, None], 0.0) / DAYS_PER_YEAR
-    basket = acc.basket[:, None] * np.exp(acc.drift[:, None] * (1 - acc.rate_share[:, None]) * years)
+    basket = _mean_order_value(acc, np.arange(n_accounts)[:, None], mid[None, :])
     months = np.maximum(mid[None, :] - acc.acquired[:, None], 0.0) / DAYS_PER_MONTH
     at_origin = np.maximum(origin - acc.acquired, 0.0)[:, None] / DAYS_PER_MONTH
     survival = np.exp(-(_cumulative_hazard(acc, months) - _cumulative_hazard(acc, at_origin)))
     started = acc.acquired[:, None] <= mid[None, :]
     value = (rate * basket * survival * started).sum(axis=1)
-    # Returns credit 20-100 % (mean 60 %) of a returned line; still active on as_of.
-    value *= (1 - 0.6 * acc.return_prob) * (acc.until > origin)
+    # A returned line is credited RETURN_FRACTION of its value on average; still active on as_of.
+    value *= (1 - np.mean(RETURN_FRACTION) * acc.return_prob) * (acc.until > origin)
     return pd.Series(value, index=pd.Index(_customer_ids(n_accounts), name="customer_id"))
 
 
@@ -431,14 +431,18 @@ def _season(industry: np.ndarray, day_of_year: np.ndarray) -> np.ndarray:
     return 1 + amplitude * np.cos(2 * np.pi * (month[None, :] - peak) / 12)
 
 
+def _mean_order_value(acc: _Accounts, account: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Mean order value of ``account`` on ``day``: the basket with its share of the drift."""
+    years = (day - acc.acquired[account]) / DAYS_PER_YEAR
+    return acc.basket[account] * np.exp(acc.drift[account] * (1 - acc.rate_share[account]) * years)
+
+
 def _draw_lines(
     rng: np.random.Generator, acc: _Accounts, account: np.ndarray, day: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Split each order's value over one or more invoice lines with their margins."""
-    years = (day - acc.acquired[account]) / DAYS_PER_YEAR
-    basket_drift = np.exp(acc.drift[account] * (1 - acc.rate_share[account]) * years)
     # Lognormal with mean 1, so the basket parameter is the mean order value.
-    order_value = acc.basket[account] * basket_drift * rng.lognormal(-0.125, 0.5, len(day))
+    order_value = _mean_order_value(acc, account, day) * rng.lognormal(-0.125, 0.5, len(day))
 
     n_lines = 1 + rng.poisson(SIZE_EXTRA_LINES[acc.size[account]])
     order = np.repeat(np.arange(len(day)), n_lines)
@@ -459,7 +463,7 @@ def _add_returns(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Append credit lines for part of some lines, 3-60 days after the original."""
     returned = rng.random(len(day)) < acc.return_prob[account]
-    fraction = rng.uniform(0.2, 1.0, len(day))[returned]
+    fraction = rng.uniform(*RETURN_FRACTION, len(day))[returned]
     return_day = day[returned] + rng.integers(3, 61, returned.sum())
     # Credit notes that would fall after churn or past the end are left out.
     keep = return_day < acc.until[account[returned]]

@@ -25,7 +25,7 @@ from keyltv.evaluation.metrics import (
     value_metrics,
 )
 from keyltv.features import future_values
-from keyltv.models.blend import BlendedLTV, blend_weights, cross_fitted_blend
+from keyltv.models.blend import BlendedLTV, blend, blend_weights, cross_fitted_blend
 from keyltv.models.bundle import (
     TrainingData,
     event_labels,
@@ -228,13 +228,9 @@ def add_blend(result: BacktestResult, seed: int) -> None:
     if len(names) < 2:
         return
     frame, actual = result.predictions[names], result.predictions["actual"]
-    oof = cross_fitted_blend(frame, actual, seed=seed)
-    result.predictions[BLEND] = oof
-    result.table.loc[BLEND] = pd.Series({**value_metrics(actual, oof), "fit_seconds": 0.0})
-    weights = blend_weights(frame, actual)
-    result.blend_weights = {m: float(w) for m, w in weights.items() if w > 0}
-    result.models[BLEND] = BlendedLTV({m: result.models[m] for m in result.blend_weights},
-                                      result.blend_weights)
+    weights = {m: float(w) for m, w in blend_weights(frame, actual).items() if w > 0}
+    _record_blend(result, cross_fitted_blend(frame, actual, seed=seed), weights)
+    result.models[BLEND] = BlendedLTV({m: result.models[m] for m in weights}, weights)
 
 
 def apply_blend(result: BacktestResult, weights: dict[str, float]) -> None:
@@ -249,11 +245,15 @@ def apply_blend(result: BacktestResult, weights: dict[str, float]) -> None:
     if missing:
         raise ValueError(f"blend component {missing[0]} could not be fitted at {result.cutoff}: "
                          f"{result.skipped.get(missing[0])}")
-    blended = sum(w * result.predictions[m].clip(lower=0) for m, w in weights.items())
-    result.predictions[BLEND] = blended
-    result.table.loc[BLEND] = pd.Series({**value_metrics(result.predictions["actual"], blended),
+    _record_blend(result, blend(result.predictions, weights), dict(weights))
+
+
+def _record_blend(result: BacktestResult, predicted: np.ndarray, weights: dict[str, float]) -> None:
+    """The blend's predictions, table row and weights in ``result``."""
+    result.predictions[BLEND] = predicted
+    result.table.loc[BLEND] = pd.Series({**value_metrics(result.predictions["actual"], predicted),
                                          "fit_seconds": 0.0})
-    result.blend_weights = dict(weights)
+    result.blend_weights = weights
 
 
 @dataclass
@@ -324,6 +324,10 @@ FLAG_RULES = {
 }
 
 
+# The decisions issue's precision goals, for the "best recall at this precision" metric.
+GOAL_PRECISION = {"at_risk": 0.6, "high_potential": 0.5}
+
+
 def learn_flag_thresholds(result: BacktestResult, champion: str, config: Config) -> dict[str, float]:
     """Thresholds that meet the flags' precision targets on a backtest holdout, with confidence.
 
@@ -344,19 +348,19 @@ def learn_flag_thresholds(result: BacktestResult, champion: str, config: Config)
     """
     from sklearn.isotonic import IsotonicRegression
 
-    from keyltv.scoring.rules import top_share_mask
+    from keyltv.scoring.rules import apply_flags, valuable_mask
 
     if "decline_risk" not in result.events:
         return {}
     scores = _flag_inputs(result, champion)
-    valuable = top_share_mask(np.maximum(scores["trailing_value"], scores["predicted_value"]),
-                              config.flags.valuable_share)
-    eligible = {"at_risk": valuable,
-                "high_potential": valuable & (scores["predicted_value"] > scores["trailing_value"])}
+    # The flag rules with zero thresholds: who each rule could flag at all.
+    no_threshold = config.flags.model_copy(update={rule[2]: 0.0 for rule in FLAG_RULES.values()})
+    could_flag = apply_flags(scores, no_threshold, config.tiers)
+    valuable = valuable_mask(scores, config.flags)
     learned = {}
     for flag, (event, score, field_name, target_name) in FLAG_RULES.items():
         target = getattr(config.flags, target_name)
-        rows = eligible[flag].to_numpy()
+        rows = (could_flag[flag] & valuable).to_numpy()
         if target is None or not rows.any():
             continue
         s = scores[score].to_numpy()[rows]
@@ -388,7 +392,7 @@ def flag_metrics(result: BacktestResult, champion: str, config: Config,
     :func:`learn_flag_thresholds`) replacing the config's; the truth is the realized
     decline or growth event.
     """
-    from keyltv.scoring.rules import apply_flags, top_share_mask
+    from keyltv.scoring.rules import apply_flags, valuable_mask
 
     events = result.events
     if "decline_risk" not in events:
@@ -396,11 +400,10 @@ def flag_metrics(result: BacktestResult, champion: str, config: Config,
     scores = _flag_inputs(result, champion)
     flags = config.flags.model_copy(update=thresholds or {})
     flagged = apply_flags(scores, flags, config.tiers)
-    valuable = top_share_mask(np.maximum(scores["trailing_value"], scores["predicted_value"]),
-                              config.flags.valuable_share)
+    valuable = valuable_mask(scores, config.flags)
     out = {}
-    for flag, event, score, floor in (("at_risk", "decline", "decline_risk", 0.6),
-                                      ("high_potential", "growth", "growth_potential", 0.5)):
+    for flag, (event, score, _, _) in FLAG_RULES.items():
+        floor = GOAL_PRECISION[flag]
         hit = flagged[flag] & valuable
         truth = events[event] & valuable
         out[f"{flag}_precision"] = float(truth[hit].mean()) if hit.any() else float("nan")

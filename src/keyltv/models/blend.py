@@ -26,10 +26,16 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-__all__ = ["BlendedLTV", "blend_weights", "cross_fitted_blend"]
+__all__ = ["BlendedLTV", "blend", "blend_weights", "cross_fitted_blend"]
 
 # Floor of a blended prediction inside the deviance (the log of zero is undefined).
 _EPS = 1e-6
+
+
+def blend(predictions: pd.DataFrame, weights: Mapping[str, float] | pd.Series) -> np.ndarray:
+    """``sum_m w_m * prediction_m`` over the weighted columns, negatives floored at zero."""
+    names = list(weights.keys())  # a dict or a Series of weights by model
+    return predictions[names].to_numpy(dtype=float).clip(0.0) @ np.array([weights[m] for m in names])
 
 
 def blend_weights(predictions: pd.DataFrame, actual: object) -> pd.Series:
@@ -80,8 +86,7 @@ def cross_fitted_blend(predictions: pd.DataFrame, actual: object, *, n_folds: in
         test = folds == k
         if not test.any():
             continue
-        weights = blend_weights(predictions[~test], y[~test])
-        out[test] = predictions[test].to_numpy(dtype=float).clip(0.0) @ weights.to_numpy()
+        out[test] = blend(predictions[test], blend_weights(predictions[~test], y[~test]))
     return out
 
 
@@ -105,11 +110,10 @@ class BlendedLTV:
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Weighted sum of the components' predictions, >= 0."""
-        total = np.zeros(len(X))
-        for name, weight in self.weights.items():
-            if weight > 0:
-                total += weight * np.clip(np.asarray(self.components[name].predict(X), float), 0, None)
-        return total
+        weighted = {name: w for name, w in self.weights.items() if w > 0}
+        parts = pd.DataFrame({name: np.asarray(self.components[name].predict(X), dtype=float)
+                              for name in weighted}, index=X.index)
+        return blend(parts, weighted)
 
     def get_params(self, deep: bool = False) -> dict[str, float]:
         """Weights by component (``weight_<name>``), for tracking."""

@@ -87,7 +87,7 @@ def training_data(
                                            max_rows=t.max_training_rows, seed=config.seed)
     if sampled:
         logger.info("GBM training rows: a seeded sample of %d of %d stacked rows "
-                  "(training.max_training_rows)", len(X), len(X) + sampled)
+                    "(training.max_training_rows)", len(X), len(X) + sampled)
     note = None
     if label_days < h:
         y = _scale_labels(X, y, label_days, h)

@@ -60,13 +60,18 @@ def top_share_mask(value: pd.Series, share: float) -> pd.Series:
     return pd.Series(value.index.isin(ranked.index[:k]), index=value.index)
 
 
+def valuable_mask(scores: pd.DataFrame, flags: Flags) -> pd.Series:
+    """The ``valuable`` rule: top ``flags.valuable_share`` by max(trailing, predicted value)."""
+    return top_share_mask(np.maximum(scores["trailing_value"], scores["predicted_value"]),
+                          flags.valuable_share)
+
+
 def apply_flags(scores: pd.DataFrame, flags: Flags, tiers: Tiers) -> pd.DataFrame:
     """Add ``tier``, flags and ``segment`` to a frame of model outputs."""
     out = scores.copy()
     rank_by = out["predicted_profit"] if "predicted_profit" in out else out["predicted_value"]
     out["tier"] = assign_tiers(rank_by, tiers)
-    valuable = top_share_mask(np.maximum(out["trailing_value"], out["predicted_value"]),
-                              flags.valuable_share)
+    valuable = valuable_mask(out, flags)
     out["key_account"] = out["tier"] == "A"
     out["at_risk"] = valuable & (out["decline_risk"] >= flags.at_risk_decline)
     out["high_potential"] = (out["growth_potential"] >= flags.high_potential_growth) & (

@@ -89,6 +89,8 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     with store.run("train", tags={"keyltv.job": "train"}) as run_id:
         _log_training(store, run_id, inputs, config, result, champion)
         store.log_params({f"learned_{k}": v for k, v in bundle.flag_thresholds.items()})
+        store.log_params({"interval_level": bundle.intervals.level_})
+        store.log_metrics({"interval_holdout_coverage": bundle.intervals.holdout_coverage_})
         example = bundle_example(bundle, inputs, config, features=data.current)
         tags = {
             "champion": champion,

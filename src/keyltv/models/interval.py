@@ -2,11 +2,24 @@
 
 A split-conformal idea adapted to zero-inflated, heavy-tailed value: accounts are
 grouped into bands of predicted value (Mondrian conformal), and within each band the
-interval is the 10th and 90th percentile of ``actual / predicted`` on the backtest
-holdout, applied multiplicatively. Bands with zero prediction use quantiles of the
-actual value itself. We write this rather than use a library because MAPIE-style
-packages assume exchangeable residuals on one scale, which value across a 1000x range
-of account sizes is not.
+interval is a central range of ``actual / predicted`` on the backtest holdout, applied
+multiplicatively. Accounts predicted at zero use the range of the actual value itself.
+We write this rather than use a library because MAPIE-style packages assume
+exchangeable residuals on one scale, which value across a 1000x range of account sizes
+is not, and none of them handles the point mass at zero below.
+
+Two corrections make the stated coverage hold on zero-inflated value:
+
+* **Ties at zero.** When more than 10% of a band bought nothing, its 10th percentile is
+  0 and the interval ``[0, q90]`` covers 90%, not 80%: every zero is inside. The upper
+  end is therefore the quantile at ``share below the lower end + level``, so the band
+  covers ``level`` of its accounts whatever the ties.
+* **Containment.** An interval must contain its own prediction, so a band where most
+  accounts buy nothing still covers every zero and every account below its prediction.
+  The nominal level is therefore chosen (on a grid) as the smallest one whose intervals
+  cover ``coverage`` of the holdout overall; bands without ties then cover a little less
+  than they would alone. On CDNOW's 39-week holdout, where 40-90% of every band buys
+  nothing, the uncorrected bands covered 89%.
 """
 
 from __future__ import annotations
@@ -15,6 +28,11 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+# Nominal levels tried, lowest first; the first whose holdout coverage reaches the
+# target is kept.
+_LEVELS = np.round(np.arange(0.50, 0.991, 0.01), 2)
+_MIN_ROWS = 5  # fewer rows in a band: no range of its own (ratio 1, i.e. the prediction)
+
 
 class BandedIntervals(BaseEstimator):
     """Interval ``[low, high]`` around a value prediction.
@@ -22,9 +40,22 @@ class BandedIntervals(BaseEstimator):
     Parameters
     ----------
     coverage : float, default=0.8
-        Target share of accounts whose realized value falls inside.
+        Target share of holdout accounts whose realized value falls inside.
     n_bands : int, default=10
-        Bands of predicted value (quantiles of the holdout predictions).
+        Bands of predicted value (quantiles of the holdout's positive predictions).
+
+    Attributes
+    ----------
+    edges_ : ndarray
+        Band edges over predicted value.
+    level_ : float
+        Nominal in-band level that reaches ``coverage`` on the holdout overall.
+    ratio_bounds_ : ndarray of shape (n_bands, 2)
+        Lower and upper ``actual / predicted`` per band.
+    zero_bounds_ : ndarray of shape (2,)
+        Range of actual value for accounts predicted at zero.
+    holdout_coverage_ : float
+        Coverage reached on the holdout it was fitted on.
     """
 
     def __init__(self, *, coverage: float = 0.8, n_bands: int = 10) -> None:
@@ -32,29 +63,65 @@ class BandedIntervals(BaseEstimator):
         self.n_bands = n_bands
 
     def fit(self, predicted: object, actual: object) -> BandedIntervals:
-        """Learn band edges and per-band quantiles from holdout predictions."""
-        p = np.asarray(predicted, dtype=float)
-        a = np.clip(np.asarray(actual, dtype=float), 0.0, None)
+        """Learn band edges, the nominal level and per-band ranges from a holdout."""
         if not 0 < self.coverage < 1:
             raise ValueError(f"coverage must be in (0, 1), got {self.coverage}")
-        q = [(1 - self.coverage) / 2, (1 + self.coverage) / 2]
-        self.edges_ = np.unique(np.quantile(p[p > 0], np.linspace(0, 1, self.n_bands + 1)[1:-1])) \
-            if (p > 0).any() else np.array([])
+        p = np.asarray(predicted, dtype=float)
+        a = np.clip(np.asarray(actual, dtype=float), 0.0, None)
+        positive = p > 0
+        self.edges_ = np.unique(
+            np.quantile(p[positive], np.linspace(0, 1, self.n_bands + 1)[1:-1])
+        ) if positive.any() else np.array([])
         band = np.searchsorted(self.edges_, p, side="right")
-        self.ratio_quantiles_ = np.ones((len(self.edges_) + 1, 2))
-        for b in range(len(self.edges_) + 1):
-            rows = (band == b) & (p > 0)
-            if rows.sum() >= 5:
-                self.ratio_quantiles_[b] = np.quantile(a[rows] / p[rows], q)
-        zero = p <= 0
-        self.zero_quantiles_ = np.quantile(a[zero], q) if zero.sum() >= 5 else np.zeros(2)
+        # Sorted samples once: every level below is then an index lookup.
+        ratios = [np.sort(a[rows] / p[rows]) for rows in
+                  (positive & (band == b) for b in range(len(self.edges_) + 1))]
+        zeros = np.sort(a[~positive])
+        self.level_ = float(_LEVELS[-1])
+        for level in _LEVELS if len(p) else ():
+            self._set_bounds(ratios, zeros, level)
+            if self._covered(p, a) >= self.coverage:
+                self.level_ = float(level)
+                break
+        self._set_bounds(ratios, zeros, self.level_)
+        self.holdout_coverage_ = self._covered(p, a) if len(p) else float("nan")
         return self
+
+    def _covered(self, p: np.ndarray, a: np.ndarray) -> float:
+        low, high = self.predict(p)
+        return float(np.mean((a >= low) & (a <= high)))
+
+    def _set_bounds(self, ratios: list[np.ndarray], zeros: np.ndarray, level: float) -> None:
+        self.ratio_bounds_ = np.array([_central_range(r, level) if len(r) >= _MIN_ROWS
+                                       else (1.0, 1.0) for r in ratios])
+        self.zero_bounds_ = np.array(_central_range(zeros, level) if len(zeros) >= _MIN_ROWS
+                                     else (0.0, 0.0))
 
     def predict(self, predicted: object) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(low, high)`` with ``low <= predicted <= high``."""
         check_is_fitted(self, "edges_")
         p = np.asarray(predicted, dtype=float)
         band = np.searchsorted(self.edges_, p, side="right")
-        low = np.where(p > 0, p * self.ratio_quantiles_[band, 0], self.zero_quantiles_[0])
-        high = np.where(p > 0, p * self.ratio_quantiles_[band, 1], self.zero_quantiles_[1])
+        low = np.where(p > 0, p * self.ratio_bounds_[band, 0], self.zero_bounds_[0])
+        high = np.where(p > 0, p * self.ratio_bounds_[band, 1], self.zero_bounds_[1])
         return np.minimum(low, p), np.maximum(high, p)
+
+
+def _central_range(values: np.ndarray, level: float) -> tuple[float, float]:
+    """Range ``[lo, hi]`` holding at least ``level`` of the sorted ``values``.
+
+    ``lo`` is the ``(1 - level) / 2`` quantile; ``hi`` the quantile at the share strictly
+    below ``lo`` plus ``level``, so that ties at ``lo`` (a band's zeros) count towards the
+    level instead of widening the range. Quantiles are the inverted empirical CDF (a
+    value that occurs), so the range holds at least ``level`` of ``values``.
+    """
+    lo = values[_at_least(values, (1 - level) / 2)]
+    below = np.searchsorted(values, lo, side="left") / len(values)
+    return float(lo), float(values[_at_least(values, below + level)])
+
+
+def _at_least(values: np.ndarray, share: float) -> int:
+    """Index of the smallest of the sorted ``values`` with at least ``share`` at or below it."""
+    n = len(values)
+    # The tolerance keeps 0.1 * 10 from rounding up to a second value.
+    return min(max(int(np.ceil(share * n - 1e-9)) - 1, 0), n - 1)

@@ -1,0 +1,52 @@
+"""Banded conformal intervals: coverage by construction, also with ties at zero."""
+
+import numpy as np
+import pytest
+
+from keyltv.models.interval import BandedIntervals, _central_range
+
+
+def _holdout(rng: np.random.Generator, n: int, zero_share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions over a 1000x range; actual = prediction x lognormal, some zeros."""
+    predicted = np.exp(rng.uniform(0, np.log(1000), n))
+    actual = predicted * rng.lognormal(0.0, 0.7, n)
+    actual[rng.random(n) < zero_share] = 0.0
+    return predicted, actual
+
+
+def _coverage(model: BandedIntervals, predicted: np.ndarray, actual: np.ndarray) -> float:
+    low, high = model.predict(predicted)
+    return float(np.mean((actual >= low) & (actual <= high)))
+
+
+def test_central_range_counts_ties_at_zero_towards_the_level():
+    values = np.array([0, 0, 0, 0, 1, 2, 3, 4, 5, 6], dtype=float)
+    # 10th percentile is 0; nothing lies below it, so 80% ends at the 8th value.
+    assert _central_range(values, 0.8) == (0.0, 4.0)
+    # Without ties: from the 10th percentile, exactly 8 of the 10 values.
+    assert _central_range(np.arange(1.0, 11.0), 0.8) == (1.0, 8.0)
+
+
+@pytest.mark.parametrize("zero_share", [0.0, 0.3, 0.6])
+def test_coverage_on_fresh_accounts_is_the_target(zero_share):
+    rng = np.random.default_rng(0)
+    model = BandedIntervals().fit(*_holdout(rng, 20_000, zero_share))
+    assert 0.8 <= model.holdout_coverage_ <= 0.81
+    # Uncorrected bands ([q10, q90] with 30% zeros) covered 0.9.
+    assert 0.78 <= _coverage(model, *_holdout(rng, 20_000, zero_share)) <= 0.82
+
+
+def test_interval_contains_the_prediction_and_handles_zero_predictions():
+    rng = np.random.default_rng(1)
+    predicted, actual = _holdout(rng, 5_000, 0.2)
+    predicted[:500] = 0.0
+    actual[:500] = np.where(rng.random(500) < 0.7, 0.0, rng.uniform(0, 50, 500))
+    model = BandedIntervals().fit(predicted, actual)
+    low, high = model.predict(predicted)
+    assert (low <= predicted).all() and (predicted <= high).all() and (low >= 0).all()
+    assert model.zero_bounds_[0] == 0.0 and 0 < model.zero_bounds_[1] <= 50
+
+
+def test_rejects_a_coverage_outside_zero_one():
+    with pytest.raises(ValueError, match="coverage"):
+        BandedIntervals(coverage=1.2).fit([1.0], [1.0])

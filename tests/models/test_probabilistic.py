@@ -73,6 +73,15 @@ def test_pareto_nbd_fits(cdnow_summary):
                                [0.553, 10.578, 0.606, 11.669], rtol=0.02)
 
 
+def test_pareto_nbd_fit_does_not_depend_on_numpy_global_random_state(cdnow_summary):
+    # lifetimes draws Pareto/NBD's start point from the unseeded global generator.
+    fits = []
+    for seed in (1, 2):
+        np.random.seed(seed)  # noqa: NPY002 -- the legacy global state is what lifetimes reads
+        fits.append(ProbabilisticLTV(kind="pareto").fit(cdnow_summary).params_)
+    assert fits[0] == fits[1]
+
+
 def test_no_repeat_buyer_is_a_clear_error(cdnow_summary):
     one_timers = cdnow_summary.assign(frequency=0.0, recency=0.0)
     with pytest.raises(ValueError, match="no account has a repeat order"):

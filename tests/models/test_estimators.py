@@ -86,8 +86,10 @@ def test_unseen_category_at_predict_time_is_missing_not_an_error(stacked):
 
 def test_classifier_needs_two_classes(stacked):
     X, _ = stacked
-    with pytest.raises(ValueError, match="only one class"):
+    with pytest.raises(ValueError, match="need both classes"):
         GBMClassifier().fit(X, np.zeros(len(X)))
+    with pytest.raises(ValueError, match="need both classes"):
+        GBMClassifier().fit(X.head(0), np.zeros(0))
     proba = GBMClassifier(n_estimators=20).fit(X, X["trailing_value"] > 1000).predict_proba(X)
     assert proba.shape == (len(X), 2) and np.allclose(proba.sum(axis=1), 1)
 

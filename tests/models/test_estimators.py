@@ -10,6 +10,7 @@ identical predictions for the same seed.
 from datetime import date
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -100,3 +101,22 @@ def test_hybrid_keeps_latest_probabilistic_model(stacked):
     latest = X[X["cutoff"] == X["cutoff"].max()]
     refit = ProbabilisticLTV(horizon_days=182).fit(latest)
     assert model.prob_model_.params_ == refit.params_
+
+
+def test_early_stopping_holds_out_whole_accounts_and_keeps_fewer_trees(stacked, monkeypatch):
+    from keyltv.models import gbm
+
+    X, y = stacked
+    model = GBMRegressor(random_state=3).fit(X, y)
+    assert 1 <= model.n_trees_ < model.n_estimators
+    held = model._held_out(X.index, y)
+    # Every row of an account is on one side: the stacked cutoffs repeat accounts.
+    per_account = pd.Series(held, index=X.index).groupby(level=0).nunique()
+    assert (per_account == 1).all() and X.index.duplicated().any()
+    assert 0.1 < held.mean() < 0.3
+    # Without early stopping: the fixed size; above REFIT_MAX_ROWS: the stopped model kept.
+    assert GBMRegressor(n_estimators=30, early_stopping_rounds=None).fit(X, y).n_trees_ == 30
+    monkeypatch.setattr(gbm, "REFIT_MAX_ROWS", 10)
+    kept = GBMRegressor(random_state=3).fit(X, y)
+    assert kept.n_trees_ == kept.model_.best_iteration_
+    assert kept.n_trees_ == pytest.approx(model.n_trees_ * 0.8, abs=1)

@@ -402,17 +402,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per step and size; the fastest counts (noisy machines)")
-    parser.add_argument("--from-results", type=Path,
-                        help="print (and --out) the report of a saved results.json; run nothing")
+    parser.add_argument("--from-results", type=Path, nargs="+",
+                        help="print (and --out) the report of saved results.json files; run "
+                             "nothing. With several, a later file's steps replace an earlier "
+                             "one's for the same size (a rerun of some steps after a change)")
     parser.add_argument("--step", nargs="+", help=argparse.SUPPRESS)  # child-process entry
     args = parser.parse_args(argv)
     if args.step:
         CHILD_STEPS[args.step[0]](*args.step[1:])
         return 0
     if args.from_results:
-        saved = json.loads(args.from_results.read_text())
-        return write_report(f"{saved['environment']}; logs: {saved['format']}; "
-                            f"best of {saved.get('repeat', 1)} run(s)", saved["rows"], args.out)
+        saved = [json.loads(path.read_text()) for path in args.from_results]
+        header = f"{saved[0]['environment']}; logs: {saved[0]['format']}; " \
+                 f"best of {saved[0].get('repeat', 1)} run(s)"
+        if len(saved) > 1:
+            header += "; steps merged from " + ", then ".join(
+                f"{path} ({', '.join(sorted({s for r in d['rows'] for s in r['steps']}))})"
+                for path, d in zip(args.from_results, saved, strict=True))
+        return write_report(header, merge_rows([d["rows"] for d in saved]), args.out)
     sizes = [20_000, 50_000] if args.quick else [parse_size(s) for s in args.sizes.split(",")]
     steps = tuple(s for s in STEPS if s in args.steps.split(","))
     print(f"# keyltv speed benchmark\n{environment()}\nlogs: {args.format}, as of {AS_OF}, "
@@ -431,6 +438,16 @@ def main(argv: list[str] | None = None) -> int:
              "rows": rows}, indent=1))
     return write_report(f"{environment()}; logs: {args.format}; best of {args.repeat} run(s)",
                         rows, args.out)
+
+
+def merge_rows(runs: list[list[dict]]) -> list[dict]:
+    """Rows by size, in order of lines; a later run's steps replace an earlier run's."""
+    merged: dict[str, dict] = {}
+    for rows in runs:
+        for row in rows:
+            into = merged.setdefault(row["size"], {**row, "steps": {}})
+            into["steps"].update(row["steps"])
+    return sorted(merged.values(), key=lambda row: row["lines"])
 
 
 def write_report(header: str, rows: list[dict], out: Path | None) -> int:

@@ -207,9 +207,9 @@ class GBMClassifier(ClassifierMixin, _LGBMBase):
 
     Event labels are noisy (an account one order short of the threshold is a
     non-event), and a fixed 200 trees over-fitted them: the trees stop where the
-    log-loss of a held-out fifth of the accounts stops falling, and the model is then
-    refitted on every row with that many trees, scaled up for the added fifth. In the
-    simulator's backtests this raised decline AUC by 0.01-0.03 over the fixed size.
+    log-loss of a held-out fifth of the accounts stops falling (see
+    :meth:`_LGBMBase._fit_lgbm`). In the simulator's backtests this raised decline AUC
+    by 0.01-0.03 over the fixed size.
 
     Parameters
     ----------

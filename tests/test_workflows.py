@@ -59,3 +59,7 @@ def test_training_run_carries_the_review_record(trained):
     children = mlflow.search_runs([run.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{first.run_id}'")
     assert set(children["tags.mlflow.runName"]) == set(first.backtest.table.index)
+    # A reviewer sees the trees early stopping kept, not only the cap.
+    gbm = children[children["tags.mlflow.runName"] == "lightgbm"]
+    assert int(gbm["params.n_trees"].iloc[0]) == first.backtest.models["lightgbm"].n_trees_
+    assert 0.75 <= run.data.metrics["interval_holdout_coverage"] <= 1.0

@@ -89,7 +89,6 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     with store.run("train", tags={"keyltv.job": "train"}) as run_id:
         _log_training(store, run_id, inputs, config, result, champion)
         store.log_params({f"learned_{k}": v for k, v in bundle.flag_thresholds.items()})
-        store.log_params({"interval_level": bundle.intervals.level_})
         store.log_metrics({"interval_holdout_coverage": bundle.intervals.holdout_coverage_})
         example = bundle_example(bundle, inputs, config, features=data.current)
         tags = {
@@ -240,6 +239,8 @@ def _log_training(store: Store, run_id: str, inputs: Inputs, config: Config,
             fitted = getattr(model, "params_", None)
             if isinstance(fitted, dict):
                 store.log_metrics(fitted, prefix="param_")
+            if hasattr(model, "n_trees_"):  # n_estimators is only the early-stopping cap
+                store.log_params({"n_trees": model.n_trees_})
 
 
 def _public_config(config: Config) -> dict[str, object]:

@@ -31,7 +31,7 @@ from keyltv.evaluation.metrics import HIGHER_IS_BETTER
 from keyltv.evaluation.review import backtest_figures, feature_importance
 from keyltv.features import account_features, with_attributes
 from keyltv.inputs import Inputs, feature_table, load_inputs  # noqa: F401 (jobs' API)
-from keyltv.models.blend import BlendedLTV
+from keyltv.models.blend import BlendedLTV, components_of
 from keyltv.models.bundle import (
     KeyLTVModel,
     TrainingData,
@@ -192,7 +192,8 @@ def _fit_champion(champion: str, data: TrainingData, config: Config, result: Bac
 
     if champion != BLEND:
         return fit(champion)
-    return BlendedLTV({name: fit(name) for name in result.blend_weights}, result.blend_weights)
+    return BlendedLTV({name: fit(name) for name in components_of(result.blend_weights)},
+                      result.blend_weights)
 
 
 def bundle_example(bundle: KeyLTVModel, inputs: Inputs, config: Config,

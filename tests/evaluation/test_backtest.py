@@ -16,6 +16,7 @@ from keyltv.evaluation.backtest import (
     select_champion,
     validation_horizon,
 )
+from keyltv.models.blend import components_of
 
 FAST = Config(horizon_days=182, models=("trailing", "bgnbd", "lightgbm"),
               training={"n_cutoffs": 2, "cutoff_step_days": 91})
@@ -62,23 +63,38 @@ def test_champion_is_never_the_naive_peer_when_others_fit(sim):
     assert result.cutoff == date(2023, 7, 3)
 
 
-def test_selection_offers_a_cross_fitted_blend_and_the_origin_reuses_its_weights(sim):
+@pytest.mark.parametrize("min_stratum", [10_000, 20], ids=["one-set", "per-stratum"])
+def test_selection_offers_a_cross_fitted_blend_and_the_origin_reuses_its_weights(
+        sim, min_stratum, monkeypatch):
+    from keyltv.models import blend
+
+    monkeypatch.setattr(blend, "MIN_STRATUM_ACCOUNTS", min_stratum)  # 300 accounts here
     log, accounts = sim
     result, _ = select_champion(log, date(2024, 1, 1), FAST, accounts)
+    assert any("." in key for key in result.blend_weights) == (min_stratum == 20)
     assert "blend" in result.table.index
     weights = result.blend_weights
-    assert weights and set(weights) <= {"trailing", "bgnbd", "lightgbm"}
+    assert weights and set(components_of(weights)) <= {"trailing", "bgnbd", "lightgbm"}
     assert all(w > 0 for w in weights.values())
     # The table row is out-of-fold: it differs from the in-sample blend of the holdout.
-    in_sample = sum(w * result.predictions[m].clip(lower=0) for m, w in weights.items())
-    assert not np.allclose(result.predictions["blend"], in_sample)
+    assert not np.allclose(result.predictions["blend"], _weighted(result.predictions, weights))
 
     origin = evaluate_origin(log, date(2024, 1, 1), FAST, accounts)
     outer = origin.outer
     assert "blend" in outer.table.index
-    expected = sum(w * outer.predictions[m].clip(lower=0)
-                   for m, w in origin.selection.blend_weights.items())
-    np.testing.assert_allclose(outer.predictions["blend"], expected)
+    np.testing.assert_allclose(outer.predictions["blend"],
+                               _weighted(outer.predictions, origin.selection.blend_weights))
+
+
+def _weighted(predictions, weights):
+    """Sum of weight x prediction, a stratified weight counting in its stratum only."""
+    total = 0.0
+    for key, w in weights.items():
+        model, _, stratum = key.partition(".")
+        active = predictions["trailing_value"] > 0
+        inside = active | ~active if not stratum else (active if stratum == "active" else ~active)
+        total = total + w * predictions[model].clip(lower=0).where(inside, 0.0)
+    return total
 
 
 def test_blend_can_be_switched_off(sim):

@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keyltv.models.blend import BlendedLTV, blend_weights, cross_fitted_blend
+from keyltv.models.blend import (
+    BlendedLTV,
+    blend_columns,
+    blend_weights,
+    can_stratify,
+    components_of,
+    cross_fitted_blend,
+)
 
 
 def _holdout(n=400, seed=0):
@@ -82,3 +89,31 @@ def test_blended_model_sums_weighted_predictions_and_explains_its_heaviest_tree(
 def test_blended_model_needs_every_weighted_component():
     with pytest.raises(ValueError, match="no fitted model"):
         BlendedLTV({"p": _Const(1.0)}, {"p": 0.5, "lightgbm": 0.5})
+
+
+def test_stratified_weights_apply_to_their_own_accounts_only():
+    X = pd.DataFrame({"trailing_value": [0.0, 5.0, 0.0]}, index=["a", "b", "c"])
+    blend = BlendedLTV({"p": _Const(10.0), "g": _Explained(4.0)},
+                       {"p.active": 0.5, "g.idle": 2.0, "p.idle": 0.1})
+    # b is active (0.5 x 10); a and c are idle (2 x 4 + 0.1 x 10).
+    np.testing.assert_allclose(blend.predict(X), [9.0, 5.0, 9.0])
+    assert components_of(blend.weights) == ["p", "g"]
+    assert blend.contributions(X)["f"].tolist() == [4.0, 4.0, 4.0]  # g: 2.0 over strata
+
+
+def test_blend_columns_mask_each_stratum_and_weights_recover_a_stratified_truth():
+    rng = np.random.default_rng(0)
+    n = 4000
+    P = pd.DataFrame({"a": rng.gamma(2.0, 50.0, n), "b": rng.gamma(2.0, 50.0, n),
+                      "trailing_value": np.where(rng.random(n) < 0.5, 0.0, 1.0)})
+    active = P["trailing_value"] > 0
+    y = np.where(active, 0.8 * P["a"], 0.3 * P["b"])
+    frame = blend_columns(P, ["a", "b"], stratified=True)
+    assert (frame.loc[~active, "a.active"] == 0).all() and (frame.loc[active, "b.idle"] == 0).all()
+    w = blend_weights(frame, y)
+    np.testing.assert_allclose(w[["a.active", "b.idle"]], [0.8, 0.3], rtol=1e-3)
+    np.testing.assert_allclose(w[["b.active", "a.idle"]], [0.0, 0.0], atol=1e-3)
+    assert can_stratify(P["trailing_value"], y)
+    # Too few idle accounts, or none of them buying: one set of weights.
+    assert not can_stratify(np.r_[np.zeros(10), np.ones(n)], np.ones(n + 10))
+    assert not can_stratify(P["trailing_value"], np.where(active, 1.0, 0.0))

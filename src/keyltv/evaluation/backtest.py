@@ -25,7 +25,16 @@ from keyltv.evaluation.metrics import (
     value_metrics,
 )
 from keyltv.features import future_values
-from keyltv.models.blend import BlendedLTV, blend, blend_weights, cross_fitted_blend
+from keyltv.models.blend import (
+    BlendedLTV,
+    blend,
+    blend_columns,
+    blend_weights,
+    can_stratify,
+    components_of,
+    cross_fitted_blend,
+    is_stratified,
+)
 from keyltv.models.bundle import (
     TrainingData,
     event_labels,
@@ -227,10 +236,13 @@ def add_blend(result: BacktestResult, seed: int) -> None:
     names = [m for m in result.table.index if m in result.predictions]
     if len(names) < 2:
         return
-    frame, actual = result.predictions[names], result.predictions["actual"]
+    actual = result.predictions["actual"]
+    frame = blend_columns(result.predictions, names,
+                          can_stratify(result.predictions["trailing_value"], actual))
     weights = {m: float(w) for m, w in blend_weights(frame, actual).items() if w > 0}
     _record_blend(result, cross_fitted_blend(frame, actual, seed=seed), weights)
-    result.models[BLEND] = BlendedLTV({m: result.models[m] for m in weights}, weights)
+    result.models[BLEND] = BlendedLTV({m: result.models[m] for m in components_of(weights)},
+                                      weights)
 
 
 def apply_blend(result: BacktestResult, weights: dict[str, float]) -> None:
@@ -241,11 +253,13 @@ def apply_blend(result: BacktestResult, weights: dict[str, float]) -> None:
     ValueError
         If a weighted model was not fitted in ``result``.
     """
-    missing = [m for m in weights if m not in result.predictions]
+    names = components_of(weights)
+    missing = [m for m in names if m not in result.predictions]
     if missing:
         raise ValueError(f"blend component {missing[0]} could not be fitted at {result.cutoff}: "
                          f"{result.skipped.get(missing[0])}")
-    _record_blend(result, blend(result.predictions, weights), dict(weights))
+    frame = blend_columns(result.predictions, names, is_stratified(weights))
+    _record_blend(result, blend(frame, weights), dict(weights))
 
 
 def _record_blend(result: BacktestResult, predicted: np.ndarray, weights: dict[str, float]) -> None:

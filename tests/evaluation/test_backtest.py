@@ -88,12 +88,12 @@ def test_selection_offers_a_cross_fitted_blend_and_the_origin_reuses_its_weights
 
 def _weighted(predictions, weights):
     """Sum of weight x prediction, a stratified weight counting in its stratum only."""
+    active = predictions["trailing_value"] > 0
+    inside = {"": active | True, "active": active, "idle": ~active}
     total = 0.0
     for key, w in weights.items():
         model, _, stratum = key.partition(".")
-        active = predictions["trailing_value"] > 0
-        inside = active | ~active if not stratum else (active if stratum == "active" else ~active)
-        total = total + w * predictions[model].clip(lower=0).where(inside, 0.0)
+        total = total + w * predictions[model].clip(lower=0).where(inside[stratum], 0.0)
     return total
 
 

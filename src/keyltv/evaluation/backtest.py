@@ -43,6 +43,7 @@ from keyltv.models.bundle import (
     fit_value_model,
     training_data,
 )
+from keyltv.scoring.rules import THRESHOLDED_FLAGS, apply_flags, valuable_mask
 
 
 @dataclass
@@ -331,11 +332,8 @@ def _flag_inputs(result: BacktestResult, champion: str) -> pd.DataFrame:
 
 # Flag -> (event it warns of, score it thresholds, Flags field of the threshold,
 # Flags field of the precision target).
-FLAG_RULES = {
-    "at_risk": ("decline", "decline_risk", "at_risk_decline", "at_risk_precision"),
-    "high_potential": ("growth", "growth_potential", "high_potential_growth",
-                       "high_potential_precision"),
-}
+FLAG_RULES = {flag: (event, *THRESHOLDED_FLAGS[flag])
+              for flag, event in (("at_risk", "decline"), ("high_potential", "growth"))}
 
 
 # The decisions issue's precision goals, for the "best recall at this precision" metric.
@@ -361,8 +359,6 @@ def learn_flag_thresholds(result: BacktestResult, champion: str, config: Config)
         ``Flags`` field name -> threshold, e.g. ``{"high_potential_growth": 0.36}``.
     """
     from sklearn.isotonic import IsotonicRegression
-
-    from keyltv.scoring.rules import apply_flags, valuable_mask
 
     if "decline_risk" not in result.events:
         return {}
@@ -406,8 +402,6 @@ def flag_metrics(result: BacktestResult, champion: str, config: Config,
     :func:`learn_flag_thresholds`) replacing the config's; the truth is the realized
     decline or growth event.
     """
-    from keyltv.scoring.rules import apply_flags, valuable_mask
-
     events = result.events
     if "decline_risk" not in events:
         return {}

@@ -187,7 +187,8 @@ class BlendedLTV:
         """
         total: dict[str, float] = {}
         for key, w in self.weights.items():  # summed over strata
-            total[key.split(_SEP)[0]] = total.get(key.split(_SEP)[0], 0.0) + w
+            model = key.split(_SEP)[0]
+            total[model] = total.get(model, 0.0) + w
         explained = [(w, n) for n, w in total.items()
                      if w > 0 and hasattr(self.components[n], "contributions")]
         return self.components[max(explained)[1]] if explained else None

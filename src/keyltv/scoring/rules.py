@@ -32,6 +32,12 @@ from keyltv.config import Flags, Tiers
 
 TIER_ORDER = ("A", "B", "C", "D")
 SEGMENTS = ("at_risk", "key", "growing", "sleeping", "cultivate", "ordinary")
+# Flags that threshold a model score: flag -> (score, ``Flags`` field of the threshold,
+# ``Flags`` field of the precision target that a learned threshold must meet).
+THRESHOLDED_FLAGS = {
+    "at_risk": ("decline_risk", "at_risk_decline", "at_risk_precision"),
+    "high_potential": ("growth_potential", "high_potential_growth", "high_potential_precision"),
+}
 
 
 def assign_tiers(value: pd.Series, tiers: Tiers) -> pd.Series:

@@ -14,7 +14,7 @@ from keyltv.config import Config, Flags
 from keyltv.data.io import load_accounts
 from keyltv.data.schema import InputError, describe_value
 from keyltv.scoring.reasons import explain_flags
-from keyltv.scoring.rules import TIER_ORDER, apply_flags, tier_migrations
+from keyltv.scoring.rules import THRESHOLDED_FLAGS, TIER_ORDER, apply_flags, tier_migrations
 
 SCORE_COLUMNS = [
     "customer_id", "as_of", "horizon_days", "predicted_value", "predicted_value_low",
@@ -135,8 +135,8 @@ def scoring_flags(bundle: object, config: Config) -> Flags:
     Bundles trained before thresholds were learned carry none.
     """
     learned = getattr(bundle, "flag_thresholds", None) or {}
-    targets = {"at_risk_decline": config.flags.at_risk_precision,
-               "high_potential_growth": config.flags.high_potential_precision}
+    targets = {field: getattr(config.flags, target)
+               for _, field, target in THRESHOLDED_FLAGS.values()}
     return config.flags.model_copy(
         update={k: v for k, v in learned.items() if targets.get(k) is not None})
 

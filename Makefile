@@ -8,7 +8,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast lint ui bench-accuracy bench-speed clean
+.PHONY: help setup demo test test-fast lint ui bench-accuracy bench-accuracy-seeds bench-speed clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,13 @@ ui: setup ## MLflow UI on http://$(HOST):$(PORT) against the project's store
 
 bench-accuracy: setup ## Backtest table: keyltv vs peers on CDNOW (39/39 weeks) and simulator variants
 	$(PY) benchmarks/bench_accuracy.py --out docs/accuracy.md
+
+bench-accuracy-seeds: setup ## The simulator part of bench-accuracy on seeds 11 and 23 (robustness)
+	for seed in 11 23; do \
+	  $(PY) benchmarks/bench_accuracy.py --seed $$seed \
+	    --only base,no_attributes,growth_heavy,churn_heavy,short_history \
+	    --out docs/accuracy-seed$$seed.md || exit 1; \
+	done
 
 bench-speed: setup ## Time and peak memory: features/train/score vs lifetimes and bare DuckDB (100k-20M lines, ~1 h)
 	$(PY) benchmarks/bench_speed.py --out docs/speed.md

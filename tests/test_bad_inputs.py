@@ -451,11 +451,12 @@ def test_outlier_is_kept_in_the_value(workspace, in_case):
 
 
 def test_train_falls_back_when_no_account_repeats_before_the_backtest_cutoff(workspace, in_case):
-    # 60 accounts buy once in 2022; 40 of them buy again in the second half of 2023, so
-    # BG/NBD has no repeat buyer at the backtest cutoff and is skipped with its reason.
+    # 60 accounts buy once in 2022; 40 of them buy again from September 2023 on, after
+    # the backtest cutoff (half the horizon before the end), so BG/NBD has no repeat
+    # buyer at that cutoff and is skipped with its reason.
     rng = pd.Series(range(60))
     first = pd.Timestamp("2022-01-01") + pd.to_timedelta(rng * 6, unit="D")
-    again = pd.Timestamp("2023-07-20") + pd.to_timedelta(rng[:40] * 3, unit="D")
+    again = pd.Timestamp("2023-09-01") + pd.to_timedelta(rng[:40] * 2, unit="D")
     ids = [f"{i:05d}" for i in range(60)]
     frame = pd.concat([
         pd.DataFrame({"customer_id": ids, "date": first, "amount": 100.0 + 10 * rng}),

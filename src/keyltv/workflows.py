@@ -76,8 +76,9 @@ class TrainResult:
 def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     """Backtest every model inside the history, refit the winner at ``as_of``, register it.
 
-    The holdout is the last horizon before ``as_of``: models are fitted on what came
-    before it and judged on it; the champion is then refitted on all the history.
+    The holdout is the last half horizon before ``as_of`` (see
+    :func:`~keyltv.evaluation.backtest.validation_horizon`): models are fitted on what
+    came before it and judged on it; the champion is then refitted on all the history.
     """
     h = config.horizon_days
     _check_trainable(inputs, config)

@@ -1,4 +1,4 @@
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -48,19 +48,38 @@ def test_backtest_needs_a_full_holdout(sim):
         backtest(log, date(2024, 9, 1), FAST)
 
 
-def test_validation_horizon_shrinks_on_short_histories():
+def test_validation_horizon_is_half_the_usable_history():
     cfg = Config(horizon_days=365)
-    assert validation_horizon(date(2020, 1, 1), date(2023, 1, 1), cfg) == 365
+    assert validation_horizon(date(2020, 1, 1), date(2023, 1, 1), cfg) == 182
     assert validation_horizon(date(2020, 1, 1), date(2020, 10, 1), cfg) == 137
     with pytest.raises(InputError, match="too short"):
         validation_horizon(date(2020, 1, 1), date(2020, 2, 1), cfg)
+
+
+@pytest.mark.parametrize("history_days", [200, 300, 455, 500, 820, 1500])
+def test_selection_fits_supervised_models_on_the_deployed_cutoffs(history_days):
+    # The reason for half the history: the selection backtest's supervised models learn
+    # from the same latest cutoff as their refit at as_of (within a day for odd halves).
+    cfg = Config(horizon_days=365)
+    first = date(2020, 1, 1)
+    as_of = first + timedelta(days=history_days)
+    mf = cfg.training.min_feature_days
+
+    def latest_cutoff(cut, horizon):
+        label_days = min(horizon, (cut - first).days - mf)
+        return cut - timedelta(days=label_days)
+
+    h_v = validation_horizon(first, as_of, cfg)
+    inner = latest_cutoff(as_of - timedelta(days=h_v), h_v)
+    deployed = latest_cutoff(as_of, cfg.horizon_days)
+    assert abs((inner - deployed).days) <= 1
 
 
 def test_champion_is_never_the_naive_peer_when_others_fit(sim):
     log, accounts = sim
     result, champion = select_champion(log, date(2024, 1, 1), FAST, accounts)
     assert champion in ("bgnbd", "lightgbm", "blend")
-    assert result.cutoff == date(2023, 7, 3)
+    assert result.cutoff == date(2023, 10, 2)  # half the 182-day horizon before 2024-01-01
 
 
 @pytest.mark.parametrize("min_stratum", [10_000, 20], ids=["one-set", "per-stratum"])

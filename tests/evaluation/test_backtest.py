@@ -197,6 +197,16 @@ def test_unreachable_or_unset_precision_targets_keep_the_fixed_threshold():
     assert learn_flag_thresholds(_calibrated_result(), "m", unset) == {}
 
 
+def test_no_threshold_is_learned_when_flagging_everyone_meets_the_target():
+    from keyltv.evaluation.backtest import learn_flag_thresholds
+
+    common = _calibrated_result()
+    # A decline of 90 %: precision 0.6 holds for every prefix, including everyone.
+    common.events["decline"] = np.random.default_rng(1).random(len(common.events)) < 0.9
+    cfg = Config(flags={"valuable_share": 1.0, "at_risk_precision": 0.6})
+    assert learn_flag_thresholds(common, "m", cfg) == {}
+
+
 def test_wilson_lower_bound():
     from keyltv.evaluation.backtest import wilson_lower_bound
 

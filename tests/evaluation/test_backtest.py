@@ -197,12 +197,17 @@ def test_unreachable_or_unset_precision_targets_keep_the_fixed_threshold():
     assert learn_flag_thresholds(_calibrated_result(), "m", unset) == {}
 
 
-def test_no_threshold_is_learned_when_flagging_everyone_meets_the_target():
+@pytest.mark.parametrize("rate", [0.9, 0.66])
+def test_no_threshold_is_learned_when_flagging_everyone_meets_the_target(rate):
     from keyltv.evaluation.backtest import learn_flag_thresholds
 
     common = _calibrated_result()
-    # A decline of 90 %: precision 0.6 holds for every prefix, including everyone.
-    common.events["decline"] = np.random.default_rng(1).random(len(common.events)) < 0.9
+    # A common decline that the score still ranks, and that the lowest 5 % of risk never
+    # see: the lowest qualifying threshold (near 0.05) would flag nearly everyone, and
+    # flagging everyone meets precision 0.6 as well (CDNOW: 0.66).
+    risk = common.events["decline_risk"].to_numpy()
+    chance = np.where(risk < 0.05, 0.0, rate + 0.3 * (risk - 0.5))
+    common.events["decline"] = np.random.default_rng(1).random(len(risk)) < chance
     cfg = Config(flags={"valuable_share": 1.0, "at_risk_precision": 0.6})
     assert learn_flag_thresholds(common, "m", cfg) == {}
 

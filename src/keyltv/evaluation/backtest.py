@@ -341,6 +341,10 @@ FLAG_RULES = {flag: (event, *THRESHOLDED_FLAGS[flag])
               for flag, event in (("at_risk", "decline"), ("high_potential", "growth"))}
 
 
+# A learned threshold that flags more than this share of the accounts a rule could flag
+# is not kept (see learn_flag_thresholds).
+MAX_FLAGGED_SHARE = 0.9
+
 # The decisions issue's precision goals, for the "best recall at this precision" metric.
 GOAL_PRECISION = {"at_risk": 0.6, "high_potential": 0.5}
 
@@ -349,19 +353,21 @@ def learn_flag_thresholds(result: BacktestResult, champion: str, config: Config)
     """Thresholds that meet the flags' precision targets on a backtest holdout, with confidence.
 
     For each flag with a target, the accounts that the rule could flag (valuable ones
-    for ``at_risk``; those predicted above their trailing value, counted among the
-    valuable, for ``high_potential``) are ranked by score. The event is calibrated on
+    with trailing value for ``at_risk``, since only they can halve; those predicted
+    above their trailing value, counted among the valuable, for ``high_potential``) are
+    ranked by score. The event is calibrated on
     the score by isotonic regression, and the threshold is the lowest score at which
     the 95% lower confidence bound (Wilson) of the precision of "flag everyone above"
     still reaches the target. Why the bound: a threshold that only just reaches the
     target on one holdout fell to precision 0.3-0.45 on the next period in the
     benchmark. Flags whose target is not reached with confidence are left out (the
-    fixed threshold applies), and so are flags whose target is only reached by flagging
-    every account the rule could flag: the event is then so common that no threshold
-    tells accounts apart. On the CDNOW demo, two thirds of the valuable accounts halve
-    over the 91-day selection holdout, and the learned threshold was 0.000, which flagged
-    every valuable account at risk; the fixed threshold (an even chance of decline) is
-    the honest rule there.
+    fixed threshold applies), and so are thresholds that would flag more than
+    :data:`MAX_FLAGGED_SHARE` of the accounts the rule could flag: the event is then so
+    common that the lowest qualifying threshold sits near zero and tells the accounts
+    hardly apart. On the CDNOW demo, two thirds of the valuable accounts halve over the
+    91-day selection holdout; the learned threshold was 0.000 and flagged every valuable
+    account at risk, where the fixed threshold (an even chance of decline) flags the
+    likelier part.
 
     Returns
     -------
@@ -380,7 +386,9 @@ def learn_flag_thresholds(result: BacktestResult, champion: str, config: Config)
     learned = {}
     for flag, (event, score, field_name, target_name) in FLAG_RULES.items():
         target = getattr(config.flags, target_name)
-        rows = (could_flag[flag] & valuable).to_numpy()
+        rows = (could_flag[flag] & valuable).to_numpy().copy()
+        if event == "decline":  # only accounts with trailing value can halve (event_labels)
+            rows &= scores["trailing_value"].to_numpy() > 0
         if target is None or not rows.any():
             continue
         s = scores[score].to_numpy()[rows]
@@ -391,7 +399,7 @@ def learn_flag_thresholds(result: BacktestResult, champion: str, config: Config)
         p = IsotonicRegression(out_of_bounds="clip").fit(s, hits).predict(s)[order]
         flagged = np.arange(1, len(p) + 1)
         reached = np.flatnonzero(wilson_lower_bound(np.cumsum(p) / flagged, flagged) >= target)
-        if len(reached) and reached[-1] < len(p) - 1:
+        if len(reached) and reached[-1] + 1 <= MAX_FLAGGED_SHARE * len(p):
             learned[field_name] = float(s[order][reached[-1]])
     return learned
 

@@ -1,4 +1,5 @@
 from datetime import date, timedelta
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from keyltv.evaluation.backtest import (
     select_champion,
     validation_horizon,
 )
+from keyltv.features import training_cutoffs
 from keyltv.models.blend import components_of
 
 FAST = Config(horizon_days=182, models=("trailing", "bgnbd", "lightgbm"),
@@ -63,11 +65,13 @@ def test_selection_fits_supervised_models_on_the_deployed_cutoffs(history_days):
     cfg = Config(horizon_days=365)
     first = date(2020, 1, 1)
     as_of = first + timedelta(days=history_days)
-    mf = cfg.training.min_feature_days
+    log = SimpleNamespace(first_date=first, source="log")
+    t = cfg.training
 
-    def latest_cutoff(cut, horizon):
-        label_days = min(horizon, (cut - first).days - mf)
-        return cut - timedelta(days=label_days)
+    def latest_cutoff(cut, horizon):  # as training_data chooses the label window
+        label_days = min(horizon, (cut - first).days - t.min_feature_days)
+        return training_cutoffs(log, cut, label_days, 1, t.cutoff_step_days,
+                                t.min_feature_days)[0]
 
     h_v = validation_horizon(first, as_of, cfg)
     inner = latest_cutoff(as_of - timedelta(days=h_v), h_v)
@@ -202,9 +206,9 @@ def test_no_threshold_is_learned_when_flagging_everyone_meets_the_target(rate):
     from keyltv.evaluation.backtest import learn_flag_thresholds
 
     common = _calibrated_result()
-    # A common decline that the score still ranks, and that the lowest 5 % of risk never
-    # see: the lowest qualifying threshold (near 0.05) would flag nearly everyone, and
-    # flagging everyone meets precision 0.6 as well (CDNOW: 0.66).
+    # A common decline that the score still ranks (CDNOW: 0.66): without the cap on the
+    # flagged share, the learned threshold is the lowest score here (0.0002), which
+    # flags every account.
     risk = common.events["decline_risk"].to_numpy()
     chance = np.where(risk < 0.05, 0.0, rate + 0.3 * (risk - 0.5))
     common.events["decline"] = np.random.default_rng(1).random(len(risk)) < chance

@@ -386,9 +386,9 @@ def learn_flag_thresholds(result: BacktestResult, champion: str, config: Config)
     learned = {}
     for flag, (event, score, field_name, target_name) in FLAG_RULES.items():
         target = getattr(config.flags, target_name)
-        rows = (could_flag[flag] & valuable).to_numpy().copy()
+        rows = (could_flag[flag] & valuable).to_numpy()
         if event == "decline":  # only accounts with trailing value can halve (event_labels)
-            rows &= scores["trailing_value"].to_numpy() > 0
+            rows = rows & (scores["trailing_value"].to_numpy() > 0)
         if target is None or not rows.any():
             continue
         s = scores[score].to_numpy()[rows]

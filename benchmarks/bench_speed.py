@@ -8,6 +8,8 @@ in a fresh child process so that the peak resident memory belongs to that step a
 step           command
 =============  ==========================================================================
 features       ``keyltv features --transactions LOG --as-of AS_OF --out features.parquet``
+capped         the same with ``engine.memory_limit: 300MB`` in a config: DuckDB spills
+               above 300 MB (the trade of time for memory a small machine can make)
 lifetimes      ``pandas.read_csv`` + ``lifetimes.utils.summary_data_from_transaction_data``
 bgnbd          ``lifetimes.BetaGeoFitter().fit`` on that summary
 duckdb         bare DuckDB ``GROUP BY customer_id`` of the same aggregates (the floor)
@@ -46,9 +48,11 @@ DAYS = 1461
 LINES_PER_ACCOUNT = 20
 CHUNK_ACCOUNTS = 100_000
 GENERATOR_VERSION = 1
-STEPS = ("features", "lifetimes", "bgnbd", "duckdb", "train", "score")
+STEPS = ("features", "capped", "lifetimes", "bgnbd", "duckdb", "train", "score")
+CAPPED_LIMIT = "300MB"
 LABELS = {
     "features": "keyltv features",
+    "capped": f"keyltv features, memory_limit {CAPPED_LIMIT}",
     "lifetimes": "lifetimes read+summary",
     "bgnbd": "lifetimes BG/NBD fit",
     "duckdb": "DuckDB GROUP BY (floor)",
@@ -281,9 +285,14 @@ def run_size(log: Path, work: Path, timeout: float, steps: tuple[str, ...],
     keyltv = keyltv_command()
     me = [sys.executable, str(Path(__file__).resolve()), "--step"]
     summary = work / "lifetimes_summary.parquet"
+    capped = work / "capped.yaml"
+    capped.write_text(f"engine:\n  memory_limit: {CAPPED_LIMIT}\n")
     commands = {
         "features": keyltv + ["features", "--transactions", str(log), "--as-of", AS_OF,
                               "--out", str(work / "features.parquet")],
+        "capped": keyltv + ["features", "--transactions", str(log), "--as-of", AS_OF,
+                            "--out", str(work / "features_capped.parquet"),
+                            "--config", str(capped)],
         "lifetimes": me + ["lifetimes", str(log), str(summary)],
         "bgnbd": me + ["bgnbd", str(summary)],
         "duckdb": me + ["duckdb", str(log), str(work / "duckdb.parquet")],
@@ -329,23 +338,37 @@ def report(rows: list[dict]) -> str:
                   for s in STEPS]
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "| lines | features: speed-up on lifetimes | features: peak memory / lifetimes' "
-            "| features: time / DuckDB floor | train + score: time | train + score: peak |",
-            "|---|---|---|---|---|---|"]
+            f"| features: time / DuckDB floor | with {CAPPED_LIMIT}: speed-up on lifetimes "
+            f"| with {CAPPED_LIMIT}: peak memory / lifetimes' | with {CAPPED_LIMIT}: time / "
+            "DuckDB floor | train + score: time | train + score: peak |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         s = {k: Measurement(**v) for k, v in row["steps"].items()}
-        f, lt, dd, tr, sc = (s.get(k) for k in ("features", "lifetimes", "duckdb", "train",
-                                                 "score"))
-        ok = lambda m: m is not None and m.status == "ok"  # noqa: E731
-        speed = f"{lt.seconds / f.seconds:.1f}x" if ok(f) and ok(lt) else \
-            (f"> {lt.seconds / f.seconds:.1f}x" if ok(f) and lt and lt.status == "timeout"
-             else "-")
-        memory = f"{f.peak_mb / lt.peak_mb:.2f}x" if ok(f) and ok(lt) else "-"
-        floor = f"{f.seconds / dd.seconds:.2f}x" if ok(f) and ok(dd) else "-"
-        both = f"{tr.seconds + sc.seconds:.0f} s" if ok(tr) and ok(sc) else "-"
-        peak = f"{max(tr.peak_mb, sc.peak_mb):,.0f} MB" if ok(tr) and ok(sc) else "-"
-        out.append(f"| {row['lines']:,} | {speed} | {memory} | {floor} | {both} | {peak} |")
+        lt, dd, tr, sc = (s.get(k) for k in ("lifetimes", "duckdb", "train", "score"))
+        cells = [f"{row['lines']:,}"]
+        for f in (s.get("features"), s.get("capped")):
+            cells += goal_ratios(f, lt, dd)
+        both = f"{tr.seconds + sc.seconds:.0f} s" if _ok(tr) and _ok(sc) else "-"
+        peak = f"{max(tr.peak_mb, sc.peak_mb):,.0f} MB" if _ok(tr) and _ok(sc) else "-"
+        out.append("| " + " | ".join([*cells, both, peak]) + " |")
     out += ["", *slopes(rows)]
     return "\n".join(out)
+
+
+def _ok(m: Measurement | None) -> bool:
+    return m is not None and m.status == "ok"
+
+
+def goal_ratios(f: Measurement | None, lt: Measurement | None,
+                dd: Measurement | None) -> list[str]:
+    """The issue's three ratios for one features run: speed-up and memory against
+    lifetimes, time against the DuckDB floor ("-" where a run is missing)."""
+    speed = f"{lt.seconds / f.seconds:.1f}x" if _ok(f) and _ok(lt) else \
+        (f"> {lt.seconds / f.seconds:.1f}x" if _ok(f) and lt and lt.status == "timeout"
+         else "-")
+    memory = f"{f.peak_mb / lt.peak_mb:.2f}x" if _ok(f) and _ok(lt) else "-"
+    floor = f"{f.seconds / dd.seconds:.2f}x" if _ok(f) and _ok(dd) else "-"
+    return [speed, memory, floor]
 
 
 def slopes(rows: list[dict]) -> list[str]:
@@ -355,7 +378,9 @@ def slopes(rows: list[dict]) -> list[str]:
     at most linearly (fixed costs such as imports and MLflow start-up are the intercept).
     """
     lines = []
-    series = {"keyltv features": ("features",), "keyltv train + score": ("train", "score"),
+    series = {"keyltv features": ("features",),
+              f"keyltv features, memory_limit {CAPPED_LIMIT}": ("capped",),
+              "keyltv train + score": ("train", "score"),
               "lifetimes read+summary": ("lifetimes",), "DuckDB floor": ("duckdb",)}
     for label, steps in series.items():
         x, y = [], []

@@ -68,3 +68,20 @@ def test_features_does_not_import_models_or_mlflow():
             "print(heavy); sys.exit(1 if heavy else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_memory_limit_from_the_config_reaches_duckdb_and_too_little_is_one_line(
+        log_files, monkeypatch, capsys):
+    (log_files / "capped.yaml").write_text("engine:\n  memory_limit: 300MB\n")
+    code = run_features(monkeypatch, "--transactions", "tx.csv", "--as-of", "2024-03-01",
+                        "--out", "capped.csv", "--config", "capped.yaml")
+    assert code == 0 and (log_files / "capped.csv").exists()
+    # Too low a limit: DuckDB runs out of memory, and the message says what to change.
+    (log_files / "tiny.yaml").write_text("engine:\n  memory_limit: 1KB\n")
+    code = run_features(monkeypatch, "--transactions", "tx.csv", "--as-of", "2024-03-01",
+                        "--out", "tiny.csv", "--config", "tiny.yaml")
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1, err
+    assert "Out of Memory" in errors[0] and "raise engine.memory_limit" in errors[0]
+    assert "Traceback" not in err and not (log_files / "tiny.csv").exists()

@@ -236,6 +236,12 @@ def main() -> None:
             sys.exit(2)
         if debug:
             raise
+        if type(exc).__name__ == "OutOfMemoryException":  # duckdb's, not imported here
+            # DuckDB's first line says what it lacked; its tips (SET ...) are not ours.
+            lack = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+            typer.echo(f"error: {_one_line(lack)}; raise engine.memory_limit in the config "
+                       "(or remove it) or free memory", err=True)
+            sys.exit(1)
         typer.echo(f"internal error: {exc.__class__.__name__}: {_one_line(exc)} "
                    "(set KEYLTV_DEBUG=1 for the traceback)", err=True)
         sys.exit(1)

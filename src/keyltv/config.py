@@ -7,11 +7,19 @@ Nothing here touches the file system or MLflow at import time.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from keyltv.data.schema import InputError
 
@@ -117,6 +125,33 @@ class Flags(_Frozen):
     sleeping_p_alive: float = Field(0.3, ge=0, le=1)
 
 
+class Engine(_Frozen):
+    """The embedded SQL engine (DuckDB) that validates the log and computes features.
+
+    Attributes
+    ----------
+    memory_limit : str or None
+        Most memory DuckDB may hold, as a size such as ``"300MB"`` or ``"2GB"``; above
+        it DuckDB spills to a private folder in the system's temporary directory, which
+        it removes when the job ends. ``None``: DuckDB's default, 80% of the RAM. The
+        limit bounds data preparation only: the models and their frames come on top.
+        ``make bench-speed`` measures what a limit costs in time.
+    """
+
+    memory_limit: str | None = None
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(_SIZE, value.strip()):
+            raise ValueError("expected a size such as 300MB or 2GB (units KB, MB, GB, TB, "
+                             "KiB, MiB, GiB, TiB)")
+        return value if value is None else value.strip()
+
+
+_SIZE = re.compile(r"[0-9]+(\.[0-9]+)? ?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+
+
 class Tracking(_Frozen):
     """Where MLflow data lives. ``MLFLOW_TRACKING_URI`` overrides ``uri``."""
 
@@ -144,6 +179,7 @@ class Config(_Frozen):
     selection: Selection = Selection()
     tiers: Tiers = Tiers()
     flags: Flags = Flags()
+    engine: Engine = Engine()
     tracking: Tracking = Tracking()
 
     @model_validator(mode="after")
@@ -185,4 +221,6 @@ def load_config(path: str | Path | None = None) -> Config:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
-        raise InputError(f"{path}: field {field!r} = {value!r}: {err['msg']}") from None
+        # Our own validators' messages come prefixed with pydantic's "Value error, ".
+        message = err["msg"].removeprefix("Value error, ")
+        raise InputError(f"{path}: field {field!r} = {value!r}: {message}") from None

@@ -35,7 +35,8 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
                 config: Config, as_of: date | None, label: str | None = None) -> Inputs:
     """Validate the log (and account table) and fix ``as_of`` (default: day after the last)."""
     tx = load_transactions(transactions, columns=config.columns.model_dump(),
-                           date_format=config.date_format, label=label)
+                           date_format=config.date_format, label=label,
+                           memory_limit=config.engine.memory_limit)
     attrs = None
     notes = dict(tx.notes)
     if accounts is not None:

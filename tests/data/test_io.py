@@ -1,4 +1,5 @@
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -259,3 +260,24 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_memory_limit_caps_duckdb_and_spills_outside_the_working_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    from keyltv.data.simulate import simulate_b2b
+
+    monkeypatch.chdir(tmp_path)  # DuckDB's own default spill folder would be ./.tmp
+    tx, _ = simulate_b2b(3000, seed=3)  # 292k lines: 32 MB is too little to hold them
+    capped = load_transactions(tx, memory_limit="32MB")
+    limit, spill = capped.con.execute(
+        "SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
+    assert limit == "30.5 MiB"  # 32 MB (10^6 bytes) shown in MiB
+    assert spill.startswith(tempfile.gettempdir()) and "keyltv-duckdb-" in spill
+    assert Path(spill).is_dir()  # it spilled there
+    # Same daily table, and so the same features, as without a limit.
+    plain = load_transactions(tx)
+    pd.testing.assert_frame_equal(capped.daily(), plain.daily())
+    assert capped.fingerprint == plain.fingerprint
+    capped.con.close()
+    assert not Path(spill).exists() and not (tmp_path / ".tmp").exists()

@@ -107,6 +107,7 @@ def load_transactions(
     columns: Mapping[str, str | None] | None = None,
     date_format: str | None = None,
     label: str | None = None,
+    memory_limit: str | None = None,
 ) -> TransactionLog:
     """Validate a transaction log and aggregate it to daily per-account rows.
 
@@ -121,6 +122,9 @@ def load_transactions(
         ``strptime`` format of the date column; ISO 8601 when omitted.
     label : str, optional
         Name used in messages for an in-memory source.
+    memory_limit : str, optional
+        DuckDB's memory limit for this log's connection, e.g. ``"300MB"`` (see
+        ``Engine`` in :mod:`keyltv.config`); DuckDB's default when omitted.
 
     Returns
     -------
@@ -131,7 +135,7 @@ def load_transactions(
     InputError
         On any broken rule; the message names the file, the column and a bad value.
     """
-    con = _connect()
+    con = _connect(memory_limit)
     name, duplicated = _attach_source(con, source, label)
     mapping = _resolve_columns(con, name, columns or {}, duplicated)
     _create_parsed_view(con, mapping, date_format)
@@ -174,13 +178,23 @@ def load_transactions(
     )
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    """Open an in-memory DuckDB that prints nothing (no progress bar in batch logs)."""
+def _connect(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """Open an in-memory DuckDB that prints nothing (no progress bar in batch logs).
+
+    With ``memory_limit``, DuckDB spills what does not fit to a folder of its own under
+    the system's temporary directory (by default it would use ``.tmp`` in the working
+    directory); DuckDB creates the folder when it first spills and removes it on close.
+    """
     con = duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")
     except duckdb.Error:  # in Jupyter, DuckDB refuses to touch its widget progress bar
         pass
+    if memory_limit is not None:
+        spill = Path(tempfile.gettempdir()) / f"keyltv-duckdb-{os.getpid()}-{secrets.token_hex(4)}"
+        # SET takes no bound parameters; both values are quoted literals.
+        con.execute(f"SET memory_limit = {_literal(memory_limit)}")
+        con.execute(f"SET temp_directory = {_literal(str(spill))}")
     return con
 
 

@@ -573,3 +573,18 @@ def test_mlflow_ui_binds_to_localhost_by_default():
     assert "HOST    ?= 127.0.0.1" in makefile.replace("\t", " ")
     ui = makefile.split("\nui:", 1)[1].split("\n\n", 1)[0]
     assert "--host $(HOST)" in ui
+
+
+def test_lines_without_an_id_are_dropped_and_counted_when_the_config_says_so(workspace, in_case):
+    blanked = lambda f: f.assign(  # noqa: E731
+        customer_id=f["customer_id"].mask(f.index % 1000 == 3, ""))
+    refused = run_cli(*score(workspace, log_csv(workspace, blanked)))
+    assert refused.code == 2 and "drop_blank_ids: true in the config" in refused.err
+    config = write("drop.yaml", "drop_blank_ids: true\n")
+    result = run_cli(*score(workspace, log_csv(workspace, blanked), "--config", config))
+    assert result.code == 0, result.err[-3000:]
+    counted = [line for line in result.out.splitlines() if line.startswith("Counted:")]
+    dropped = int((workspace.tx.index % 1000 == 3).sum())
+    assert len(counted) == 1 and f"blank_id_lines_dropped={dropped}" in counted[0], result.out
+    kept = workspace.tx[workspace.tx.index % 1000 != 3]
+    assert set(score_file()["customer_id"]) == set(kept["customer_id"])

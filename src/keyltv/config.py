@@ -170,6 +170,9 @@ class Config(_Frozen):
 
     columns: Columns = Columns()
     date_format: str | None = None
+    # Lines without a customer id (guest or cash sales): refused unless this is true;
+    # then they are left out and counted (note blank_id_lines_dropped).
+    drop_blank_ids: bool = False
     horizon_days: int = Field(365, ge=1, le=3660)
     seed: int = 42
     models: tuple[str, ...] = ("trailing", "bgnbd", "mbgnbd", "lightgbm", "hybrid")

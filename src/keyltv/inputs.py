@@ -36,7 +36,8 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
     """Validate the log (and account table) and fix ``as_of`` (default: day after the last)."""
     tx = load_transactions(transactions, columns=config.columns.model_dump(),
                            date_format=config.date_format, label=label,
-                           memory_limit=config.engine.memory_limit)
+                           memory_limit=config.engine.memory_limit,
+                           drop_blank_ids=config.drop_blank_ids)
     attrs = None
     notes = dict(tx.notes)
     if accounts is not None:

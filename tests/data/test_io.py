@@ -281,3 +281,20 @@ def test_memory_limit_caps_duckdb_and_spills_outside_the_working_folder(tmp_path
     assert capped.fingerprint == plain.fingerprint
     capped.con.close()
     assert not Path(spill).exists() and not (tmp_path / ".tmp").exists()
+
+
+def test_blank_ids_are_refused_unless_dropped_and_then_counted_and_left_out():
+    rows = [("a", "2024-01-01", 5.0), ("", "2024-01-02", 3.0), ("b", "2024-01-03", 2.0),
+            ("\u00a0", "not a date", "n/a")]  # a blank id: nothing else on the line is read
+    tx = frame(rows)
+    with pytest.raises(InputError, match="blank customer id '' in 2 row.*drop_blank_ids: true"):
+        load_transactions(tx)
+    log = load_transactions(tx, drop_blank_ids=True)
+    assert log.notes["blank_id_lines_dropped"] == 2
+    assert (log.n_lines, log.n_accounts) == (4, 2)  # lines read, accounts kept
+    assert log.daily()["customer_id"].tolist() == ["a", "b"]
+    # Dropping blank ids does not relax the other rules on the lines that are kept.
+    with pytest.raises(InputError, match="cannot parse date 'soon'"):
+        load_transactions(frame(rows + [("c", "soon", 1.0)]), drop_blank_ids=True)
+    with pytest.raises(InputError, match="every one of the 2 line.*blank customer id"):
+        load_transactions(frame([("", "2024-01-01", 1.0), (" ", "x", "y")]), drop_blank_ids=True)

@@ -108,6 +108,7 @@ def load_transactions(
     date_format: str | None = None,
     label: str | None = None,
     memory_limit: str | None = None,
+    drop_blank_ids: bool = False,
 ) -> TransactionLog:
     """Validate a transaction log and aggregate it to daily per-account rows.
 
@@ -125,6 +126,10 @@ def load_transactions(
     memory_limit : str, optional
         DuckDB's memory limit for this log's connection, e.g. ``"300MB"`` (see
         ``Engine`` in :mod:`keyltv.config`); DuckDB's default when omitted.
+    drop_blank_ids : bool, default False
+        Leave out lines without a customer id (guest or cash sales, which no account
+        can own) instead of refusing the log; they are counted in
+        ``notes["blank_id_lines_dropped"]`` and nothing else in them is checked.
 
     Returns
     -------
@@ -140,8 +145,8 @@ def load_transactions(
     mapping = _resolve_columns(con, name, columns or {}, duplicated)
     _create_parsed_view(con, mapping, date_format)
     with _read_errors(name):
-        _create_lines(con)
-        notes = _check_rules(con, name, mapping, date_format)
+        _create_lines(con, drop_blank_ids)
+        notes = _check_rules(con, name, mapping, date_format, drop_blank_ids)
         # Fixed-point sums: a fully returned account nets to exactly 0, not 2e-13, in
         # every later sum (floating-point sums depend on the order of the lines).
         con.execute(
@@ -152,7 +157,7 @@ def load_transactions(
                    sum(CAST(m AS DECIMAL(38, 6))) AS margin,
                    COALESCE(sum(CAST(a AS DECIMAL(38, 6))) FILTER (WHERE a < 0), 0) AS returns,
                    CAST(count(*) AS INTEGER) AS lines
-            FROM lines GROUP BY ALL
+            FROM lines WHERE NOT blank_id GROUP BY ALL
             """
         )
     con.execute("DROP TABLE lines")
@@ -433,9 +438,11 @@ _TZ_DATE = (f"(CASE WHEN contains(date_raw, ':') THEN regexp_matches(date_raw, '
 # One rule per line; the first broken rule in this order is reported.
 _ISO = "ISO 8601 such as 2024-01-31 or 2024-01-31 14:05:00, or set date_format in the config"
 _NUMBER = "a plain number such as -1234.5 (no thousands separators or currency signs)"
+_BLANK_ID = "(customer_id IS NULL OR customer_id = '')"
 _RULES = (
-    ("blank_id", "customer_id IS NULL OR customer_id = ''", "customer_id",
-     "blank customer id", "a non-blank id on every line"),
+    ("blank_id", _BLANK_ID, "customer_id", "blank customer id",
+     "a non-blank id on every line, or drop_blank_ids: true in the config to leave such "
+     "lines out (they are counted)"),
     ("blank_date", "date_raw IS NULL OR date_raw = ''", "date", "blank date", _ISO),
     ("tz_date", _TZ_DATE, "date",
      "time-zone-aware date", "local dates without an offset; convert them before export"),
@@ -457,16 +464,21 @@ _RULES = (
 )
 
 
-def _create_lines(con: duckdb.DuckDBPyConnection) -> None:
-    """Parse the source once into the table ``lines``: typed values, rule flag, line hash.
+def _create_lines(con: duckdb.DuckDBPyConnection, drop_blank_ids: bool = False) -> None:
+    """Parse the source once into the table ``lines``: typed values, rule flags, line hash.
 
     Splitting, stripping and parsing a large CSV costs far more than scanning this
     compact table twice (rules, then days); only a broken rule reads the file again.
+    With ``drop_blank_ids``, a line without an id breaks no rule: it is only flagged
+    ``blank_id``, counted and left out of the daily table.
     """
-    broken = " OR ".join(f"({cond})" for _, cond, _, _, _ in _RULES)
+    rules = [cond for key, cond, _, _, _ in _RULES if not (drop_blank_ids and key == "blank_id")]
+    broken = " OR ".join(f"({cond})" for cond in rules)
+    if drop_blank_ids:
+        broken = f"NOT {_BLANK_ID} AND ({broken})"
     con.execute(
         f"""CREATE TEMP TABLE lines AS
-            SELECT customer_id, ts, a, m, ({broken}) AS broken,
+            SELECT customer_id, ts, a, m, ({broken}) AS broken, {_BLANK_ID} AS blank_id,
                    hash(customer_id, date_raw, amount_raw, margin_raw) AS line_hash
             FROM parsed"""
     )
@@ -477,15 +489,26 @@ def _check_rules(
     name: str,
     mapping: Mapping[str, str],
     date_format: str | None,
+    drop_blank_ids: bool = False,
 ) -> dict[str, int]:
     """Count lines, handled cases and broken rules of ``lines``; raise on a broken rule.
 
     Only the lines that break some rule are counted here: naming the first broken rule
     and quoting a bad value takes a scan of the source, run only when there is one.
+    The handled cases are counted among the lines kept (all but dropped blank ids).
     """
+    lines, blank, broken = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE blank_id), count(*) FILTER (WHERE broken) "
+        "FROM lines").fetchall()[0]
+    if lines == 0:
+        raise InputError(f"{name}: no transaction rows (empty file or header only)")
+    if broken > 0:
+        _raise_broken_rule(con, name, mapping, date_format, drop_blank_ids)
+    if blank == lines:  # only reachable with drop_blank_ids
+        raise InputError(f"{name}: column {mapping['customer_id']!r}: every one of the "
+                         f"{lines} line(s) has a blank customer id; nothing is left to score")
     row = con.execute(
-        """SELECT count(*) AS lines, count(*) FILTER (WHERE broken) AS broken,
-                   count(*) FILTER (WHERE a < 0) AS return_lines,
+        """SELECT count(*) FILTER (WHERE a < 0) AS return_lines,
                    count(*) FILTER (WHERE a = 0) AS zero_amount_lines,
                    count(*) FILTER (WHERE m IS NULL) AS missing_margin,
                    max(a) FILTER (WHERE isfinite(a)) AS max_amount,
@@ -494,13 +517,11 @@ def _check_rules(
                    -- strings held the whole log in memory (a false match: p < 1e-5 at 20M).
                    count(*) - count(DISTINCT line_hash) AS duplicate_lines
             -- Only numbers reach the aggregate: DISTINCT keeps every column it is given.
-            FROM (SELECT a, m, broken, line_hash FROM lines)"""
+            FROM (SELECT a, m, line_hash FROM lines WHERE NOT blank_id)"""
     ).df().iloc[0]
-    if row["lines"] == 0:
-        raise InputError(f"{name}: no transaction rows (empty file or header only)")
-    if row["broken"] > 0:
-        _raise_broken_rule(con, name, mapping, date_format)
-    notes = {k: int(row[k]) for k in ("lines", "return_lines", "zero_amount_lines")}
+    notes = {"lines": int(lines), **{k: int(row[k]) for k in ("return_lines", "zero_amount_lines")}}
+    if drop_blank_ids:
+        notes["blank_id_lines_dropped"] = int(blank)
     if "margin" in mapping:
         notes["missing_margin_lines"] = int(row["missing_margin"])
     notes["duplicate_lines"] = int(row["duplicate_lines"])
@@ -513,14 +534,19 @@ def _raise_broken_rule(
     name: str,
     mapping: Mapping[str, str],
     date_format: str | None,
+    drop_blank_ids: bool = False,
 ) -> None:
-    """Raise for the first broken rule in :data:`_RULES` order, quoting a bad value."""
+    """Raise for the first broken rule in :data:`_RULES` order, quoting a bad value.
+
+    With ``drop_blank_ids`` the lines without an id are not read (they are dropped).
+    """
     select = ", ".join(
         f"count(*) FILTER (WHERE {cond}) AS {key}, "
         f"any_value(COALESCE({_raw_of(role)}, '')) FILTER (WHERE {cond}) AS {key}_ex"
         for key, cond, role, _, _ in _RULES
     )
-    row = con.execute(f"SELECT {select} FROM parsed").df().iloc[0]
+    kept = f"WHERE NOT {_BLANK_ID}" if drop_blank_ids else ""
+    row = con.execute(f"SELECT {select} FROM parsed {kept}").df().iloc[0]
     for key, _, role, message, allowed in _RULES:
         if row[key] > 0:
             column = mapping.get(role, role)
@@ -539,7 +565,7 @@ def _count_outliers(con: duckdb.DuckDBPyConnection, largest: float, median: floa
     """
     if pd.isna(largest) or pd.isna(median) or largest <= OUTLIER_FACTOR * median:
         return 0
-    return int(con.execute("SELECT count(*) FROM lines WHERE a > ?",
+    return int(con.execute("SELECT count(*) FROM lines WHERE a > ? AND NOT blank_id",
                            [OUTLIER_FACTOR * float(median)]).fetchall()[0][0])
 
 

@@ -1,10 +1,13 @@
 """Per-account feature and label tables, defined once in SQL.
 
 The same query serves training cutoffs and scoring, so a model never sees features
-computed differently from the ones it was trained on. It is plain SQL over the daily
-table (window functions, ``FILTER`` aggregates) so it can run unchanged on engines other
-than DuckDB later. Days are integers counted back from the cutoff: ``age = as_of - day``
-(so ``age >= 1`` for every day used).
+computed differently from the ones it was trained on. Every feature, the ratios
+included, is an expression of that one query, and nothing is computed afterwards in
+pandas: a port to another engine (Spark SQL, for logs that outgrow one machine)
+translates a single query. It is plain SQL over the daily table (window functions,
+``FILTER`` aggregates); DuckDB's ``date_diff`` and its ``$name`` parameters are the
+spellings such a port would change. Days are integers counted back from the cutoff:
+``age = as_of - day`` (so ``age >= 1`` for every day used).
 
 An *order* is a day with positive net amount (see :mod:`keyltv.data.io`). Lifetimes'
 conventions are kept for the probabilistic inputs: ``frequency`` = repeat order days,
@@ -68,7 +71,8 @@ agg_d AS (
                AS value_age_mean_730d,
            {ewm}
     FROM d GROUP BY customer_id
-)
+),
+base AS (
 SELECT a.customer_id,
        COALESCE(o.orders_total - 1, 0) AS frequency,
        COALESCE(o.first_order_age - o.last_order_age, 0) AS recency,
@@ -92,8 +96,36 @@ SELECT a.customer_id,
        CASE WHEN a.gross_total > 0 THEN a.returns_total / a.gross_total + 0.0 ELSE 0.0 END AS return_share,
        CASE WHEN a.value_total > 0 THEN a.margin_total / a.value_total END AS margin_rate
 FROM agg_d a LEFT JOIN agg_o o USING (customer_id)
-ORDER BY a.customer_id
+),
+typed AS (SELECT customer_id, {typed} FROM base)
+SELECT customer_id, {features}
+FROM typed
+ORDER BY customer_id
 """
+
+# Rhythm and trend features derived from the aggregates, in DOUBLE arithmetic (NULL, a
+# NaN in the frame, where undefined).
+_RATIOS = {
+    # Recency against the account's own rhythm: 3.0 = three usual gaps without an order.
+    "recency_ratio": "days_since_last_order / mean_gap_days",
+    # Orders in the last 90 days relative to the account's long-run order rate.
+    "rhythm_90d": "orders_90d / NULLIF(orders_total * 90.0 / greatest(tenure_days, 90.0), 0)",
+    # Log growth between the last two horizons; +-ln(2) means doubled / halved.
+    "trend": "ln(1 + greatest(trailing_value, 0)) - ln(1 + greatest(previous_value, 0))",
+    # How much of a full previous horizon the account has existed: new accounts look
+    # like decliners-from-zero otherwise.
+    "history_coverage": "least(tenure_days / (2.0 * $h), 1.0)",
+    # Mean age of value and of orders against the middle of the account's history (of
+    # its last two years): 1 for a steady account, below 1 when value moved to recent
+    # days (growth), above 1 when it sits in the past (decline).
+    "value_centroid_ratio": "value_age_mean / (tenure_days / 2.0)",
+    "order_centroid_ratio": "order_age_mean / (tenure_days / 2.0)",
+    "value_centroid_ratio_730d": "value_age_mean_730d / (least(tenure_days, 730.0) / 2.0)",
+    "order_centroid_ratio_730d": "order_age_mean_730d / (least(tenure_days, 730.0) / 2.0)",
+}
+# Aggregates of ``base`` that only the ratios read.
+_RATIO_INPUTS = ("value_age_mean", "value_age_mean_730d", "order_age_mean",
+                 "order_age_mean_730d")
 
 _LABELS_SQL = """
 SELECT customer_id, sum(amount) AS value, count(*) FILTER (WHERE amount > 0) AS orders,
@@ -120,8 +152,14 @@ def _feature_sql() -> str:
         f"sum(CAST(amount AS DOUBLE) * exp(-age / {d:.1f})) AS ewm_value_{d}d" for d in EWM_DAYS
     )
     ewm_columns = ", ".join(f"a.ewm_value_{d}d" for d in EWM_DAYS)
+    # Every aggregate as DOUBLE first, so that the ratios are computed as in float64
+    # (money sums are exact DECIMALs up to here).
+    aggregates = [c for c in FEATURE_COLUMNS if c not in _RATIOS] + list(_RATIO_INPUTS)
+    typed = ", ".join(f"CAST({c} AS DOUBLE) AS {c}" for c in aggregates)
+    features = ", ".join(f"{_RATIOS[c]} AS {c}" if c in _RATIOS else c for c in FEATURE_COLUMNS)
     return _FEATURES_SQL.format(windows=windows, window_columns=columns,
-                                active_months=active_months, ewm=ewm, ewm_columns=ewm_columns)
+                                active_months=active_months, ewm=ewm, ewm_columns=ewm_columns,
+                                typed=typed, features=features)
 
 
 def account_features(log: TransactionLog, as_of: date, horizon_days: int) -> pd.DataFrame:
@@ -144,38 +182,7 @@ def account_features(log: TransactionLog, as_of: date, horizon_days: int) -> pd.
     frame = log.con.execute(_feature_sql(), {"as_of": as_of, "h": horizon_days}).df()
     frame = frame.set_index("customer_id")
     frame.index = frame.index.astype(str)
-    frame = frame.astype(float)
-    return _add_ratios(frame, horizon_days)
-
-
-def _add_ratios(frame: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
-    """Rhythm and trend features derived from the aggregates (NaN where undefined).
-
-    Adds the columns to ``frame`` itself (its caller's own fresh frame): a copy of
-    250,000 accounts cost 100 MB of peak memory in ``keyltv features``.
-    """
-    out = frame
-    # Recency against the account's own rhythm: 3.0 = three usual gaps without an order.
-    out["recency_ratio"] = out["days_since_last_order"] / out["mean_gap_days"]
-    # Orders in the last 90 days relative to the account's long-run order rate.
-    usual_90 = out["orders_total"] * 90.0 / out["tenure_days"].clip(lower=90.0)
-    out["rhythm_90d"] = out["orders_90d"] / usual_90.replace(0, np.nan)
-    # Log growth between the last two horizons; +-log(2) means doubled / halved.
-    out["trend"] = np.log1p(out["trailing_value"].clip(lower=0)) - np.log1p(
-        out["previous_value"].clip(lower=0)
-    )
-    # Mean age of value and of orders against the middle of the account's history
-    # (of its last two years): 1 for a steady account, below 1 when value moved to
-    # recent days (growth), above 1 when it sits in the past (decline).
-    two_years = out["tenure_days"].clip(upper=730.0)
-    out["value_centroid_ratio"] = out["value_age_mean"] / (out["tenure_days"] / 2.0)
-    out["order_centroid_ratio"] = out["order_age_mean"] / (out["tenure_days"] / 2.0)
-    out["value_centroid_ratio_730d"] = out["value_age_mean_730d"] / (two_years / 2.0)
-    out["order_centroid_ratio_730d"] = out["order_age_mean_730d"] / (two_years / 2.0)
-    # How much of a full previous horizon the account has existed: new accounts look
-    # like decliners-from-zero otherwise.
-    out["history_coverage"] = (out["tenure_days"] / (2.0 * horizon_days)).clip(upper=1.0)
-    return out[FEATURE_COLUMNS]
+    return frame.astype(float)  # DOUBLE arrives as float64; this only pins the promise
 
 
 FEATURE_COLUMNS = [

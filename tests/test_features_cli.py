@@ -85,3 +85,31 @@ def test_memory_limit_from_the_config_reaches_duckdb_and_too_little_is_one_line(
     assert code == 1 and len(errors) == 1, err
     assert "Out of Memory" in errors[0] and "raise engine.memory_limit" in errors[0]
     assert "Traceback" not in err and not (log_files / "tiny.csv").exists()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_without_accounts_duckdb_writes_the_table_the_models_read(log_files, monkeypatch, suffix):
+    from datetime import date
+
+    import numpy as np
+
+    from keyltv.config import Config
+    from keyltv.inputs import feature_table, load_inputs
+
+    def no_frame(*_):
+        raise AssertionError("the table went through pandas")
+
+    monkeypatch.setattr("keyltv.inputs.write_table", no_frame)
+    code = run_features(monkeypatch, "--transactions", "tx.csv", "--as-of", "2024-03-01",
+                        "--out", f"direct{suffix}")
+    assert code == 0
+    out = log_files / f"direct{suffix}"
+    written = (pd.read_parquet(out) if suffix == ".parquet"
+               else pd.read_csv(out, dtype={"customer_id": str}))
+    expected = feature_table(load_inputs("tx.csv", None, Config(), date(2024, 3, 1)), Config())
+    assert list(written.columns) == list(expected.columns) == ["customer_id", *FEATURE_COLUMNS]
+    assert written["customer_id"].tolist() == expected["customer_id"].tolist() == ["00042", "7"]
+    np.testing.assert_allclose(written[FEATURE_COLUMNS].to_numpy(float),
+                               expected[FEATURE_COLUMNS].to_numpy(float), rtol=1e-12)
+    assert sorted(p.name for p in log_files.iterdir()) == sorted(
+        ["tx.csv", "accounts.csv", f"direct{suffix}"])  # no temporary file left behind

@@ -171,16 +171,15 @@ def features(transactions: TransactionsOpt,
              horizon_days: HorizonOpt = None) -> None:
     """Write the per-account feature table at --as-of (no model, no MLflow store)."""
     # keyltv.inputs, not keyltv.workflows: no models or MLflow to import, a faster start.
-    from keyltv.data.io import check_writable, write_table
-    from keyltv.inputs import feature_table, load_inputs
+    from keyltv.data.io import check_writable
+    from keyltv.inputs import load_inputs, write_feature_table
 
     cfg = _config(config, horizon_days)
     cut = _parse_date(as_of, "--as-of")
     check_writable(out)  # fail before the expensive work
     inputs = load_inputs(transactions, accounts, cfg, cut)
-    table = feature_table(inputs, cfg)
-    write_table(table, out)
-    typer.echo(f"Features of {len(table)} accounts as of {inputs.as_of} "
+    written = write_feature_table(inputs, cfg, out)
+    typer.echo(f"Features of {written} accounts as of {inputs.as_of} "
                f"({cfg.horizon_days}-day horizon) -> {out}")
     _print_notes(inputs.notes)
 

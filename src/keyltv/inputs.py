@@ -14,9 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 from keyltv.config import Config
-from keyltv.data.io import TransactionLog, load_accounts, load_transactions
+from keyltv.data.io import TransactionLog, load_accounts, load_transactions, write_table
 from keyltv.data.schema import InputError
-from keyltv.features import account_features, with_attributes
+from keyltv.features import (
+    account_features,
+    can_write_directly,
+    with_attributes,
+    write_account_features,
+)
 
 log = logging.getLogger("keyltv")
 
@@ -86,3 +91,17 @@ def feature_table(inputs: Inputs, config: Config) -> pd.DataFrame:
         account_features(inputs.log, inputs.as_of, config.horizon_days), inputs.accounts
     )
     return features.rename_axis("customer_id").reset_index()
+
+
+def write_feature_table(inputs: Inputs, config: Config, out: str | Path) -> int:
+    """Write :func:`feature_table` to ``out`` (CSV or Parquet); return the accounts written.
+
+    Without an account table DuckDB writes the file itself, with no frame in between
+    (:func:`~keyltv.features.write_account_features`); the attributes of an account
+    table are joined in pandas, as the models see them.
+    """
+    if inputs.accounts is None and can_write_directly():
+        return write_account_features(inputs.log, inputs.as_of, config.horizon_days, out)
+    table = feature_table(inputs, config)
+    write_table(table, out)
+    return len(table)

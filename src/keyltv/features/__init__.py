@@ -7,19 +7,23 @@ before ``as_of``; labels use ``[as_of, as_of + horizon_days)``.
 from keyltv.features.accounts import (
     FEATURE_COLUMNS,
     account_features,
+    can_write_directly,
     future_values,
     sampled_training_frame,
     training_cutoffs,
     training_frame,
     with_attributes,
+    write_account_features,
 )
 
 __all__ = [
     "FEATURE_COLUMNS",
     "account_features",
+    "can_write_directly",
     "future_values",
     "training_cutoffs",
     "sampled_training_frame",
     "training_frame",
     "with_attributes",
+    "write_account_features",
 ]

@@ -14,14 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 from keyltv.config import Config
-from keyltv.data.io import TransactionLog, load_accounts, load_transactions, write_table
-from keyltv.data.schema import InputError
-from keyltv.features import (
-    account_features,
-    can_write_directly,
-    with_attributes,
-    write_account_features,
+from keyltv.data.io import (
+    TransactionLog,
+    can_copy_query,
+    load_accounts,
+    load_transactions,
+    write_table,
 )
+from keyltv.data.schema import InputError
+from keyltv.features import account_features, with_attributes, write_account_features
 
 log = logging.getLogger("keyltv")
 
@@ -100,7 +101,7 @@ def write_feature_table(inputs: Inputs, config: Config, out: str | Path) -> int:
     (:func:`~keyltv.features.write_account_features`); the attributes of an account
     table are joined in pandas, as the models see them.
     """
-    if inputs.accounts is None and can_write_directly():
+    if inputs.accounts is None and can_copy_query():
         return write_account_features(inputs.log, inputs.as_of, config.horizon_days, out)
     table = feature_table(inputs, config)
     write_table(table, out)

@@ -47,6 +47,9 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 DELIMITERS = (",", ";", "\t", "|")
 _MAX_HEADER_BYTES = 1 << 20
+# Linux's names for this process's open files: how an unnamed temporary file is named
+# (linked) once complete, and how DuckDB opens one to write into it.
+_OPEN_FILES = "/proc/self/fd"
 
 
 @dataclass(frozen=True)
@@ -690,6 +693,43 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
                                                               use_dictionary=dictionary))
 
 
+def can_copy_query() -> bool:
+    """Whether :func:`copy_query` works here: DuckDB reaches the open file through /proc."""
+    return os.path.isdir(_OPEN_FILES)
+
+
+def copy_query(con: duckdb.DuckDBPyConnection, query: str, params: Mapping[str, object],
+               path: str | Path) -> int:
+    """Have DuckDB write ``query``'s result to CSV or Parquet (by extension), atomically.
+
+    No frame is made in Python: DuckDB's ``COPY`` writes into :func:`write_atomic`'s
+    file, which it opens by its /proc name (``USE_TMP_FILE false`` keeps it from writing
+    beside that name instead). Needs :func:`can_copy_query`.
+
+    Returns
+    -------
+    int
+        Rows written.
+
+    Raises
+    ------
+    InputError
+        Unsupported extension, or a folder that does not exist or cannot be written.
+    """
+    path = check_writable(path)
+    fmt = "csv" if path.suffix.lower() == ".csv" else "parquet"
+    rows = 0
+
+    def copy(handle: BinaryIO) -> None:
+        nonlocal rows
+        target = _literal(f"{_OPEN_FILES}/{handle.fileno()}")
+        rows = con.execute(f"COPY ({query}) TO {target} (FORMAT {fmt}, USE_TMP_FILE false)",
+                           params).fetchall()[0][0]
+
+    write_atomic(path, copy)
+    return int(rows)
+
+
 def write_text(text: str, path: str | Path, encoding: str = "utf-8") -> Path:
     """Write a text file (a report) atomically (see :func:`write_atomic`)."""
     return write_atomic(Path(path), lambda handle: handle.write(text.encode(encoding)))
@@ -732,7 +772,7 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> Path:
 def _open_temp(path: Path) -> tuple[int, Path | None]:
     """Open a file in ``path``'s folder: anonymous if possible (then the path is None)."""
     folder = path.parent
-    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
+    if hasattr(os, "O_TMPFILE") and os.path.isdir(_OPEN_FILES):
         try:
             return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666), None
         except OSError:
@@ -754,7 +794,7 @@ def _name_anonymous(handle: int, path: Path) -> Path:
     try:
         # A dir fd makes os.link call linkat(AT_SYMLINK_FOLLOW), which resolves the
         # /proc link to the open file (plain link() would try to link the symlink).
-        os.link(f"/proc/self/fd/{handle}", tmp.name, dst_dir_fd=folder, follow_symlinks=True)
+        os.link(f"{_OPEN_FILES}/{handle}", tmp.name, dst_dir_fd=folder, follow_symlinks=True)
     finally:
         os.close(folder)
     return tmp

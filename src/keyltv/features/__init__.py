@@ -7,7 +7,6 @@ before ``as_of``; labels use ``[as_of, as_of + horizon_days)``.
 from keyltv.features.accounts import (
     FEATURE_COLUMNS,
     account_features,
-    can_write_directly,
     future_values,
     sampled_training_frame,
     training_cutoffs,
@@ -19,7 +18,6 @@ from keyltv.features.accounts import (
 __all__ = [
     "FEATURE_COLUMNS",
     "account_features",
-    "can_write_directly",
     "future_values",
     "training_cutoffs",
     "sampled_training_frame",

@@ -7,7 +7,7 @@ from keyltv.config import Config
 from keyltv.data.io import load_transactions
 from keyltv.data.simulate import simulate_b2b
 from keyltv.features import future_values
-from keyltv.models.bundle import event_labels, training_data
+from keyltv.models.bundle import event_labels, fit_value_model, full_trailing_windows, training_data
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +42,16 @@ def test_event_labels():
     assert decline.tolist() == [True, False, False, False]
     assert growth.tolist() == [False, True, True, False]
     assert np.asarray(decline).dtype == bool
+
+
+def test_run_rate_offset_only_where_training_cutoffs_have_a_whole_horizon(short_log):
+    # 15 months of log: the latest cutoff of a 182-day horizon at 2021-09-01 has 61 days
+    # (with min_feature_days 60) before it; one 181 days later has 242.
+    config = Config(horizon_days=182, training={"n_cutoffs": 2, "min_feature_days": 60})
+    short = training_data(short_log, date(2021, 9, 1), config, None)
+    assert not full_trailing_windows(short, 182)
+    assert not fit_value_model("lightgbm", short, config).run_rate_offset
+    whole = training_data(short_log, date(2022, 3, 1), config, None)
+    assert (max(whole.cutoffs) - whole.first_date).days >= 182
+    assert full_trailing_windows(whole, 182)
+    assert fit_value_model("hybrid", whole, config).run_rate_offset

@@ -41,7 +41,9 @@ ESTIMATORS = [
     TrailingValueRegressor(),
     ProbabilisticLTV(kind="bgnbd", horizon_days=182),
     GBMRegressor(n_estimators=30, random_state=3),
+    GBMRegressor(n_estimators=30, run_rate_offset=True, horizon_days=182, random_state=3),
     HybridRegressor(n_estimators=30, horizon_days=182, random_state=3),
+    HybridRegressor(n_estimators=30, horizon_days=182, run_rate_offset=True, random_state=3),
 ]
 
 
@@ -120,3 +122,46 @@ def test_early_stopping_holds_out_whole_accounts_and_keeps_fewer_trees(stacked, 
     kept = GBMRegressor(random_state=3).fit(X, y)
     assert kept.n_trees_ == kept.model_.best_iteration_
     assert kept.n_trees_ == pytest.approx(model.n_trees_ * 0.8, abs=1)
+
+
+def test_run_rate_annualizes_young_accounts_only():
+    from keyltv.models.gbm import MIN_RUN_RATE_DAYS, run_rate
+
+    rate = run_rate([365.0, 365.0, 10.0, 50.0, np.nan, 7.0], [1000, 365, 73, 1, 200, np.nan], 365)
+    # Full history: as is; 73 days: x5; a day-old account counts as MIN_RUN_RATE_DAYS
+    # old; missing value is 0; missing tenure means a full horizon.
+    np.testing.assert_allclose(rate, [365, 365, 50, 50 * 365 / MIN_RUN_RATE_DAYS, 0, 7])
+
+
+def test_run_rate_offset_is_where_the_boosting_starts(stacked):
+    from keyltv.models.gbm import run_rate
+
+    X, y = stacked
+    model = GBMRegressor(n_estimators=1, early_stopping_rounds=None, learning_rate=1e-9,
+                         run_rate_offset=True, horizon_days=182, random_state=3).fit(X, y)
+    # With one vanishing tree the prediction is the offset: run rate plus the floor.
+    start = run_rate(X["trailing_value"], X["tenure_days"], 182) + model.offset_floor_
+    np.testing.assert_allclose(model.predict(X), start, rtol=1e-6)
+    assert model.offset_floor_ == pytest.approx(0.05 * np.clip(y, 0, None).mean())
+    # Same split of the log prediction into contributions as without the offset.
+    contrib = model.contributions(X.head(20))
+    np.testing.assert_allclose(np.exp(contrib.sum(axis=1)), model.predict(X.head(20)), rtol=1e-6)
+    assert contrib["bias"].iloc[0] == pytest.approx(model.offset_mean_, abs=1e-6)
+    with pytest.raises(ValueError, match="'tenure_days' is missing"):
+        GBMRegressor(run_rate_offset=True).fit(X.drop(columns="tenure_days"), y)
+
+
+def test_run_rate_offset_ranks_growing_accounts_beyond_the_training_range(stacked):
+    # Trees cannot extrapolate: an account twice as big as any seen in training gets
+    # a leaf value from the mean; from its run rate, it keeps its lead.
+    X, y = stacked
+    plain = GBMRegressor(random_state=3).fit(X, y)
+    offset = GBMRegressor(run_rate_offset=True, horizon_days=182, random_state=3).fit(X, y)
+    top = X.loc[[X["trailing_value"].idxmax()]].head(1)
+    bigger = top.copy()
+    money = [c for c in X.columns if c.startswith(("value", "ewm_value")) or c in (
+        "trailing_value", "previous_value", "avg_order_value", "repeat_order_value",
+        "value_same_window_last_year")]
+    bigger[money] *= 2
+    assert plain.predict(bigger)[0] == pytest.approx(plain.predict(top)[0], rel=0.05)
+    assert offset.predict(bigger)[0] > 1.5 * offset.predict(top)[0]

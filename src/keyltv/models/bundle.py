@@ -132,7 +132,7 @@ def make_value_model(name: str, config: Config, kind_seed: int | None = None):
         "bgnbd": lambda: ProbabilisticLTV(kind="bgnbd", horizon_days=h),
         "mbgnbd": lambda: ProbabilisticLTV(kind="mbgnbd", horizon_days=h),
         "pareto": lambda: ProbabilisticLTV(kind="pareto", horizon_days=h),
-        "lightgbm": lambda: GBMRegressor(random_state=seed),
+        "lightgbm": lambda: GBMRegressor(horizon_days=h, random_state=seed),
         "hybrid": lambda: HybridRegressor(kind="mbgnbd", horizon_days=h, random_state=seed),
     }[name]()
 
@@ -153,8 +153,27 @@ def fit_value_model(name: str, data: TrainingData, config: Config):
     if name in SUPERVISED:
         if data.stacked_X is None:
             raise ValueError(data.note or "no training rows")
+        model.set_params(run_rate_offset=full_trailing_windows(data, config.horizon_days))
         return model.fit(data.stacked_X, data.stacked_y["value"].to_numpy())
     return model.fit(data.current)
+
+
+def full_trailing_windows(data: TrainingData, horizon_days: int) -> bool:
+    """Whether the latest training cutoff has a whole horizon of log before it.
+
+    Only then do the GBMs start from each account's run rate (``run_rate_offset``, see
+    :class:`~keyltv.models.gbm.GBMRegressor`). Where the start of the log cuts the
+    trailing windows of the training rows short, their run rates are guesses from a
+    few months, and a model that learned to scale them fitted worse than one that
+    learned the value directly (ad hoc, LightGBM, seed 7: on CDNOW's 39-week history
+    normalized Gini -0.003, decile MAPE 0.41 against 0.27, aggregate ratio 0.70
+    against 0.81; on the simulator's 15-month history Gini -0.001, aggregate ratio 0.79
+    against 1.14; at six four-year simulator origins Gini +0.001 on average, decile
+    MAPE 0.08 against 0.18).
+    """
+    if not data.cutoffs or data.first_date is None:
+        return False
+    return (max(data.cutoffs) - data.first_date).days >= horizon_days
 
 
 def event_labels(trailing: object, future: object, config: Config) -> tuple[np.ndarray, np.ndarray]:

@@ -165,3 +165,12 @@ def test_run_rate_offset_ranks_growing_accounts_beyond_the_training_range(stacke
     bigger[money] *= 2
     assert plain.predict(bigger)[0] == pytest.approx(plain.predict(top)[0], rel=0.05)
     assert offset.predict(bigger)[0] > 1.5 * offset.predict(top)[0]
+
+
+def test_model_pickled_before_the_offset_existed_still_predicts(stacked):
+    X, y = stacked
+    model = GBMRegressor(n_estimators=20, random_state=3).fit(X, y)
+    expected = model.predict(X)
+    del model.__dict__["run_rate_offset"], model.__dict__["horizon_days"]
+    np.testing.assert_array_equal(model.predict(X), expected)
+    assert model.contributions(X.head(3)).shape[0] == 3

@@ -232,10 +232,13 @@ class GBMRegressor(RegressorMixin, _LGBMBase):
         return np.clip(self._predict_batched(X, self._predict_frame), 0.0, None)
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """As :meth:`_LGBMBase.contributions`; with the run-rate offset, the offset is
-        split into its training mean (in ``bias``) and this row's deviation from it (in
-        ``trailing_value``), so that the columns still add up to the log prediction and
-        an account's own recent value shows as a driver."""
+        """Per-row contributions as in :meth:`_LGBMBase.contributions`.
+
+        With the run-rate offset, the offset is split into its training mean (in
+        ``bias``) and this row's deviation from it (in ``trailing_value``), so that the
+        columns still add up to the log prediction and an account's own recent value
+        shows as a driver.
+        """
         out = super().contributions(X)
         if getattr(self, "run_rate_offset", False):
             offset = self._offset(self._prepare(X, fit=False))
@@ -244,7 +247,8 @@ class GBMRegressor(RegressorMixin, _LGBMBase):
         return out
 
     def _predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        if not self.run_rate_offset:
+        # getattr: a model pickled before the offset existed has no such attribute.
+        if not getattr(self, "run_rate_offset", False):
             return self.model_.predict(frame)
         # Tweedie's link is the log: the offset adds on the raw score.
         return np.exp(self.model_.predict(frame, raw_score=True) + self._offset(frame))

@@ -62,4 +62,6 @@ def test_training_run_carries_the_review_record(trained):
     # A reviewer sees the trees early stopping kept, not only the cap.
     gbm = children[children["tags.mlflow.runName"] == "lightgbm"]
     assert int(gbm["params.n_trees"].iloc[0]) == first.backtest.models["lightgbm"].n_trees_
+    # ... and whether the trees started from each account's run rate (4 years of log: yes).
+    assert gbm["params.run_rate_offset"].iloc[0] == "True"
     assert 0.75 <= run.data.metrics["interval_holdout_coverage"] <= 1.0

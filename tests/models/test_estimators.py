@@ -149,6 +149,8 @@ def test_run_rate_offset_is_where_the_boosting_starts(stacked):
     assert contrib["bias"].iloc[0] == pytest.approx(model.offset_mean_, abs=1e-6)
     with pytest.raises(ValueError, match="'tenure_days' is missing"):
         GBMRegressor(run_rate_offset=True).fit(X.drop(columns="tenure_days"), y)
+    with pytest.raises(ValueError, match="log link .* got 'regression'"):
+        GBMRegressor(run_rate_offset=True, objective="regression").fit(X, y)
 
 
 def test_run_rate_offset_ranks_growing_accounts_beyond_the_training_range(stacked):

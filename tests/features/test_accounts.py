@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from keyltv.data.io import load_transactions
 from keyltv.features import (
     FEATURE_COLUMNS,
     account_features,
@@ -117,3 +118,22 @@ def test_sampled_training_frame_caps_each_cutoff_with_a_seed():
     same, _, none_out = sampled_training_frame(log, cutoffs, 90)
     pd.testing.assert_frame_equal(same, full_X)
     assert none_out == 0
+
+
+def test_features_are_identical_on_every_run():
+    # Enough account-days for several DuckDB row groups (122,880 rows each), read by
+    # four threads: floating-point sums of per-thread parts differed in the last bits
+    # from run to run before every sum was made exact.
+    rng = np.random.default_rng(3)
+    n = 400_000
+    frame = pd.DataFrame({
+        "customer_id": rng.integers(0, 5_000, n).astype(str),
+        "date": (pd.Timestamp("2021-01-01")
+                 + pd.to_timedelta(rng.integers(0, 1_400, n), unit="D")).strftime("%Y-%m-%d"),
+        "amount": np.round(rng.lognormal(5, 1.5, n) * rng.choice([1, -1], n, p=[0.95, 0.05]), 2),
+    })
+    log = load_transactions(frame)
+    log.con.execute("SET threads = 4")
+    first = account_features(log, date(2024, 12, 1), horizon_days=365)
+    second = account_features(log, date(2024, 12, 1), horizon_days=365)
+    pd.testing.assert_frame_equal(first, second, check_exact=True)

@@ -152,6 +152,8 @@ def load_transactions(
         notes = _check_rules(con, name, mapping, date_format, drop_blank_ids)
         # Fixed-point sums: a fully returned account nets to exactly 0, not 2e-13, in
         # every later sum (floating-point sums depend on the order of the lines).
+        # Stored in account order: each feature query (one per training cutoff) then
+        # groups and windows contiguous rows, 1.2 s faster at 5M lines for a 0.7 s sort.
         con.execute(
             """
             CREATE TABLE daily AS
@@ -161,6 +163,7 @@ def load_transactions(
                    COALESCE(sum(CAST(a AS DECIMAL(38, 6))) FILTER (WHERE a < 0), 0) AS returns,
                    CAST(count(*) AS INTEGER) AS lines
             FROM lines WHERE NOT blank_id GROUP BY ALL
+            ORDER BY customer_id, day
             """
         )
     con.execute("DROP TABLE lines")
@@ -515,7 +518,9 @@ def _check_rules(
                    count(*) FILTER (WHERE a = 0) AS zero_amount_lines,
                    count(*) FILTER (WHERE m IS NULL) AS missing_margin,
                    max(a) FILTER (WHERE isfinite(a)) AS max_amount,
-                   approx_quantile(a, 0.5) FILTER (WHERE a > 0 AND isfinite(a)) AS median_amount,
+                   -- Exact: approx_quantile merges per-thread digests in any order, so its
+                   -- estimate (and the outlier count) changed from run to run; it was slower.
+                   median(a) FILTER (WHERE a > 0 AND isfinite(a)) AS median_amount,
                    -- Identical lines via a 64-bit hash of each: a GROUP BY over the raw
                    -- strings held the whole log in memory (a false match: p < 1e-5 at 20M).
                    count(*) - count(DISTINCT line_hash) AS duplicate_lines

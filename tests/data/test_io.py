@@ -206,6 +206,15 @@ def test_outliers_are_kept_and_counted():
     assert load_transactions(frame(rows[:-1])).notes["outlier_lines"] == 0
 
 
+@pytest.mark.parametrize(("largest", "outliers"), [(20_200.0, 1), (19_800.0, 0)])
+def test_outlier_threshold_uses_the_median_positive_line_to_within_one_percent(largest, outliers):
+    # Positive lines 10, 20, 30 and the largest: the median line is 20 (the lower middle
+    # one), so the threshold is 1000 x 20; returns and zero lines do not count.
+    rows = [("a", "2024-01-01", 10.0), ("a", "2024-01-02", 20.0), ("b", "2024-01-03", 30.0),
+            ("b", "2024-01-04", -5.0), ("c", "2024-01-05", 0.0), ("c", "2024-01-06", largest)]
+    assert load_transactions(frame(rows)).notes["outlier_lines"] == outliers
+
+
 def test_accounts_table_refuses_repeated_columns_and_header_only(tmp_path):
     path = write_csv(tmp_path, "customer_id,size,size\n1,a,b\n", "acc.csv")
     with pytest.raises(InputError, match="column 'size' appears more than once"):

@@ -5,9 +5,9 @@ computed differently from the ones it was trained on. Every feature, the ratios
 included, is an expression of that one query, and nothing is computed afterwards in
 pandas: a port to another engine (Spark SQL, for logs that outgrow one machine)
 translates a single query. It is plain SQL over the daily table (window functions,
-``FILTER`` aggregates); DuckDB's ``date_diff``, ``<<`` (Spark: ``shiftleft``) and its
-``$name`` parameters are the spellings such a port would change. Days are integers
-counted back from the cutoff: ``age = as_of - day`` (so ``age >= 1`` for every day used).
+``FILTER`` aggregates); DuckDB's ``date_diff`` and its ``$name`` parameters are the
+spellings such a port would change. Days are integers counted back from the cutoff:
+``age = as_of - day`` (so ``age >= 1`` for every day used).
 
 Every sum is exact (DECIMAL or integer; weights are rounded to DECIMAL per row before
 summing), so the table is the same bit for bit on every run: DuckDB sums in parallel,
@@ -153,7 +153,8 @@ def _feature_sql() -> str:
     # 13 months (months_back 0..12): one bit per month, OR-ed and counted.
     # count(DISTINCT ...) made DuckDB hold the whole cut log in memory and took a third
     # of the query's time; thirteen max(CASE ...) flags cost a sixth of it.
-    active_months = ("COALESCE(bit_count(bit_or(CAST(1 AS BIGINT) << CAST(months_back AS INTEGER))"
+    # 2^k as pow() rather than 1 << k: Spark SQL spells the shift shiftleft().
+    active_months = ("COALESCE(bit_count(bit_or(CAST(pow(2, months_back) AS BIGINT))"
                      " FILTER (WHERE age <= 365)), 0)")
     ewm = ",\n           ".join(
         f"sum(CAST(CAST(amount AS DOUBLE) * exp(-age / {d:.1f}) AS DECIMAL(38, 12))) "

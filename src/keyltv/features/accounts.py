@@ -6,8 +6,10 @@ included, is an expression of that one query, and nothing is computed afterwards
 pandas: a port to another engine (Spark SQL, for logs that outgrow one machine)
 translates a single query. It is plain SQL over the daily table (window functions,
 ``FILTER`` aggregates); DuckDB's ``date_diff`` and its ``$name`` parameters are the
-spellings such a port would change. Days are integers counted back from the cutoff:
-``age = as_of - day`` (so ``age >= 1`` for every day used).
+spellings such a port would change (``tests/features/test_spark_sql.py``). Divisions
+of money and weights are written in DOUBLE: Spark SQL divides DECIMALs (and
+``age / 90.0``) in DECIMAL, to 6 decimals. Days are integers counted back from the
+cutoff: ``age = as_of - day`` (so ``age >= 1`` for every day used).
 
 Every sum is exact (DECIMAL or integer; weights are rounded to DECIMAL per row before
 summing), so the table is the same bit for bit on every run: DuckDB sums in parallel,
@@ -58,7 +60,7 @@ agg_o AS (
            avg(amount) AS avg_order_value,
            avg(age) AS order_age_mean,
            avg(age) FILTER (WHERE age <= 730) AS order_age_mean_730d,
-           sum(CAST(exp(-age / 180.0) AS DECIMAL(38, 12))) AS ewm_orders_180d
+           sum(CAST(exp(-CAST(age AS DOUBLE) / 180) AS DECIMAL(38, 12))) AS ewm_orders_180d
     FROM o GROUP BY customer_id
 ),
 agg_d AS (
@@ -73,8 +75,8 @@ agg_d AS (
            {active_months} AS active_months_365,
            -- Where in time the value sits (the sufficient statistic of a log-linear
            -- trend of a Poisson rate), and value with exponentially fading weights.
-           sum(amount * age) / NULLIF(sum(amount), 0) AS value_age_mean,
-           sum(amount * age) FILTER (WHERE age <= 730)
+           CAST(sum(amount * age) AS DOUBLE) / NULLIF(sum(amount), 0) AS value_age_mean,
+           CAST(sum(amount * age) FILTER (WHERE age <= 730) AS DOUBLE)
                / NULLIF(sum(amount) FILTER (WHERE age <= 730), 0) AS value_age_mean_730d,
            {ewm}
     FROM d GROUP BY customer_id
@@ -100,8 +102,9 @@ SELECT a.customer_id,
        CASE WHEN o.orders_total > 2 AND o.first_order_age > o.last_order_age
             THEN o.gap_std * (o.orders_total - 1) / (o.first_order_age - o.last_order_age)
             END AS gap_cv,
-       CASE WHEN a.gross_total > 0 THEN a.returns_total / a.gross_total + 0.0 ELSE 0.0 END AS return_share,
-       CASE WHEN a.value_total > 0 THEN a.margin_total / a.value_total END AS margin_rate
+       CASE WHEN a.gross_total > 0 THEN CAST(a.returns_total AS DOUBLE) / a.gross_total
+            ELSE 0.0 END AS return_share,
+       CASE WHEN a.value_total > 0 THEN CAST(a.margin_total AS DOUBLE) / a.value_total END AS margin_rate
 FROM agg_d a LEFT JOIN agg_o o USING (customer_id)
 ),
 typed AS (SELECT customer_id, {typed} FROM base)
@@ -157,7 +160,7 @@ def _feature_sql() -> str:
     active_months = ("COALESCE(bit_count(bit_or(CAST(pow(2, months_back) AS BIGINT))"
                      " FILTER (WHERE age <= 365)), 0)")
     ewm = ",\n           ".join(
-        f"sum(CAST(CAST(amount AS DOUBLE) * exp(-age / {d:.1f}) AS DECIMAL(38, 12))) "
+        f"sum(CAST(CAST(amount AS DOUBLE) * exp(-CAST(age AS DOUBLE) / {d}) AS DECIMAL(38, 12))) "
         f"AS ewm_value_{d}d" for d in EWM_DAYS
     )
     ewm_columns = ", ".join(f"a.ewm_value_{d}d" for d in EWM_DAYS)

@@ -18,6 +18,26 @@ def frame(rows: list[tuple], columns=("customer_id", "date", "amount")) -> pd.Da
     return pd.DataFrame(rows, columns=list(columns))
 
 
+def random_frame(lines: int, accounts: int, seed: int, *, margin: bool = False) -> pd.DataFrame:
+    """A seeded random log over 2021-2024: lognormal amounts, 5% returns, optional margins.
+
+    For tests that need more rows than can be typed by hand (parallel reads, engines).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    days = pd.to_timedelta(rng.integers(0, 1_400, lines), unit="D")
+    out = pd.DataFrame({
+        "customer_id": rng.integers(0, accounts, lines).astype(str),
+        "date": (pd.Timestamp("2021-01-01") + days).strftime("%Y-%m-%d"),
+        "amount": np.round(rng.lognormal(5, 1.5, lines)
+                           * rng.choice([1, -1], lines, p=[0.95, 0.05]), 2),
+    })
+    if margin:
+        out["margin"] = np.round(rng.lognormal(3, 1, lines), 2)
+    return out
+
+
 @pytest.fixture
 def tiny_rows() -> list[tuple]:
     # Account 00042: three orders, one same-day return. Account 7: one order, then a

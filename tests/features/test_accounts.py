@@ -13,6 +13,7 @@ from keyltv.features import (
     training_frame,
     with_attributes,
 )
+from tests.conftest import random_frame
 
 AS_OF = date(2024, 3, 1)  # 2024 is a leap year: 2024-01-01 is 60 days before
 
@@ -124,15 +125,7 @@ def test_features_are_identical_on_every_run():
     # Enough account-days for several DuckDB row groups (122,880 rows each), read by
     # four threads: floating-point sums of per-thread parts differed in the last bits
     # from run to run before every sum was made exact.
-    rng = np.random.default_rng(3)
-    n = 400_000
-    frame = pd.DataFrame({
-        "customer_id": rng.integers(0, 5_000, n).astype(str),
-        "date": (pd.Timestamp("2021-01-01")
-                 + pd.to_timedelta(rng.integers(0, 1_400, n), unit="D")).strftime("%Y-%m-%d"),
-        "amount": np.round(rng.lognormal(5, 1.5, n) * rng.choice([1, -1], n, p=[0.95, 0.05]), 2),
-    })
-    log = load_transactions(frame)
+    log = load_transactions(random_frame(400_000, 5_000, seed=3))
     log.con.execute("SET threads = 4")
     first = account_features(log, date(2024, 12, 1), horizon_days=365)
     second = account_features(log, date(2024, 12, 1), horizon_days=365)

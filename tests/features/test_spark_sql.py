@@ -10,12 +10,12 @@ import shutil
 import sys
 from datetime import date
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from keyltv.data.io import load_transactions
 from keyltv.features.accounts import _feature_sql, account_features
+from tests.conftest import random_frame
 
 pytest.importorskip("pyspark")
 if shutil.which("java") is None:
@@ -49,16 +49,7 @@ def spark():
 
 def test_feature_query_gives_the_same_table_on_spark_sql(spark):
     # Returns, margins and several orders a day, so that every feature is exercised.
-    rng = np.random.default_rng(5)
-    n = 20_000
-    frame = pd.DataFrame({
-        "customer_id": rng.integers(0, 800, n).astype(str),
-        "date": (pd.Timestamp("2021-01-01")
-                 + pd.to_timedelta(rng.integers(0, 1_400, n), unit="D")).strftime("%Y-%m-%d"),
-        "amount": np.round(rng.lognormal(5, 1.5, n) * rng.choice([1, -1], n, p=[0.93, 0.07]), 2),
-        "margin": np.round(rng.lognormal(3, 1, n), 2),
-    })
-    log = load_transactions(frame)
+    log = load_transactions(random_frame(20_000, 800, seed=5, margin=True))
     expected = account_features(log, AS_OF, HORIZON)
 
     daily = log.con.execute("SELECT * FROM daily").df()

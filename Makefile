@@ -8,7 +8,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast lint ui bench-accuracy bench-accuracy-seeds bench-speed clean
+.PHONY: help setup demo test test-fast test-spark lint ui bench-accuracy bench-accuracy-seeds bench-speed clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,6 +34,11 @@ test: setup ## Run the whole test suite (slow tests included)
 
 test-fast: setup ## Run the tests not marked slow
 	$(PY) -m pytest -m "not slow"
+
+test-spark: setup ## The feature query on Spark SQL against DuckDB (installs pyspark; needs Java 17)
+	$(VENV)/bin/uv pip install -q --python $(PY) -e ".[dev,spark]" || \
+	  $(VENV)/bin/pip install -q -e ".[dev,spark]"
+	$(PY) -m pytest tests/features/test_spark_sql.py
 
 lint: setup ## Ruff lint
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -7,6 +7,7 @@ import os
 # Before LightGBM loads its OpenMP runtime: no busy-waiting threads on a shared 2-core box.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
@@ -23,8 +24,6 @@ def random_frame(lines: int, accounts: int, seed: int, *, margin: bool = False) 
 
     For tests that need more rows than can be typed by hand (parallel reads, engines).
     """
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     days = pd.to_timedelta(rng.integers(0, 1_400, lines), unit="D")
     out = pd.DataFrame({

@@ -1,7 +1,8 @@
 """The feature query on Spark SQL, the port that :mod:`keyltv.features.accounts` promises.
 
 keyltv does not depend on Spark, so this test is skipped where PySpark or a Java
-runtime is missing; with ``pip install pyspark`` and a JDK 17 it runs in about 20 s.
+runtime is missing; ``make test-spark`` installs the pinned PySpark (the ``spark``
+extra) and runs it, in about 25 s with a JDK 17.
 """
 
 import os

@@ -99,6 +99,54 @@ def test_duplicate_lines_are_counted_and_kept():
     assert log.daily()["amount"].tolist() == [15.0, 1.0]
 
 
+def test_lines_are_duplicates_when_their_values_are_however_written(tmp_path):
+    path = write_csv(tmp_path, "customer_id,date,amount\na,2024-01-01,10\n"
+                               "a,2024-01-01 00:00:00,10.00\n a ,2024-01-01, 1e1\n"
+                               "a,2024-01-01,10.01\na,2024-01-02,10\n")
+    assert load_transactions(path).notes["duplicate_lines"] == 2
+
+
+# Whitespace that loading strips, at either edge: space, tab, line break, form feed,
+# no-break space, byte-order mark. A line break at the edge of a value needs quotes.
+PADS = [(" ", ""), ("", "\t"), ("\u00a0", ""), ("\ufeff", " "), ("", "\r\n"), ("\f", "\u00a0")]
+
+
+def padded_log(tmp_path, column: str | None, date_format: bool = False):
+    """A small log as CSV text; with ``column``, every value in it padded with PADS."""
+    rows = [("007", "2024-01-05", "12.5", "3"), ("007", "2024-01-05 10:30:00", "-2.5", ""),
+            ("A-1", "2024-02-29", "100", "40.25"), ("x y", "2024-03-01T08:00:00", "0", "0")]
+    columns = ("customer_id", "date", "amount", "margin")
+    lines = ["customer_id,date,amount,margin"]
+    for k, row in enumerate(rows):
+        cells = list(row)
+        if date_format:
+            cells[1] = date.fromisoformat(cells[1][:10]).strftime("%d.%m.%Y")
+        if column is not None:
+            left, right = PADS[k % len(PADS)]
+            i = columns.index(column)
+            cells[i] = '"' + left + cells[i] + right + '"'
+        lines.append(",".join(cells))
+    return write_csv(tmp_path, "\n".join(lines) + "\n", f"{column}-{date_format}.csv")
+
+
+@pytest.mark.parametrize("date_format", [False, True], ids=["iso", "date_format"])
+@pytest.mark.parametrize("column", ["customer_id", "date", "amount", "margin"])
+def test_padded_values_load_exactly_as_the_clean_log(tmp_path, column, date_format):
+    fmt = "%d.%m.%Y" if date_format else None
+    clean = load_transactions(padded_log(tmp_path, None, date_format), date_format=fmt)
+    padded = load_transactions(padded_log(tmp_path, column, date_format), date_format=fmt)
+    pd.testing.assert_frame_equal(padded.daily(), clean.daily())
+    assert padded.summary() | {"source": ""} == clean.summary() | {"source": ""}
+
+
+@pytest.mark.parametrize("stamp", ["2024-01-31 10:00:00+02:00 ", "2024-01-31 10:00Z\t",
+                                   "\u00a02024-01-31 10:00 UTC"])
+def test_padded_time_zone_aware_date_is_refused(tmp_path, stamp):
+    path = write_csv(tmp_path, f'customer_id,date,amount\na,2024-01-01,1\na,"{stamp}",2\n')
+    with pytest.raises(InputError, match="column 'date': time-zone-aware date"):
+        load_transactions(path)
+
+
 def test_margin_is_optional_and_read_when_present():
     rows = [("a", "2024-01-01", 100.0, 30.0), ("a", "2024-01-03", -10.0, -3.0)]
     log = load_transactions(frame(rows, ("customer_id", "date", "amount", "margin")))

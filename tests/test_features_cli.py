@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pandas as pd
@@ -113,3 +114,17 @@ def test_without_accounts_duckdb_writes_the_table_the_models_read(log_files, mon
                                expected[FEATURE_COLUMNS].to_numpy(float), rtol=1e-12)
     assert sorted(p.name for p in log_files.iterdir()) == sorted(
         ["tx.csv", "accounts.csv", f"direct{suffix}"])  # no temporary file left behind
+
+
+def test_features_without_accounts_runs_without_importing_pandas(log_files):
+    # pandas' import was half a second of this command's start (see keyltv.features).
+    script = ("import sys\nfrom keyltv.cli import main\n"
+              "sys.argv = ['keyltv', 'features', '--transactions', 'tx.csv', '--as-of', "
+              "'2024-03-01', '--out', 'features.parquet']\n"
+              "try:\n    main()\nexcept SystemExit as exited:\n    assert not exited.code\n"
+              "assert 'pandas' not in sys.modules, 'pandas was imported'\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=log_files, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert pd.read_parquet(log_files / "features.parquet")["customer_id"].tolist() == ["00042",
+                                                                                        "7"]

@@ -12,12 +12,14 @@ import sys
 import warnings
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from keyltv.data.schema import InputError
+
+if TYPE_CHECKING:  # imported where used: keyltv features starts without pandas
+    import pandas as pd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="keyltv: key-account lifetime value from a transaction log.")
@@ -55,6 +57,8 @@ def _config(path: Path | None, horizon_days: int | None):
 
 
 def _print_table(frame: pd.DataFrame) -> None:
+    import pandas as pd
+
     with pd.option_context("display.width", 160, "display.max_columns", 30,
                            "display.float_format", "{:.4f}".format):
         typer.echo(frame.to_string())

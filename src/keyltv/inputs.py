@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
+from keyltv import features
 from keyltv.config import Config
 from keyltv.data.io import (
     TransactionLog,
@@ -22,7 +22,9 @@ from keyltv.data.io import (
     write_table,
 )
 from keyltv.data.schema import InputError
-from keyltv.features import account_features, with_attributes, write_account_features
+
+if TYPE_CHECKING:  # pandas only where a frame is made: keyltv features needs none
+    import pandas as pd
 
 log = logging.getLogger("keyltv")
 
@@ -71,6 +73,8 @@ def _match_accounts(tx: TransactionLog, attrs: pd.DataFrame) -> dict[str, int]:
         When no id of the account table occurs in the log (typically lost leading
         zeros or another id column).
     """
+    import pandas as pd
+
     known = pd.Index(tx.con.execute("SELECT DISTINCT customer_id FROM daily").df()["customer_id"])
     shared = attrs.index.isin(known)
     if not shared.any():
@@ -88,10 +92,11 @@ def feature_table(inputs: Inputs, config: Config) -> pd.DataFrame:
 
     The same SQL serves training cutoffs and scoring; no model or tracking store is used.
     """
-    features = with_attributes(
-        account_features(inputs.log, inputs.as_of, config.horizon_days), inputs.accounts
+    table = features.with_attributes(
+        features.account_features(inputs.log, inputs.as_of, config.horizon_days),
+        inputs.accounts,
     )
-    return features.rename_axis("customer_id").reset_index()
+    return table.rename_axis("customer_id").reset_index()
 
 
 def write_feature_table(inputs: Inputs, config: Config, out: str | Path) -> int:
@@ -102,7 +107,8 @@ def write_feature_table(inputs: Inputs, config: Config, out: str | Path) -> int:
     table are joined in pandas, as the models see them.
     """
     if inputs.accounts is None and can_copy_query():
-        return write_account_features(inputs.log, inputs.as_of, config.horizon_days, out)
+        return features.write_account_features(inputs.log, inputs.as_of,
+                                               config.horizon_days, out)
     table = feature_table(inputs, config)
     write_table(table, out)
     return len(table)

@@ -1,4 +1,4 @@
-"""The feature query on Spark SQL, the port that :mod:`keyltv.features.accounts` promises.
+"""The feature query on Spark SQL, the port that :mod:`keyltv.features.definitions` promises.
 
 keyltv does not depend on Spark, so this test is skipped where PySpark or a Java
 runtime is missing; ``make test-spark`` installs the pinned PySpark (the ``spark``
@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from keyltv.data.io import load_transactions
-from keyltv.features.accounts import _feature_sql, account_features
+from keyltv.features import account_features
+from keyltv.features.definitions import feature_sql
 from tests.conftest import random_frame
 
 pytest.importorskip("pyspark")
@@ -31,7 +32,7 @@ HORIZON = 365
 def spark_sql(as_of: date, horizon_days: int) -> str:
     """The feature query with the two DuckDB spellings the module docstring names."""
     literal = f"DATE'{as_of.isoformat()}'"
-    sql = re.sub(r"date_diff\('day', (\w+), \$as_of\)", rf"datediff({literal}, \1)", _feature_sql())
+    sql = re.sub(r"date_diff\('day', (\w+), \$as_of\)", rf"datediff({literal}, \1)", feature_sql())
     return sql.replace("$as_of", literal).replace("$h", str(horizon_days))
 
 

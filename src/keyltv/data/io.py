@@ -19,6 +19,7 @@ so a ragged row, a stray quote or a non-UTF-8 byte stops the job with its line n
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 import secrets
@@ -28,10 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import duckdb
-import pandas as pd
 
 from keyltv.data.schema import (
     ISO_DATE_PATTERN,
@@ -41,6 +41,12 @@ from keyltv.data.schema import (
     InputError,
     describe_value,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas is imported only where a frame is read or written: ``keyltv features`` loads a
+# log and writes its table from DuckDB alone, and pandas' import was half a second of it.
 
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -213,7 +219,7 @@ def _attach_source(
     duplicated : list of str
         Column names that the header holds more than once (the later ones are renamed).
     """
-    if isinstance(source, pd.DataFrame):
+    if not isinstance(source, (str, os.PathLike)):  # a DataFrame
         con.register("src_frame", source)
         con.execute("CREATE VIEW src AS SELECT * FROM src_frame")
         duplicated = sorted({str(c) for c in source.columns[source.columns.duplicated()]})
@@ -581,7 +587,7 @@ def _check_rules(
     if blank == lines:  # only reachable with drop_blank_ids
         raise InputError(f"{name}: column {mapping['customer_id']!r}: every one of the "
                          f"{lines} line(s) has a blank customer id; nothing is left to score")
-    row = con.execute(
+    cursor = con.execute(
         """SELECT count(*) FILTER (WHERE a < 0) AS return_lines,
                    count(*) FILTER (WHERE a = 0) AS zero_amount_lines,
                    count(*) FILTER (WHERE m IS NULL) AS missing_margin,
@@ -592,7 +598,8 @@ def _check_rules(
                    count(*) - count(DISTINCT line_hash) AS duplicate_lines
             -- Only numbers reach the aggregate: DISTINCT keeps every column it is given.
             FROM (SELECT a, m, line_hash FROM lines WHERE NOT blank_id)"""
-    ).df().iloc[0]
+    )
+    row = dict(zip([d[0] for d in cursor.description], cursor.fetchall()[0], strict=True))
     notes = {"lines": int(lines), **{k: int(row[k]) for k in ("return_lines", "zero_amount_lines")}}
     if drop_blank_ids:
         notes["blank_id_lines_dropped"] = int(blank)
@@ -659,12 +666,13 @@ def _median_positive_line(con: duckdb.DuckDBPyConnection) -> float:
     return float("nan") if bucket is None else 2.0 ** ((bucket + 0.5) / k)
 
 
-def _count_outliers(con: duckdb.DuckDBPyConnection, largest: float, median: float) -> int:
+def _count_outliers(con: duckdb.DuckDBPyConnection, largest: float | None,
+                    median: float) -> int:
     """Lines above ``OUTLIER_FACTOR`` x the median positive line; kept, only counted.
 
     The extra scan runs only when the largest line is above the threshold.
     """
-    if pd.isna(largest) or pd.isna(median) or largest <= OUTLIER_FACTOR * median:
+    if largest is None or math.isnan(median) or largest <= OUTLIER_FACTOR * median:
         return 0
     return int(con.execute("SELECT count(*) FROM lines WHERE a > ? AND NOT blank_id",
                            [OUTLIER_FACTOR * float(median)]).fetchall()[0][0])
@@ -734,6 +742,8 @@ def load_accounts(
 
 def _typed_attribute(column: pd.Series) -> pd.Series:
     """Numeric if every non-blank value is a number, else a categorical."""
+    import pandas as pd
+
     text = column.astype("string").str.strip().replace("", pd.NA)
     numbers = pd.to_numeric(text, errors="coerce")
     if numbers.notna().sum() == text.notna().sum():
@@ -786,7 +796,7 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     # Dictionary pages only for text and category columns: on float columns Arrow builds
     # a dictionary and then drops it (nearly all values differ), which took 60% of the
     # write of 250,000 accounts. The values and dtypes read back are the same.
-    dictionary = [str(c) for c in frame.columns if not pd.api.types.is_float_dtype(frame[c])]
+    dictionary = [str(c) for c in frame.columns if frame[c].dtype.kind != "f"]
     return write_atomic(path, lambda handle: frame.to_parquet(handle, index=False,
                                                               use_dictionary=dictionary))
 

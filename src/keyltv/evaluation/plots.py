@@ -252,7 +252,7 @@ def plot_p_alive_matrix(frequency: object, recency: object, T: object, p_alive: 
     Like lifetimes' ``plot_probability_alive_matrix``, but it averages the P(alive)
     of real accounts per cell instead of evaluating the model on a grid, so it works
     for any source of P(alive). Inputs use lifetimes' conventions (see
-    :mod:`keyltv.features.accounts`).
+    :mod:`keyltv.features.definitions`).
 
     Returns
     -------

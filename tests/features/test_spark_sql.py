@@ -55,7 +55,9 @@ def test_feature_query_gives_the_same_table_on_spark_sql(spark):
     expected = account_features(log, AS_OF, HORIZON)
 
     daily = log.con.execute("SELECT * FROM daily").df()
-    table = spark.createDataFrame(daily.assign(day=pd.to_datetime(daily["day"]).dt.date))
+    days = {column: [None if pd.isna(d) else d.date() for d in pd.to_datetime(daily[column])]
+            for column in ("day", "previous_order_day")}
+    table = spark.createDataFrame(daily.assign(**days).astype({"previous_order_day": object}))
     for money in ("amount", "margin", "returns"):  # DuckDB's type: exact sums on Spark too
         table = table.withColumn(money, table[money].cast("decimal(38,6)"))
     table.createOrReplaceTempView("daily")

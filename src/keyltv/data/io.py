@@ -1,9 +1,11 @@
 """Load and validate transaction logs and account tables; write outputs atomically.
 
 Validation runs as SQL in an embedded DuckDB so that a 20-million-line CSV streams
-through two scans instead of being copied into pandas. The first scan counts every
-rule violation; the second aggregates the log to one row per account and day (net
-amount, net margin, line count), which is all the feature code needs.
+through it instead of being copied into pandas. The file is parsed once into a compact
+table of typed lines with their rule flags (only a broken rule reads the file again,
+to quote a bad value); that table is aggregated to one row per account and day (net
+amount, net margin, line count, and the account's previous order day, from which the
+features take the gaps between orders), which is all the feature code needs.
 
 Why netting by day: a return booked on the same day as its order cancels it, and a
 credit note on a later day lowers that account's value without being an "order". An
@@ -65,9 +67,11 @@ class TransactionLog:
     Attributes
     ----------
     con : duckdb.DuckDBPyConnection
-        Connection holding the table ``daily(customer_id, day, amount, margin, returns, lines)``;
-        ``amount`` is the day's net value, ``returns`` the (negative) sum of its return lines
-        (money columns are ``DECIMAL(38, 6)``, so sums are exact).
+        Connection holding the table ``daily(customer_id, day, amount, margin, returns, lines,
+        previous_order_day)``; ``amount`` is the day's net value, ``returns`` the (negative)
+        sum of its return lines (money columns are ``DECIMAL(38, 6)``, so sums are exact),
+        ``previous_order_day`` the account's order day before this one (NULL for its first
+        order and for days that are not orders).
     source : str
         File name (or label) for messages.
     has_margin : bool
@@ -163,7 +167,7 @@ def load_transactions(
         fixed = "DECIMAL(18, 6)" if largest < 1e11 else "DECIMAL(38, 6)"
         con.execute(
             f"""
-            CREATE TABLE daily AS
+            CREATE TEMP TABLE days AS
             SELECT customer_id, CAST(ts AS DATE) AS day,
                    CAST(sum(CAST(a AS {fixed})) AS DECIMAL(38, 6)) AS amount,
                    CAST(sum(CAST(m AS {fixed})) AS DECIMAL(38, 6)) AS margin,
@@ -174,6 +178,18 @@ def load_transactions(
             """
         )
     _drop_lines(con)
+    # The previous order day does not depend on any cutoff (the orders before a cutoff
+    # are a prefix of the account's orders), so it is found once here, not by a window
+    # in every feature query: that halved the query's time at 5M lines.
+    con.execute(
+        """
+        CREATE TABLE daily AS
+        SELECT *, CASE WHEN amount > 0 THEN lag(day) OVER (PARTITION BY customer_id, amount > 0
+                                                           ORDER BY day) END AS previous_order_day
+        FROM days
+        """
+    )
+    con.execute("DROP TABLE days")
     return TransactionLog(
         con=con,
         source=name,

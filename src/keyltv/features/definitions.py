@@ -4,12 +4,14 @@ The same query serves training cutoffs and scoring, so a model never sees featur
 computed differently from the ones it was trained on. Every feature, the ratios
 included, is an expression of that one query, and nothing is computed afterwards in
 pandas: a port to another engine (Spark SQL, for logs that outgrow one machine)
-translates a single query. It is plain SQL over the daily table (window functions,
-``FILTER`` aggregates); DuckDB's ``date_diff`` and its ``$name`` parameters are the
-spellings such a port would change (``tests/features/test_spark_sql.py``). Divisions
-of money and weights are written in DOUBLE: Spark SQL divides DECIMALs (and
-``age / 90.0``) in DECIMAL, to 6 decimals. Days are integers counted back from the
-cutoff: ``age = as_of - day`` (so ``age >= 1`` for every day used).
+translates a single query. It is plain SQL over the daily table (``FILTER``
+aggregates; the gaps between orders come from the table's ``previous_order_day``,
+found once per log by a window in :mod:`keyltv.data.io`); DuckDB's ``date_diff`` and
+its ``$name`` parameters are the spellings such a port would change
+(``tests/features/test_spark_sql.py``). Divisions of money and weights are written in
+DOUBLE: Spark SQL divides DECIMALs (and ``age / 90.0``) in DECIMAL, to 6 decimals.
+Days are integers counted back from the cutoff: ``age = as_of - day`` (so ``age >= 1``
+for every day used).
 
 Every sum is exact (DECIMAL or integer; weights are rounded to DECIMAL per row before
 summing), so the table is the same bit for bit on every run: DuckDB sums in parallel,
@@ -40,10 +42,9 @@ WITH d AS (
 ),
 o AS (
     -- Reads daily itself: a CTE read twice is held in memory whole by DuckDB.
-    SELECT customer_id, amount, age,
-           lag(age) OVER (PARTITION BY customer_id ORDER BY age DESC) - age AS gap
-    FROM (SELECT customer_id, amount, date_diff('day', day, $as_of) AS age
-          FROM daily WHERE day < $as_of AND amount > 0) AS orders
+    SELECT customer_id, amount, date_diff('day', day, $as_of) AS age,
+           date_diff('day', previous_order_day, $as_of) - date_diff('day', day, $as_of) AS gap
+    FROM daily WHERE day < $as_of AND amount > 0
 ),
 agg_o AS (
     SELECT customer_id, count(*) AS orders_total, max(age) AS first_order_age,

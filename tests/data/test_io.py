@@ -246,6 +246,23 @@ def test_fully_returned_account_nets_to_exactly_zero():
     assert [(k, float(v)) for k, v in daily] == [("a", 0.0), ("b", 1.0)]
 
 
+@pytest.mark.parametrize(("line", "count", "stored", "day_sum"), [
+    (4e10, 2, "DECIMAL(18,6)", "80000000000.250000"),
+    # Lines below 1e11 whose day sums past DECIMAL(18, 6)'s 1e12: the table must widen.
+    (9e10, 20, "DECIMAL(38,6)", "1800000000000.250000"),
+])
+def test_daily_sums_are_exact_beyond_the_narrow_decimal(line, count, stored, day_sum):
+    rows = [("a", "2024-01-01", line)] * count + [("a", "2024-01-01", 0.25),
+                                                  ("b", "2024-01-02", -1.5)]
+    con = load_transactions(frame(rows)).con
+    types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
+                             "WHERE table_name = 'daily'").fetchall())
+    assert types["amount"] == types["margin"] == types["returns"] == stored
+    assert con.execute("SELECT customer_id, CAST(amount AS VARCHAR), CAST(returns AS VARCHAR) "
+                       "FROM daily ORDER BY 1").fetchall() == [
+        ("a", day_sum, "0.000000"), ("b", "-1.500000", "-1.500000")]
+
+
 def test_outliers_are_kept_and_counted():
     rows = [(str(i), "2024-01-01", 100.0 + i) for i in range(50)] + [("x", "2024-01-02", 5e8)]
     log = load_transactions(frame(rows))

@@ -69,7 +69,8 @@ class TransactionLog:
     con : duckdb.DuckDBPyConnection
         Connection holding the table ``daily(customer_id, day, amount, margin, returns, lines,
         previous_order_day)``; ``amount`` is the day's net value, ``returns`` the (negative)
-        sum of its return lines (money columns are ``DECIMAL(38, 6)``, so sums are exact),
+        sum of its return lines (money columns are exact decimals with 6 places:
+        ``DECIMAL(18, 6)`` where the log's total cannot overflow it, else ``DECIMAL(38, 6)``),
         ``previous_order_day`` the account's order day before this one (NULL for its first
         order and for days that are not orders).
     source : str
@@ -159,24 +160,33 @@ def load_transactions(
     mapping = _resolve_columns(con, name, columns or {}, duplicated)
     with _read_errors(name):
         counts = _parse_lines(con, mapping, date_format, drop_blank_ids)
-        notes, largest = _check_rules(con, name, mapping, date_format, counts, drop_blank_ids)
+        notes, largest, total = _check_rules(con, name, mapping, date_format, counts,
+                                             drop_blank_ids)
         # Fixed-point sums: a fully returned account nets to exactly 0, not 2e-13, in
         # every later sum (floating-point sums depend on the order of the lines). Lines
-        # that fit 64 bits are cast to DECIMAL(18, 6), a fifth faster to sum; the sums
-        # are DECIMAL(38, 6) either way.
+        # that fit 64 bits are summed as DECIMAL(18, 6), a fifth faster than (38, 6).
         fixed = "DECIMAL(18, 6)" if largest < 1e11 else "DECIMAL(38, 6)"
+        # A day's sum is at most the log's total of absolute values: below a tenth of
+        # DECIMAL(18, 6)'s range (no rounding of that float total matters), the table
+        # stores 8 bytes per money value instead of 16. That lowered the memory held
+        # through training, and the feature query ran faster (1.6 s against 1.8 s at
+        # 5M lines, ad hoc); the features are the same either way (sums of a DECIMAL
+        # are DECIMAL(38, 6)).
+        stored = "DECIMAL(18, 6)" if total < 1e11 else "DECIMAL(38, 6)"
         con.execute(
             f"""
             CREATE TEMP TABLE days AS
             SELECT customer_id, CAST(ts AS DATE) AS day,
-                   CAST(sum(CAST(a AS {fixed})) AS DECIMAL(38, 6)) AS amount,
-                   CAST(sum(CAST(m AS {fixed})) AS DECIMAL(38, 6)) AS margin,
+                   CAST(sum(CAST(a AS {fixed})) AS {stored}) AS amount,
+                   CAST(sum(CAST(m AS {fixed})) AS {stored}) AS margin,
                    CAST(COALESCE(sum(CAST(a AS {fixed})) FILTER (WHERE a < 0), 0)
-                        AS DECIMAL(38, 6)) AS returns,
+                        AS {stored}) AS returns,
                    CAST(count(*) AS INTEGER) AS lines
             FROM lines WHERE NOT blank_id GROUP BY ALL
             """
         )
+    # Dropped before the window below, whose memory then reuses the lines' (one statement
+    # for both held the lines through the window: 80 MB more at the peak at 5M lines).
     _drop_lines(con)
     # The previous order day does not depend on any cutoff (the orders before a cutoff
     # are a prefix of the account's orders), so it is found once here, not by a window
@@ -581,7 +591,7 @@ def _check_rules(
     date_format: str | None,
     counts: Mapping[str, int],
     drop_blank_ids: bool = False,
-) -> tuple[dict[str, int], float]:
+) -> tuple[dict[str, int], float, float]:
     """Raise on a broken rule; count the handled cases of ``lines``.
 
     ``counts`` comes from :func:`_parse_lines`. Naming the first broken rule and
@@ -594,6 +604,9 @@ def _check_rules(
         Counted handlings, ``lines`` included.
     largest : float
         The largest magnitude of an amount or margin of a kept line.
+    total : float
+        The larger of the sums of the magnitudes of the kept lines' amounts and margins
+        (a bound on any sum of them).
     """
     lines, blank = counts["lines"], counts["blank"]
     if lines == 0:
@@ -609,6 +622,7 @@ def _check_rules(
                    count(*) FILTER (WHERE m IS NULL) AS missing_margin,
                    max(a) FILTER (WHERE isfinite(a)) AS max_amount,
                    greatest(max(abs(a)), COALESCE(max(abs(m)), 0)) AS largest,
+                   greatest(sum(abs(a)), COALESCE(sum(abs(m)), 0)) AS total,
                    -- Identical lines via a 64-bit hash of each: a GROUP BY over the
                    -- values held the whole log in memory (a false match: p < 1e-5 at 20M).
                    count(*) - count(DISTINCT line_hash) AS duplicate_lines
@@ -623,7 +637,7 @@ def _check_rules(
         notes["missing_margin_lines"] = int(row["missing_margin"])
     notes["duplicate_lines"] = int(row["duplicate_lines"])
     notes["outlier_lines"] = _count_outliers(con, row["max_amount"], _median_positive_line(con))
-    return notes, float(row["largest"])
+    return notes, float(row["largest"]), float(row["total"])
 
 
 def _raise_broken_rule(

@@ -13,7 +13,7 @@ from keyltv.features import (
     training_frame,
     with_attributes,
 )
-from tests.conftest import random_frame
+from tests.conftest import frame, random_frame
 
 AS_OF = date(2024, 3, 1)  # 2024 is a leap year: 2024-01-01 is 60 days before
 
@@ -51,6 +51,20 @@ def test_features_on_a_hand_typed_log(tiny_log):
     )
     pd.testing.assert_frame_equal(got[expected.columns], expected)
     assert list(got.columns) == FEATURE_COLUMNS
+
+
+def test_account_without_orders_before_the_cutoff_gets_order_features_of_none():
+    # "r" has only a credit note and a zero line before the cutoff (its order comes
+    # after): its order aggregates are those of no order, not of its two days.
+    rows = [("r", "2024-02-01", -15.0), ("r", "2024-02-11", 0.0), ("r", "2024-03-02", 9.0),
+            ("b", "2024-01-01", 10.0), ("b", "2024-01-31", 20.0)]
+    got = account_features(load_transactions(frame(rows)), AS_OF, horizon_days=30).loc["r"]
+    expected = {"frequency": 0.0, "recency": 0.0, "T": 29.0, "tenure_days": 29.0,
+                "orders_total": 0.0, "repeat_order_value": 0.0, "avg_order_value": 0.0,
+                "days_since_last_order": 29.0, "days_since_last_activity": 19.0,
+                "value_total": -15.0, "ewm_orders_180d": 0.0, "orders_365d": 0.0}
+    assert got[list(expected)].to_dict() == expected
+    assert got[["mean_gap_days", "gap_cv", "recency_ratio", "order_centroid_ratio"]].isna().all()
 
 
 def test_nothing_on_or_after_as_of_is_read(tiny_log, tiny_rows):

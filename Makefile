@@ -59,7 +59,7 @@ bench-accuracy-seeds: setup ## The simulator part of bench-accuracy on seeds 11 
 	    --out docs/accuracy-seed$$seed.md || exit 1; \
 	done
 
-bench-speed: setup ## Time and peak memory: features/train/score vs lifetimes and bare DuckDB (100k-20M lines, ~1 h)
+bench-speed: setup ## Time and peak memory: features/train/score vs lifetimes and bare DuckDB (100k-20M lines, about 20 min)
 	$(PY) benchmarks/bench_speed.py --out docs/speed.md
 
 clean: ## Remove outputs and the local MLflow store (keeps .venv)

@@ -68,9 +68,6 @@ def test_account_without_orders_before_the_cutoff_gets_order_features_of_none():
 
 
 def test_nothing_on_or_after_as_of_is_read(tiny_log, tiny_rows):
-    from keyltv.data.io import load_transactions
-    from tests.conftest import frame
-
     later = tiny_rows + [("00042", "2024-03-01", 1e6), ("new", "2024-02-29", 5.0)]
     got = account_features(load_transactions(frame(later)), AS_OF, 30)
     base = account_features(tiny_log, AS_OF, 30)

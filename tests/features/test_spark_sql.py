@@ -58,7 +58,8 @@ def test_feature_query_gives_the_same_table_on_spark_sql(spark):
     days = {column: [None if pd.isna(d) else d.date() for d in pd.to_datetime(daily[column])]
             for column in ("day", "previous_order_day")}
     table = spark.createDataFrame(daily.assign(**days).astype({"previous_order_day": object}))
-    for money in ("amount", "margin", "returns"):  # DuckDB's type: exact sums on Spark too
+    # Exact decimals as in DuckDB (DECIMAL(18, 6) or (38, 6) there; sums are (38, 6) in both)
+    for money in ("amount", "margin", "returns"):
         table = table.withColumn(money, table[money].cast("decimal(38,6)"))
     table.createOrReplaceTempView("daily")
     got = spark.sql(spark_sql(AS_OF, HORIZON)).toPandas().set_index("customer_id").astype(float)

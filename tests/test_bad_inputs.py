@@ -147,6 +147,16 @@ def score(ws: Workspace, tx: str = "tx.csv", *extra: str, accounts: str | None =
     return args
 
 
+PRICED_CONFIG = FAST_CONFIG + "columns:\n  quantity: Qty\n  unit_price: Price\n"
+
+
+def priced_log(frame: pd.DataFrame, qty: str = "2 pcs") -> pd.DataFrame:
+    """The log as a wholesale export: quantity and unit price, no line amount."""
+    frame = frame.assign(Qty="1", Price=frame["amount"]).drop(columns="amount")
+    frame.iloc[5, frame.columns.get_loc("Qty")] = qty
+    return frame
+
+
 def tz_parquet(ws: Workspace) -> list[str]:
     frame = ws.tx.assign(date=pd.to_datetime(ws.tx["date"]).dt.tz_localize("Europe/Berlin"))
     frame.to_parquet("tx.parquet")
@@ -214,6 +224,13 @@ REJECTED = [
          "below 1e+15"),
     Case("margin-not-a-number", lambda ws: score(ws, log_csv(ws, set_cell("margin", "n/a"))),
          "tx.csv: column 'margin': not a number 'n/a' in 1 row(s)"),
+    Case("quantity-not-a-number", lambda ws: score(ws, log_csv(ws, priced_log), "--config",
+                                                  write("c.yaml", PRICED_CONFIG)),
+         "tx.csv: column 'Qty': not a number '2 pcs' in 1 row(s); expected a plain number"),
+    Case("unit-price-blank", lambda ws: score(ws, log_csv(
+        ws, lambda f: set_cell("Price", "")(priced_log(f, qty="2"))), "--config",
+        write("c.yaml", PRICED_CONFIG)),
+         "tx.csv: column 'Price': blank unit price '' in 1 row(s)"),
     Case("date-unparseable", lambda ws: score(ws, log_csv(ws, set_cell("date", "2024-13-01"))),
          "tx.csv: column 'date': cannot parse date '2024-13-01' in 1 row(s); expected ISO 8601"),
     Case("date-mixed-formats", lambda ws: score(ws, log_csv(ws, set_cell("date", "31.12.2023"))),
@@ -284,6 +301,10 @@ REJECTED = [
          lambda ws: score(ws, log_csv(ws), "--config",
                           write("c.yaml", "engine:\n  memory_limit: '300'\n")),
          "c.yaml: field 'engine.memory_limit' = '300': expected a size such as 300MB or 2GB"),
+    Case("config-quantity-without-unit-price",
+         lambda ws: score(ws, log_csv(ws), "--config",
+                          write("c.yaml", "columns:\n  quantity: Qty\n")),
+         "c.yaml: field 'columns' = {'quantity': 'Qty'}: set both quantity and unit_price"),
     Case("config-not-yaml",
          lambda ws: score(ws, log_csv(ws), "--config", write("c.yaml", "columns: [a\n")),
          "c.yaml: not a valid YAML file"),

@@ -128,3 +128,18 @@ def test_features_without_accounts_runs_without_importing_pandas(log_files):
     assert done.returncode == 0, done.stderr
     assert pd.read_parquet(log_files / "features.parquet")["customer_id"].tolist() == ["00042",
                                                                                         "7"]
+
+
+def test_a_log_of_quantities_and_unit_prices_gives_the_features_of_its_amounts(
+        log_files, monkeypatch):
+    # The same log as a wholesale export: each amount as 2 x half of it (exact in binary).
+    tx = pd.read_csv("tx.csv", dtype={"customer_id": str})
+    tx.assign(Qty=2, Price=tx["amount"] / 2).drop(columns="amount").to_csv("wholesale.csv",
+                                                                          index=False)
+    (log_files / "c.yaml").write_text("columns:\n  quantity: Qty\n  unit_price: Price\n")
+    for source, extra in (("tx.csv", []), ("wholesale.csv", ["--config", "c.yaml"])):
+        code = run_features(monkeypatch, "--transactions", source, "--as-of", "2024-03-01",
+                            "--out", f"{source}.parquet", *extra)
+        assert code == 0
+    pd.testing.assert_frame_equal(pd.read_parquet("wholesale.csv.parquet"),
+                                  pd.read_parquet("tx.csv.parquet"))

@@ -29,12 +29,56 @@ class _Frozen(BaseModel):
 
 
 class Columns(_Frozen):
-    """Names of the transaction-log columns in the user's file."""
+    """Names of the transaction-log columns in the user's file.
+
+    A line's value comes from ``amount``, or, for wholesale and ERP exports that carry
+    no line total, from ``quantity`` x ``unit_price`` (set both and leave ``amount``
+    unset or null). Its margin comes from ``margin``, or from ``unit_cost`` as
+    ``quantity x (unit_price - unit_cost)``.
+    """
 
     customer_id: str = "customer_id"
     date: str = "date"
-    amount: str = "amount"
+    amount: str | None = "amount"
     margin: str | None = "margin"
+    quantity: str | None = None
+    unit_price: str | None = None
+    unit_cost: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source_per_value(self) -> Columns:
+        priced = (self.quantity, self.unit_price)
+        if (priced[0] is None) != (priced[1] is None):
+            raise ValueError("set both quantity and unit_price (a line's amount is their "
+                             "product), or neither")
+        if priced[0] is None:
+            if self.amount is None:
+                raise ValueError("no amount: map the amount column, or set quantity and "
+                                 "unit_price")
+            if self.unit_cost is not None:
+                raise ValueError("unit_cost needs quantity and unit_price (margin = quantity "
+                                 "x (unit_price - unit_cost))")
+        elif "amount" in self.model_fields_set and self.amount is not None:
+            raise ValueError("amount and quantity x unit_price are both mapped; set amount "
+                             "to null to use the product, or drop quantity and unit_price")
+        if (self.unit_cost is not None and "margin" in self.model_fields_set
+                and self.margin is not None):
+            raise ValueError("margin and unit_cost are both mapped; set margin to null to "
+                             "use quantity x (unit_price - unit_cost), or drop unit_cost")
+        return self
+
+    def roles(self) -> dict[str, str | None]:
+        """Contract role -> column name, as :func:`keyltv.data.io.load_transactions` takes it.
+
+        The roles that another mapping replaces (``amount`` beside ``quantity`` and
+        ``unit_price``, ``margin`` beside ``unit_cost``) are None.
+        """
+        roles = self.model_dump()
+        if self.quantity is not None:
+            roles["amount"] = None
+        if self.unit_cost is not None:
+            roles["margin"] = None
+        return roles
 
 
 class Training(_Frozen):

@@ -372,3 +372,68 @@ def test_blank_ids_are_refused_unless_dropped_and_then_counted_and_left_out():
         load_transactions(frame(rows + [("c", "soon", 1.0)]), drop_blank_ids=True)
     with pytest.raises(InputError, match="every one of the 2 line.*blank customer id"):
         load_transactions(frame([("", "2024-01-01", 1.0), (" ", "x", "y")]), drop_blank_ids=True)
+
+
+# A wholesale export without line totals: value = quantity x unit price, margin from the
+# unit cost; a cancellation is a negative quantity, a blank cost leaves no margin.
+WHOLESALE = (
+    "Invoice,Quantity,InvoiceDate,Price,Cost,Customer ID\n"
+    "489434,12,2024-01-01 07:45:00,6.95,4.20,13085\n"
+    "489434,48,2024-01-01 07:45:00,0.25,0.10,13085\n"
+    "C489449,-12,2024-01-03 10:33:00,6.95,4.20,13085\n"
+    "489520,3,2024-01-03 11:00:00,2.10,,12682\n"
+)
+PRICED = {"customer_id": "Customer ID", "date": "InvoiceDate", "quantity": "Quantity",
+          "unit_price": "Price", "unit_cost": "Cost"}
+
+
+def test_amount_and_margin_come_from_quantity_and_prices(tmp_path):
+    log = load_transactions(write_csv(tmp_path, WHOLESALE), columns=PRICED)
+    daily = log.daily().set_index(["customer_id", "day"]).sort_index()
+    # 12 x 6.95 + 48 x 0.25 = 95.4; margin 12 x 2.75 + 48 x 0.15 = 40.2 (exact decimals).
+    assert daily["amount"].tolist() == [6.3, 95.4, -83.4]
+    assert daily["margin"].tolist()[1:] == [40.2, -33.0]
+    assert pd.isna(daily["margin"].tolist()[0])  # 12682's only line has no cost
+    assert log.has_margin
+    assert (log.notes["return_lines"], log.notes["missing_margin_lines"]) == (1, 1)
+    without_cost = {k: v for k, v in PRICED.items() if k != "unit_cost"}
+    log = load_transactions(write_csv(tmp_path, WHOLESALE), columns=without_cost)
+    assert not log.has_margin
+    assert log.daily()["amount"].sum() == pytest.approx(18.3)
+
+
+@pytest.mark.parametrize(
+    ("cell", "value", "message"),
+    [
+        ("Quantity", "2 pcs", r"column 'Quantity': not a number '2 pcs' in 1 row"),
+        ("Price", "", r"column 'Price': blank unit price '' in 1 row"),
+        ("Price", "inf", r"column 'Price': not a finite number 'inf' in 1 row"),
+        ("Cost", "n/a", r"column 'Cost': not a number 'n/a' in 1 row\(s\); expected .*or blank"),
+        ("Quantity", "1e9", r"column 'Quantity x Price': implausible amount \(quantity x unit "
+                            r"price\) '1e9 x 6e6' in 1 row"),
+    ],
+)
+def test_bad_quantity_or_price_names_its_column_and_value(tmp_path, cell, value, message):
+    text = WHOLESALE.replace(",6.95,4.20,", ",6e6,4.20,", 1) if value == "1e9" else WHOLESALE
+    rows = [line.split(",") for line in text.splitlines()]
+    rows[1][rows[0].index(cell)] = value
+    path = write_csv(tmp_path, "\n".join(",".join(r) for r in rows) + "\n")
+    with pytest.raises(InputError, match=message):
+        load_transactions(path, columns=PRICED)
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({"quantity": "Quantity"}, "set both columns.quantity and columns.unit_price"),
+        ({"quantity": "Quantity", "unit_price": "Price", "amount": "Price"},
+         "columns.amount and columns.quantity x unit_price are both set"),
+        ({"amount": "Price", "unit_cost": "Cost"}, "columns.unit_cost needs columns.quantity"),
+        ({"quantity": "Qty", "unit_price": "Price"}, "column 'Qty' .*is missing"),
+    ],
+)
+def test_quantity_price_mapping_is_checked(tmp_path, columns, message):
+    path = write_csv(tmp_path, WHOLESALE)
+    with pytest.raises(InputError, match=message):
+        load_transactions(path, columns={"customer_id": "Customer ID", "date": "InvoiceDate",
+                                         **columns})

@@ -203,7 +203,7 @@ def load_transactions(
     return TransactionLog(
         con=con,
         source=name,
-        has_margin="margin" in mapping,
+        has_margin=_has_margin(mapping),
         first_date=counts["first_day"],
         last_date=counts["last_day"],
         n_lines=notes.pop("lines"),
@@ -375,8 +375,18 @@ def _resolve_columns(
     """Map contract roles to source columns; fail on a missing or ambiguous column."""
     found = _source_columns(con)
     mapping: dict[str, str] = {}
-    for role in ("customer_id", "date", "amount", "margin"):
-        wanted = columns.get(role, role) if role in columns else role
+    priced = columns.get("quantity") is not None or columns.get("unit_price") is not None
+    if priced and (columns.get("quantity") is None or columns.get("unit_price") is None):
+        raise InputError(f"{name}: set both columns.quantity and columns.unit_price (a line's "
+                         "amount is their product), or neither")
+    if priced and columns.get("amount") is not None:
+        raise InputError(f"{name}: columns.amount and columns.quantity x unit_price are both "
+                         "set; give one source of the line's amount")
+    defaults = {"customer_id": "customer_id", "date": "date",
+                "amount": None if priced else "amount",
+                "margin": None if columns.get("unit_cost") is not None else "margin"}
+    for role in ROLES:
+        wanted = columns.get(role, defaults.get(role))
         if wanted is None:
             continue
         if wanted in (duplicated or ()):
@@ -388,7 +398,20 @@ def _resolve_columns(
             mapping[role] = wanted
         elif role != "margin":
             raise InputError(_missing_column_message(name, role, wanted, found))
+    if "unit_cost" in mapping and not priced:
+        raise InputError(f"{name}: columns.unit_cost needs columns.quantity and "
+                         "columns.unit_price (margin = quantity x (unit_price - unit_cost))")
     return mapping
+
+
+# Contract roles a mapping may name: the line's amount is either ``amount`` or
+# ``quantity`` x ``unit_price``, its margin either ``margin`` or
+# ``quantity`` x (``unit_price`` - ``unit_cost``).
+ROLES = ("customer_id", "date", "amount", "margin", "quantity", "unit_price", "unit_cost")
+
+
+def _has_margin(mapping: Mapping[str, str]) -> bool:
+    return "margin" in mapping or "unit_cost" in mapping
 
 
 def _missing_column_message(name: str, role: str, wanted: str, found: list[str]) -> str:
@@ -445,17 +468,23 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
     def text(column: str) -> str:
         return _stripped(column) if strip else column
 
-    margin = f"CAST({_quoted(mapping['margin'])} AS VARCHAR)" if "margin" in mapping else "NULL"
+    def raw(role: str) -> str:
+        return text(f"CAST({_quoted(mapping[role])} AS VARCHAR)") if role in mapping else "NULL"
+
     con.execute(
         f"""
         CREATE VIEW raw AS SELECT
-            {text(f"CAST({_quoted(mapping['customer_id'])} AS VARCHAR)")} AS customer_id,
-            {text(f"CAST({_quoted(mapping['date'])} AS VARCHAR)")} AS date_raw,
-            {text(f"CAST({_quoted(mapping['amount'])} AS VARCHAR)")} AS amount_raw,
-            {text(margin)} AS margin_raw
+            {raw('customer_id')} AS customer_id, {raw('date')} AS date_raw,
+            {raw('amount')} AS amount_raw, {raw('margin')} AS margin_raw,
+            {raw('quantity')} AS quantity_raw, {raw('unit_price')} AS price_raw,
+            {raw('unit_cost')} AS cost_raw
         FROM src
         """
     )
+    # The line's amount and margin, as given or from quantity and prices. Products are
+    # DOUBLE like the given columns; the daily sums round them to exact decimals.
+    amount = "q * p" if "quantity" in mapping else "TRY_CAST(amount_raw AS DOUBLE)"
+    margin = "q * (p - c)" if "unit_cost" in mapping else "TRY_CAST(margin_raw AS DOUBLE)"
     if date_format:
         # DuckDB cannot bind parameters in a view definition: inline the quoted format.
         parse = f"try_strptime(date_raw, {_literal(date_format)})"
@@ -474,10 +503,12 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
          f"THEN regexp_matches(date_raw, '{TZ_PATTERN}') ELSE false END"
     con.execute(
         f"""
-        CREATE VIEW parsed AS SELECT customer_id, date_raw, amount_raw, margin_raw, tz,
-            {parse} AS ts, TRY_CAST(amount_raw AS DOUBLE) AS a,
-            TRY_CAST(margin_raw AS DOUBLE) AS m
-        FROM (SELECT *, {tz} AS tz FROM raw)
+        CREATE VIEW parsed AS SELECT customer_id, date_raw, amount_raw, margin_raw,
+            quantity_raw, price_raw, cost_raw, q, p, c, tz, {parse} AS ts,
+            {amount} AS a, {margin} AS m
+        FROM (SELECT *, {tz} AS tz, TRY_CAST(quantity_raw AS DOUBLE) AS q,
+                     TRY_CAST(price_raw AS DOUBLE) AS p, TRY_CAST(cost_raw AS DOUBLE) AS c
+              FROM raw)
         """
     )
 
@@ -491,7 +522,8 @@ _UNPADDED_ISO_DATE = r"^\d{4}-\d{1,2}-\d{1,2}([ T]\d(.*[^\s\x{00A0}\x{FEFF}])?)?
 _ISO = "ISO 8601 such as 2024-01-31 or 2024-01-31 14:05:00, or set date_format in the config"
 _NUMBER = "a plain number such as -1234.5 (no thousands separators or currency signs)"
 _BLANK_ID = "(customer_id IS NULL OR customer_id = '')"
-_RULES = (
+_BELOW_MAX = f"magnitudes below {MAX_ABS_AMOUNT:g}"
+_ID_AND_DATE_RULES = (
     ("blank_id", _BLANK_ID, "customer_id", "blank customer id",
      "a non-blank id on every line, or drop_blank_ids: true in the config to leave such "
      "lines out (they are counted)"),
@@ -502,18 +534,50 @@ _RULES = (
     ("odd_date", "NOT isfinite(ts) OR year(ts) < 1900 OR year(ts) > 2200", "date",
      "implausible date",
      "years 1900 to 2200"),
+)
+_AMOUNT_RULES = (
     ("blank_amount", "amount_raw IS NULL OR amount_raw = ''", "amount", "blank amount",
      _NUMBER),
     ("bad_amount", "amount_raw <> '' AND a IS NULL", "amount", "not a number", _NUMBER),
     ("inf_amount", "NOT isfinite(a)", "amount", "not a finite number", _NUMBER),
     ("huge_amount", f"abs(a) >= {MAX_ABS_AMOUNT:g}", "amount", "implausible amount",
-     f"magnitudes below {MAX_ABS_AMOUNT:g}"),
+     _BELOW_MAX),
+)
+# With columns.quantity and columns.unit_price: each factor is checked, then the product.
+_PRICED_RULES = (
+    ("blank_quantity", "quantity_raw IS NULL OR quantity_raw = ''", "quantity",
+     "blank quantity", _NUMBER),
+    ("bad_quantity", "quantity_raw <> '' AND q IS NULL", "quantity", "not a number", _NUMBER),
+    ("inf_quantity", "NOT isfinite(q)", "quantity", "not a finite number", _NUMBER),
+    ("blank_price", "price_raw IS NULL OR price_raw = ''", "unit_price", "blank unit price",
+     _NUMBER),
+    ("bad_price", "price_raw <> '' AND p IS NULL", "unit_price", "not a number", _NUMBER),
+    ("inf_price", "NOT isfinite(p)", "unit_price", "not a finite number", _NUMBER),
+    ("huge_amount", f"abs(a) >= {MAX_ABS_AMOUNT:g}", "amount",
+     "implausible amount (quantity x unit price)", _BELOW_MAX),
+)
+_MARGIN_RULES = (
     ("bad_margin", "margin_raw <> '' AND m IS NULL", "margin", "not a number",
      _NUMBER + ", or blank"),
     ("inf_margin", "NOT isfinite(m)", "margin", "not a finite number", _NUMBER),
     ("huge_margin", f"abs(m) >= {MAX_ABS_AMOUNT:g}", "margin", "implausible margin",
-     f"magnitudes below {MAX_ABS_AMOUNT:g}"),
+     _BELOW_MAX),
 )
+# With columns.unit_cost: a blank cost leaves the line without a margin, as a blank margin does.
+_COST_RULES = (
+    ("bad_cost", "cost_raw <> '' AND c IS NULL", "unit_cost", "not a number",
+     _NUMBER + ", or blank"),
+    ("inf_cost", "NOT isfinite(c)", "unit_cost", "not a finite number", _NUMBER),
+    ("huge_margin", f"abs(m) >= {MAX_ABS_AMOUNT:g}", "margin",
+     "implausible margin (quantity x (unit price - unit cost))", _BELOW_MAX),
+)
+
+
+def _rules(mapping: Mapping[str, str]) -> tuple[tuple[str, str, str, str, str], ...]:
+    """The rules that apply to a log with this column mapping, in reporting order."""
+    return (*_ID_AND_DATE_RULES,
+            *(_PRICED_RULES if "quantity" in mapping else _AMOUNT_RULES),
+            *(_COST_RULES if "unit_cost" in mapping else _MARGIN_RULES))
 
 
 def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
@@ -536,7 +600,7 @@ def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
     """
     for strip in (False, True):
         _create_parsed_view(con, mapping, date_format, strip)
-        _create_lines(con, drop_blank_ids)
+        _create_lines(con, mapping, drop_blank_ids)
         lines, blank, broken, first, last, fingerprint = con.execute(
             """SELECT count(*), count(*) FILTER (WHERE blank_id),
                       count(*) FILTER (WHERE broken),
@@ -562,7 +626,8 @@ def _drop_lines(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP VIEW raw")
 
 
-def _create_lines(con: duckdb.DuckDBPyConnection, drop_blank_ids: bool = False) -> None:
+def _create_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
+                  drop_blank_ids: bool = False) -> None:
     """Parse the source once into the table ``lines``: typed values, rule flags, line hash.
 
     Splitting and parsing a large CSV costs far more than scanning this compact table
@@ -570,7 +635,8 @@ def _create_lines(con: duckdb.DuckDBPyConnection, drop_blank_ids: bool = False) 
     With ``drop_blank_ids``, a line without an id breaks no rule: it is only flagged
     ``blank_id``, counted and left out of the daily table.
     """
-    rules = [cond for key, cond, _, _, _ in _RULES if not (drop_blank_ids and key == "blank_id")]
+    rules = [cond for key, cond, _, _, _ in _rules(mapping)
+             if not (drop_blank_ids and key == "blank_id")]
     broken = " OR ".join(f"({cond})" for cond in rules)
     if drop_blank_ids:
         broken = f"NOT {_BLANK_ID} AND ({broken})"
@@ -633,7 +699,7 @@ def _check_rules(
     notes = {"lines": int(lines), **{k: int(row[k]) for k in ("return_lines", "zero_amount_lines")}}
     if drop_blank_ids:
         notes["blank_id_lines_dropped"] = int(blank)
-    if "margin" in mapping:
+    if _has_margin(mapping):
         notes["missing_margin_lines"] = int(row["missing_margin"])
     notes["duplicate_lines"] = int(row["duplicate_lines"])
     notes["outlier_lines"] = _count_outliers(con, row["max_amount"], _median_positive_line(con))
@@ -647,20 +713,20 @@ def _raise_broken_rule(
     date_format: str | None,
     drop_blank_ids: bool = False,
 ) -> None:
-    """Raise for the first broken rule in :data:`_RULES` order, quoting a bad value.
+    """Raise for the first broken rule in :func:`_rules` order, quoting a bad value.
 
     With ``drop_blank_ids`` the lines without an id are not read (they are dropped).
     """
     select = ", ".join(
         f"count(*) FILTER (WHERE {cond}) AS {key}, "
-        f"any_value(COALESCE({_raw_of(role)}, '')) FILTER (WHERE {cond}) AS {key}_ex"
-        for key, cond, role, _, _ in _RULES
+        f"any_value(COALESCE({_raw_of(role, mapping)}, '')) FILTER (WHERE {cond}) AS {key}_ex"
+        for key, cond, role, _, _ in _rules(mapping)
     )
     kept = f"WHERE NOT {_BLANK_ID}" if drop_blank_ids else ""
     row = con.execute(f"SELECT {select} FROM parsed {kept}").df().iloc[0]
-    for key, _, role, message, allowed in _RULES:
+    for key, _, role, message, allowed in _rules(mapping):
         if row[key] > 0:
-            column = mapping.get(role, role)
+            column = _column_label(mapping, role)
             if date_format and role == "date" and key != "odd_date":
                 allowed = f"format {date_format!r} (date_format in the config)"
             raise InputError(
@@ -708,9 +774,24 @@ def _count_outliers(con: duckdb.DuckDBPyConnection, largest: float | None,
                            [OUTLIER_FACTOR * float(median)]).fetchall()[0][0])
 
 
-def _raw_of(role: str) -> str:
+def _raw_of(role: str, mapping: Mapping[str, str]) -> str:
+    """SQL for the text a rule of ``role`` quotes: a computed value shows its factors."""
+    if role == "amount" and "quantity" in mapping:
+        return "concat(quantity_raw, ' x ', price_raw)"
+    if role == "margin" and "unit_cost" in mapping:
+        return "concat(quantity_raw, ' x (', price_raw, ' - ', cost_raw, ')')"
     return {"customer_id": "customer_id", "date": "date_raw", "amount": "amount_raw",
-            "margin": "margin_raw"}[role]
+            "margin": "margin_raw", "quantity": "quantity_raw", "unit_price": "price_raw",
+            "unit_cost": "cost_raw"}[role]
+
+
+def _column_label(mapping: Mapping[str, str], role: str) -> str:
+    """The column a message names; a computed amount or margin names its formula."""
+    if role == "amount" and "quantity" in mapping:
+        return f"{mapping['quantity']} x {mapping['unit_price']}"
+    if role == "margin" and "unit_cost" in mapping:
+        return f"{mapping['quantity']} x ({mapping['unit_price']} - {mapping['unit_cost']})"
+    return mapping.get(role, role)
 
 
 def load_accounts(

@@ -11,7 +11,9 @@ amount      yes     net value of the line; negative = return or credit note
 margin      no      gross profit of the line (same sign convention as amount)
 ========== ======== ==========================================================
 
-Other column names are mapped through ``Config.columns``. Validation itself runs in
+Other column names are mapped through ``Config.columns``; a log without line totals
+maps ``quantity`` and ``unit_price`` instead of ``amount`` (and ``unit_cost`` instead of
+``margin``), and the line's amount and margin are computed from them. Validation itself runs in
 SQL (see :mod:`keyltv.data.io`) so that it streams over logs of any size; this module
 only holds the contract, its limits and the messages. Every bad input and how keyltv
 handles it is listed in ``docs/bad-inputs.md``.

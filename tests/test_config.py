@@ -1,0 +1,38 @@
+import pytest
+
+from keyltv.config import Columns, load_config
+from keyltv.data.schema import InputError
+
+
+def test_columns_default_to_the_contract_names():
+    assert Columns().roles() == {"customer_id": "customer_id", "date": "date",
+                                 "amount": "amount", "margin": "margin", "quantity": None,
+                                 "unit_price": None, "unit_cost": None}
+
+
+def test_quantity_and_prices_replace_amount_and_margin():
+    roles = Columns(quantity="Quantity", unit_price="Price", unit_cost="Cost").roles()
+    assert (roles["amount"], roles["margin"]) == (None, None)
+    assert (roles["quantity"], roles["unit_price"], roles["unit_cost"]) == \
+        ("Quantity", "Price", "Cost")
+    # amount: null is allowed beside them (it says the same thing).
+    assert Columns(amount=None, quantity="Q", unit_price="P").roles()["amount"] is None
+
+
+@pytest.mark.parametrize(
+    ("yaml", "message"),
+    [
+        ("columns:\n  quantity: Quantity\n", "set both quantity and unit_price"),
+        ("columns:\n  amount: Sales\n  quantity: Q\n  unit_price: P\n",
+         "amount and quantity x unit_price are both mapped"),
+        ("columns:\n  amount: null\n", "no amount: map the amount column"),
+        ("columns:\n  unit_cost: Cost\n", "unit_cost needs quantity and unit_price"),
+        ("columns:\n  margin: GP\n  quantity: Q\n  unit_price: P\n  unit_cost: C\n",
+         "margin and unit_cost are both mapped"),
+    ],
+)
+def test_contradictory_column_mappings_are_one_line_config_errors(tmp_path, yaml, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml)
+    with pytest.raises(InputError, match=rf"c\.yaml: field 'columns' = .*: {message}"):
+        load_config(path)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from keyltv.config import Columns, load_config
@@ -36,3 +38,25 @@ def test_contradictory_column_mappings_are_one_line_config_errors(tmp_path, yaml
     path.write_text(yaml)
     with pytest.raises(InputError, match=rf"c\.yaml: field 'columns' = .*: {message}"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("yaml", "field", "message"),
+    [
+        ("decimal_separator: ','\nthousands_separator: ','\n", "(top level)",
+         "decimal_separator and thousands_separator are both ','"),
+        ("decimal_separator: ';'\n", "decimal_separator", "Input should be '.' or ','"),
+    ],
+)
+def test_number_separators_are_checked(tmp_path, yaml, field, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml)
+    with pytest.raises(InputError, match=rf"field '{re.escape(field)}' = .*{re.escape(message)}"):
+        load_config(path)
+
+
+def test_a_german_number_format_is_read_from_the_config(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("decimal_separator: ','\nthousands_separator: '.'\n")
+    config = load_config(path)
+    assert (config.decimal_separator, config.thousands_separator) == (",", ".")

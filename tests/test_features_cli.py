@@ -143,3 +143,16 @@ def test_a_log_of_quantities_and_unit_prices_gives_the_features_of_its_amounts(
         assert code == 0
     pd.testing.assert_frame_equal(pd.read_parquet("wholesale.csv.parquet"),
                                   pd.read_parquet("tx.csv.parquet"))
+
+
+def test_a_log_with_decimal_commas_gives_the_features_of_its_plain_twin(log_files, monkeypatch):
+    tx = pd.read_csv("tx.csv", dtype={"customer_id": str})
+    german = tx.assign(amount=tx["amount"].map(lambda v: f"{v:.2f}".replace(".", ",")))
+    german.to_csv("german.csv", index=False, sep=";")
+    (log_files / "c.yaml").write_text("decimal_separator: ','\nthousands_separator: '.'\n")
+    for source, extra in (("tx.csv", []), ("german.csv", ["--config", "c.yaml"])):
+        code = run_features(monkeypatch, "--transactions", source, "--as-of", "2024-03-01",
+                            "--out", f"{source}.parquet", *extra)
+        assert code == 0
+    pd.testing.assert_frame_equal(pd.read_parquet("german.csv.parquet"),
+                                  pd.read_parquet("tx.csv.parquet"))

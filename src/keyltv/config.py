@@ -214,6 +214,9 @@ class Config(_Frozen):
 
     columns: Columns = Columns()
     date_format: str | None = None
+    # How the log writes numbers: "," and "." read -1.234,5 (see NumberFormat).
+    decimal_separator: Literal[".", ","] = "."
+    thousands_separator: Literal[".", ",", " ", "'"] | None = None
     # Lines without a customer id (guest or cash sales): refused unless this is true;
     # then they are left out and counted (note blank_id_lines_dropped).
     drop_blank_ids: bool = False
@@ -228,6 +231,13 @@ class Config(_Frozen):
     flags: Flags = Flags()
     engine: Engine = Engine()
     tracking: Tracking = Tracking()
+
+    @model_validator(mode="after")
+    def _separators_differ(self) -> Config:
+        if self.thousands_separator == self.decimal_separator:
+            raise ValueError(f"decimal_separator and thousands_separator are both "
+                             f"{self.decimal_separator!r}")
+        return self
 
     @model_validator(mode="after")
     def _known_models(self) -> Config:

@@ -43,7 +43,9 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
                 config: Config, as_of: date | None, label: str | None = None) -> Inputs:
     """Validate the log (and account table) and fix ``as_of`` (default: day after the last)."""
     tx = load_transactions(transactions, columns=config.columns.roles(),
-                           date_format=config.date_format, label=label,
+                           date_format=config.date_format,
+                           decimal_separator=config.decimal_separator,
+                           thousands_separator=config.thousands_separator, label=label,
                            memory_limit=config.engine.memory_limit,
                            drop_blank_ids=config.drop_blank_ids)
     attrs = None

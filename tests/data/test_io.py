@@ -437,3 +437,26 @@ def test_quantity_price_mapping_is_checked(tmp_path, columns, message):
     with pytest.raises(InputError, match=message):
         load_transactions(path, columns={"customer_id": "Customer ID", "date": "InvoiceDate",
                                          **columns})
+
+
+GERMAN = "Kunde;Datum;Umsatz;Rohertrag\n00042;05.01.2024;1.234,50;-12,5\n00042;06.01.2024;12,5;\n"
+
+
+def test_numbers_written_with_a_decimal_comma_and_thousands_points(tmp_path):
+    columns = {"customer_id": "Kunde", "date": "Datum", "amount": "Umsatz",
+               "margin": "Rohertrag"}
+    log = load_transactions(write_csv(tmp_path, GERMAN), columns=columns,
+                            date_format="%d.%m.%Y", decimal_separator=",",
+                            thousands_separator=".")
+    daily = log.daily()
+    assert daily["amount"].tolist() == [1234.5, 12.5]
+    assert daily["margin"].tolist()[0] == -12.5 and pd.isna(daily["margin"].tolist()[1])
+    # With a decimal comma a point can only group thousands: '1.5' is refused, not guessed.
+    text = GERMAN.replace("12,5;\n", "1.5;\n")
+    with pytest.raises(InputError, match=r"column 'Umsatz': not a number '1.5' in 1 row\(s\); "
+                                         r"expected a number such as -1.234,5 \(decimal_separator"):
+        load_transactions(write_csv(tmp_path, text), columns=columns, date_format="%d.%m.%Y",
+                          decimal_separator=",", thousands_separator=".")
+    with pytest.raises(InputError, match="thousands and decimal separators are both ','"):
+        load_transactions(write_csv(tmp_path, GERMAN), columns=columns, decimal_separator=",",
+                          thousands_separator=",")

@@ -1,6 +1,7 @@
+import duckdb
 import pytest
 
-from keyltv.data.schema import describe_value, redact_text, redact_uri
+from keyltv.data.schema import NumberFormat, describe_value, redact_text, redact_uri
 
 
 @pytest.mark.parametrize(
@@ -27,3 +28,36 @@ def test_redact_text_masks_passwords_inside_messages():
 def test_describe_value_shortens_and_shows_control_bytes():
     assert describe_value("a\tb") == "'a\\tb'"
     assert len(describe_value("x" * 100)) == 40
+
+
+@pytest.mark.parametrize(
+    ("decimal", "thousands", "text", "value"),
+    [
+        (",", ".", "1.234,5", 1234.5),
+        (",", ".", "-1.234.567,25", -1234567.25),
+        (",", ".", "1.234", 1234.0),  # a point groups thousands here
+        (",", ".", "1.5", None),  # not three digits after the point: refused
+        (",", ".", "1.23.4", None),
+        (",", ".", "1234.5", None),
+        (",", None, "12,5", 12.5),
+        (",", None, "1.234,5", None),  # no thousands separator configured
+        (".", ",", "1,234.50", 1234.5),
+        (".", ",", "12,5", None),
+        (",", " ", "1\u00a0234,5", 1234.5),  # the no-break space spreadsheets write
+        (".", "'", "1'234.5", 1234.5),
+        (".", None, "1,234.5", None),  # the default: plain numbers only
+        (".", None, "-1234.5", -1234.5),
+    ],
+)
+def test_number_format_reads_its_form_and_refuses_ambiguous_text(decimal, thousands, text, value):
+    sql = NumberFormat(decimal, thousands).sql("v")
+    got = duckdb.connect().execute(f"SELECT {sql} FROM (SELECT ? AS v)", [text]).fetchall()[0][0]
+    assert got == value
+
+
+def test_number_format_refuses_equal_or_unknown_separators():
+    with pytest.raises(ValueError, match="both ','"):
+        NumberFormat(",", ",")
+    with pytest.raises(ValueError, match="decimal separator ';'"):
+        NumberFormat(";")
+    assert "-1.234,5" in NumberFormat(",", ".").hint()

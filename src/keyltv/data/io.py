@@ -39,8 +39,10 @@ from keyltv.data.schema import (
     ISO_DATE_PATTERN,
     MAX_ABS_AMOUNT,
     OUTLIER_FACTOR,
+    PLAIN_NUMBER,
     TZ_PATTERN,
     InputError,
+    NumberFormat,
     describe_value,
 )
 
@@ -121,6 +123,8 @@ def load_transactions(
     *,
     columns: Mapping[str, str | None] | None = None,
     date_format: str | None = None,
+    decimal_separator: str = ".",
+    thousands_separator: str | None = None,
     label: str | None = None,
     memory_limit: str | None = None,
     drop_blank_ids: bool = False,
@@ -136,6 +140,9 @@ def load_transactions(
         ``margin`` is used only if that column exists.
     date_format : str, optional
         ``strptime`` format of the date column; ISO 8601 when omitted.
+    decimal_separator, thousands_separator : str, optional
+        How numbers are written (see :class:`~keyltv.data.schema.NumberFormat`):
+        ``","`` and ``"."`` read ``-1.234,5``; by default only the plain ``-1234.5``.
     label : str, optional
         Name used in messages for an in-memory source.
     memory_limit : str, optional
@@ -155,12 +162,16 @@ def load_transactions(
     InputError
         On any broken rule; the message names the file, the column and a bad value.
     """
+    try:
+        numbers = NumberFormat(decimal_separator, thousands_separator)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     con = _connect(memory_limit)
     name, duplicated = _attach_source(con, source, label)
     mapping = _resolve_columns(con, name, columns or {}, duplicated)
     with _read_errors(name):
-        counts = _parse_lines(con, mapping, date_format, drop_blank_ids)
-        notes, largest, total = _check_rules(con, name, mapping, date_format, counts,
+        counts = _parse_lines(con, mapping, date_format, numbers, drop_blank_ids)
+        notes, largest, total = _check_rules(con, name, mapping, date_format, numbers, counts,
                                              drop_blank_ids)
         # Fixed-point sums: a fully returned account nets to exactly 0, not 2e-13, in
         # every later sum (floating-point sums depend on the order of the lines). Lines
@@ -459,7 +470,8 @@ def _quoted(column: str) -> str:
 
 
 def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
-                        date_format: str | None, strip: bool = True) -> None:
+                        date_format: str | None, numbers: NumberFormat,
+                        strip: bool = True) -> None:
     """Typed view ``parsed`` beside the raw strings, so rules can quote bad values.
 
     With ``strip`` false the strings are parsed as they are (see :func:`_parse_lines`),
@@ -483,8 +495,8 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
     )
     # The line's amount and margin, as given or from quantity and prices. Products are
     # DOUBLE like the given columns; the daily sums round them to exact decimals.
-    amount = "q * p" if "quantity" in mapping else "TRY_CAST(amount_raw AS DOUBLE)"
-    margin = "q * (p - c)" if "unit_cost" in mapping else "TRY_CAST(margin_raw AS DOUBLE)"
+    amount = "q * p" if "quantity" in mapping else numbers.sql("amount_raw")
+    margin = "q * (p - c)" if "unit_cost" in mapping else numbers.sql("margin_raw")
     if date_format:
         # DuckDB cannot bind parameters in a view definition: inline the quoted format.
         parse = f"try_strptime(date_raw, {_literal(date_format)})"
@@ -506,8 +518,8 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
         CREATE VIEW parsed AS SELECT customer_id, date_raw, amount_raw, margin_raw,
             quantity_raw, price_raw, cost_raw, q, p, c, tz, {parse} AS ts,
             {amount} AS a, {margin} AS m
-        FROM (SELECT *, {tz} AS tz, TRY_CAST(quantity_raw AS DOUBLE) AS q,
-                     TRY_CAST(price_raw AS DOUBLE) AS p, TRY_CAST(cost_raw AS DOUBLE) AS c
+        FROM (SELECT *, {tz} AS tz, {numbers.sql("quantity_raw")} AS q,
+                     {numbers.sql("price_raw")} AS p, {numbers.sql("cost_raw")} AS c
               FROM raw)
         """
     )
@@ -520,7 +532,7 @@ _UNPADDED_ISO_DATE = r"^\d{4}-\d{1,2}-\d{1,2}([ T]\d(.*[^\s\x{00A0}\x{FEFF}])?)?
 # Each rule: (key, SQL condition on `parsed`, column role, problem, what is allowed).
 # One rule per line; the first broken rule in this order is reported.
 _ISO = "ISO 8601 such as 2024-01-31 or 2024-01-31 14:05:00, or set date_format in the config"
-_NUMBER = "a plain number such as -1234.5 (no thousands separators or currency signs)"
+_NUMBER = PLAIN_NUMBER  # replaced by the configured NumberFormat's hint in messages
 _BLANK_ID = "(customer_id IS NULL OR customer_id = '')"
 _BELOW_MAX = f"magnitudes below {MAX_ABS_AMOUNT:g}"
 _ID_AND_DATE_RULES = (
@@ -581,7 +593,8 @@ def _rules(mapping: Mapping[str, str]) -> tuple[tuple[str, str, str, str, str], 
 
 
 def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
-                 date_format: str | None, drop_blank_ids: bool = False) -> dict[str, int]:
+                 date_format: str | None, numbers: NumberFormat,
+                 drop_blank_ids: bool = False) -> dict[str, int]:
     """Parse the source into the table ``lines``; count lines, accounts and broken rules.
 
     Stripping whitespace from every value took a third of the load of a clean 5M-line
@@ -599,7 +612,7 @@ def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
         ``accounts``, ``first_day``, ``last_day`` and ``fingerprint`` (an integer).
     """
     for strip in (False, True):
-        _create_parsed_view(con, mapping, date_format, strip)
+        _create_parsed_view(con, mapping, date_format, numbers, strip)
         _create_lines(con, mapping, drop_blank_ids)
         lines, blank, broken, first, last, fingerprint = con.execute(
             """SELECT count(*), count(*) FILTER (WHERE blank_id),
@@ -655,6 +668,7 @@ def _check_rules(
     name: str,
     mapping: Mapping[str, str],
     date_format: str | None,
+    numbers: NumberFormat,
     counts: Mapping[str, int],
     drop_blank_ids: bool = False,
 ) -> tuple[dict[str, int], float, float]:
@@ -678,7 +692,7 @@ def _check_rules(
     if lines == 0:
         raise InputError(f"{name}: no transaction rows (empty file or header only)")
     if counts["broken"] > 0:
-        _raise_broken_rule(con, name, mapping, date_format, drop_blank_ids)
+        _raise_broken_rule(con, name, mapping, date_format, numbers, drop_blank_ids)
     if blank == lines:  # only reachable with drop_blank_ids
         raise InputError(f"{name}: column {mapping['customer_id']!r}: every one of the "
                          f"{lines} line(s) has a blank customer id; nothing is left to score")
@@ -711,6 +725,7 @@ def _raise_broken_rule(
     name: str,
     mapping: Mapping[str, str],
     date_format: str | None,
+    numbers: NumberFormat,
     drop_blank_ids: bool = False,
 ) -> None:
     """Raise for the first broken rule in :func:`_rules` order, quoting a bad value.
@@ -729,6 +744,7 @@ def _raise_broken_rule(
             column = _column_label(mapping, role)
             if date_format and role == "date" and key != "odd_date":
                 allowed = f"format {date_format!r} (date_format in the config)"
+            allowed = allowed.replace(PLAIN_NUMBER, numbers.hint())
             raise InputError(
                 f"{name}: column {column!r}: {message} {describe_value(row[key + '_ex'])} "
                 f"in {int(row[key])} row(s); expected {allowed}"

@@ -22,6 +22,7 @@ handles it is listed in ``docs/bad-inputs.md``.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REQUIRED = ("customer_id", "date", "amount")
@@ -52,6 +53,76 @@ class InputError(ValueError):
 
     The CLI turns it into one line on stderr and exit code 2.
     """
+
+
+@dataclass(frozen=True)
+class NumberFormat:
+    """How the log writes numbers: decimal separator and optional thousands separator.
+
+    The default is the plain form DuckDB casts (``-1234.5``). European exports write
+    ``-1.234,5`` or ``-1 234,5``; a configured format is parsed strictly, so that an
+    ambiguous value (``1.5`` where the decimal separator is a comma) is refused, never
+    read as another number.
+    """
+
+    decimal: str = "."
+    thousands: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.decimal not in DECIMAL_SEPARATORS:
+            raise ValueError(f"decimal separator {self.decimal!r}: expected one of "
+                             f"{', '.join(map(repr, DECIMAL_SEPARATORS))}")
+        if self.thousands is not None and self.thousands not in THOUSANDS_SEPARATORS:
+            raise ValueError(f"thousands separator {self.thousands!r}: expected one of "
+                             f"{', '.join(map(repr, THOUSANDS_SEPARATORS))}, or none")
+        if self.thousands == self.decimal:
+            raise ValueError(f"the thousands and decimal separators are both {self.decimal!r}")
+
+    @property
+    def plain(self) -> bool:
+        """Whether this is the default form, which DuckDB's cast reads as it is."""
+        return self.decimal == "." and self.thousands is None
+
+    def sql(self, text: str) -> str:
+        """SQL that reads the text expression ``text`` as a DOUBLE (NULL if it is none)."""
+        if self.plain:
+            return f"TRY_CAST({text} AS DOUBLE)"
+        if self.thousands is not None:
+            # Separators only between groups of three digits, before any decimals.
+            sep = _THOUSANDS_REGEX[self.thousands]
+            dec = re.escape(self.decimal)
+            grouped = rf"[+-]?\d{{1,3}}({sep}\d{{3}})+({dec}\d*)?([eE][+-]?\d+)?"
+            text = (f"CASE WHEN NOT regexp_matches({text}, {_sql_text(sep)}) THEN {text} "
+                    f"WHEN regexp_full_match({text}, {_sql_text(grouped)}) "
+                    f"THEN regexp_replace({text}, {_sql_text(sep)}, '', 'g') END")
+        if self.decimal == ",":
+            # A point is then no part of a number: '1.5' is refused, not read as 15 or 1.5.
+            text = f"CASE WHEN NOT contains({text}, '.') THEN replace({text}, ',', '.') END"
+        return f"TRY_CAST({text} AS DOUBLE)"
+
+    def hint(self) -> str:
+        """What a number must look like, for error messages."""
+        if self.plain:
+            return PLAIN_NUMBER
+        example = "-1234" + (self.decimal + "5")
+        if self.thousands is not None:
+            example = "-1" + self.thousands + "234" + self.decimal + "5"
+        config = f"decimal_separator {self.decimal!r}"
+        if self.thousands is not None:
+            config += f" and thousands_separator {self.thousands!r}"
+        return f"a number such as {example} ({config} in the config; no currency signs)"
+
+
+PLAIN_NUMBER = ("a plain number such as -1234.5 (no currency signs; for 1.234,5 set "
+                "decimal_separator and thousands_separator in the config)")
+DECIMAL_SEPARATORS = (".", ",")
+THOUSANDS_SEPARATORS = (".", ",", " ", "'")
+# A space separator also matches the no-break spaces that spreadsheets write for it.
+_THOUSANDS_REGEX = {".": r"\.", ",": ",", " ": r"[ \x{00A0}\x{202F}]", "'": "'"}
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def describe_value(value: object, limit: int = 40) -> str:

@@ -136,12 +136,18 @@ def test_a_log_of_quantities_and_unit_prices_gives_the_features_of_its_amounts(
     tx = pd.read_csv("tx.csv", dtype={"customer_id": str})
     tx.assign(Qty=2, Price=tx["amount"] / 2).drop(columns="amount").to_csv("wholesale.csv",
                                                                           index=False)
-    (log_files / "c.yaml").write_text("columns:\n  quantity: Qty\n  unit_price: Price\n")
-    for source, extra in (("tx.csv", []), ("wholesale.csv", ["--config", "c.yaml"])):
+    assert_same_features(log_files, monkeypatch, "wholesale.csv",
+                         "columns:\n  quantity: Qty\n  unit_price: Price\n")
+
+
+def assert_same_features(folder, monkeypatch, twin: str, config: str) -> None:
+    """``keyltv features`` on ``twin`` with ``config`` writes the table of tx.csv."""
+    (folder / "c.yaml").write_text(config)
+    for source, extra in (("tx.csv", []), (twin, ["--config", "c.yaml"])):
         code = run_features(monkeypatch, "--transactions", source, "--as-of", "2024-03-01",
                             "--out", f"{source}.parquet", *extra)
         assert code == 0
-    pd.testing.assert_frame_equal(pd.read_parquet("wholesale.csv.parquet"),
+    pd.testing.assert_frame_equal(pd.read_parquet(f"{twin}.parquet"),
                                   pd.read_parquet("tx.csv.parquet"))
 
 
@@ -149,10 +155,5 @@ def test_a_log_with_decimal_commas_gives_the_features_of_its_plain_twin(log_file
     tx = pd.read_csv("tx.csv", dtype={"customer_id": str})
     german = tx.assign(amount=tx["amount"].map(lambda v: f"{v:.2f}".replace(".", ",")))
     german.to_csv("german.csv", index=False, sep=";")
-    (log_files / "c.yaml").write_text("decimal_separator: ','\nthousands_separator: '.'\n")
-    for source, extra in (("tx.csv", []), ("german.csv", ["--config", "c.yaml"])):
-        code = run_features(monkeypatch, "--transactions", source, "--as-of", "2024-03-01",
-                            "--out", f"{source}.parquet", *extra)
-        assert code == 0
-    pd.testing.assert_frame_equal(pd.read_parquet("german.csv.parquet"),
-                                  pd.read_parquet("tx.csv.parquet"))
+    assert_same_features(log_files, monkeypatch, "german.csv",
+                         "decimal_separator: ','\nthousands_separator: '.'\n")

@@ -147,6 +147,15 @@ def score(ws: Workspace, tx: str = "tx.csv", *extra: str, accounts: str | None =
     return args
 
 
+def parts(ws: Workspace, edit_second: Callable[[pd.DataFrame], pd.DataFrame]) -> str:
+    """The log split in two files of one folder; ``edit_second`` changes the second."""
+    Path("parts").mkdir()
+    half = len(ws.tx) // 2
+    ws.tx.iloc[:half].to_csv("parts/tx-1.csv", index=False)
+    edit_second(ws.tx.iloc[half:].copy()).to_csv("parts/tx-2.csv", index=False)
+    return "parts"
+
+
 PRICED_CONFIG = FAST_CONFIG + "columns:\n  quantity: Qty\n  unit_price: Price\n"
 
 
@@ -266,8 +275,16 @@ REJECTED = [
         "tx.csv: cannot read line 2: a quoted value is not closed"),
     Case("corrupt-parquet", lambda ws: score(ws, write("tx.parquet", b"PAR1 not really")),
          "tx.parquet: cannot read file:"),
-    Case("path-is-directory", lambda ws: score(ws, (Path("d").mkdir() or "d")),
-         "d: is a directory, expected a CSV or Parquet file"),
+    Case("path-is-empty-folder", lambda ws: score(ws, (Path("d").mkdir() or "d")),
+         "d: the folder holds no CSV or Parquet file"),
+    Case("glob-no-match", lambda ws: score(ws, "exports/tx-*.csv"),
+         "exports/tx-*.csv: no file matches this pattern"),
+    Case("parts-header-differs", lambda ws: score(ws, parts(ws, lambda f: f[["date", *(
+        c for c in f.columns if c != "date")]])),
+         "parts/tx-2.csv: its header differs from parts/tx-1.csv's ('customer_id', 'date', "
+         "'amount', 'margin'); every file of parts needs the same columns in the same order"),
+    Case("parts-bad-value", lambda ws: score(ws, parts(ws, set_cell("amount", "12 EUR"))),
+         "parts/tx-2.csv: column 'amount': not a number '12 EUR' in 1 row(s) of parts;"),
     Case("path-missing", lambda ws: score(ws, "nope.csv"), "nope.csv: file not found"),
     Case("unsupported-extension", lambda ws: score(ws, write("tx.xlsx", b"PK\x03\x04")),
          "tx.xlsx: unsupported file type '.xlsx'"),

@@ -24,8 +24,8 @@ if TYPE_CHECKING:  # imported where used: keyltv features starts without pandas
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="keyltv: key-account lifetime value from a transaction log.")
 
-TransactionsOpt = Annotated[Path, typer.Option("--transactions", help="Transaction log (CSV or Parquet).")]
-AccountsOpt = Annotated[Path | None, typer.Option("--accounts", help="Account attribute table (CSV or Parquet).")]
+TransactionsOpt = Annotated[Path, typer.Option("--transactions", help="Transaction log: a CSV or Parquet file, a folder of part files, or a quoted glob such as 'exports/*.csv'.")]
+AccountsOpt = Annotated[Path | None, typer.Option("--accounts", help="Account attribute table (CSV or Parquet; a file, folder or glob).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (see configs/).")]
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut date YYYY-MM-DD; default: day after the last transaction.")]
 HorizonOpt = Annotated[int | None, typer.Option("--horizon-days", help="Prediction horizon in days (default 365).")]

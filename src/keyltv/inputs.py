@@ -61,8 +61,9 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
         "SELECT COALESCE(sum(lines), 0) FROM daily WHERE day >= ?", [as_of]).fetchall()[0][0])
     # A late --as-of makes every account look asleep: count the empty days it adds.
     notes["days_after_last_transaction"] = max((as_of - tx.last_date).days - 1, 0)
-    log.info("data %s: %d lines, %d accounts, %s to %s, fingerprint %s", tx.source, tx.n_lines,
-             tx.n_accounts, tx.first_date, tx.last_date, tx.fingerprint)
+    files = f"{tx.n_files} files, " if tx.n_files > 1 else ""
+    log.info("data %s: %s%d lines, %d accounts, %s to %s, fingerprint %s", tx.source, files,
+             tx.n_lines, tx.n_accounts, tx.first_date, tx.last_date, tx.fingerprint)
     return Inputs(tx, attrs, as_of, notes)
 
 

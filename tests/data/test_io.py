@@ -79,7 +79,7 @@ def test_bad_csv_names_file_column_and_value(tmp_path, text, message):
     ("make", "message"),
     [
         (lambda p: p / "missing.csv", "file not found"),
-        (lambda p: p, "is a directory"),
+        (lambda p: p, "the folder holds no CSV or Parquet file"),
         (lambda p: (p / "x.xlsx").write_text("x") and p / "x.xlsx",
          "unsupported file type '.xlsx'"),
         (lambda p: (p / "e.csv").write_text("") or p / "e.csv", "file is empty"),
@@ -460,3 +460,69 @@ def test_numbers_written_with_a_decimal_comma_and_thousands_points(tmp_path):
     with pytest.raises(InputError, match="thousands and decimal separators are both ','"):
         load_transactions(write_csv(tmp_path, GERMAN), columns=columns, decimal_separator=",",
                           thousands_separator=",")
+
+
+def write_parts(root: Path) -> Path:
+    """A Spark-style folder: part files (one under a partition folder) and markers."""
+    (root / "tx" / "year=2024").mkdir(parents=True)
+    (root / "tx" / "year=2024" / "part-0.csv").write_text(
+        "customer_id,date,amount\n1,2024-01-01,5\n")
+    (root / "tx" / "part-1.csv").write_text("customer_id,date,amount\n1,2024-02-01,7\n"
+                                            "2,2024-01-02,3\n")
+    (root / "tx" / "_SUCCESS").write_text("")
+    (root / "tx" / ".part-1.csv.crc").write_bytes(b"\x00crc")
+    return root / "tx"
+
+
+def test_a_folder_of_parts_or_a_glob_is_read_as_one_log(tmp_path):
+    folder = write_parts(tmp_path)
+    log = load_transactions(folder)
+    assert (log.n_lines, log.n_accounts) == (3, 2)
+    assert log.daily()["amount"].sum() == 15.0
+    same = load_transactions(str(folder / "**" / "*.csv"))
+    assert same.fingerprint == log.fingerprint
+    frame([("1", "2024-01-01", 1.0), ("2", "2024-01-02", 2.0)]).to_parquet(tmp_path / "p-0.parquet")
+    frame([("3", "2024-01-03", 3.0)]).to_parquet(tmp_path / "p-1.parquet")
+    assert load_transactions(str(tmp_path / "p-*.parquet")).n_lines == 3
+
+
+@pytest.mark.parametrize(
+    ("part", "message"),
+    [
+        ("customer_id,date,amount\n3,2024-01-02,x\n",
+         r"tx/part-2.csv: column 'amount': not a number 'x' in 1 row\(s\) of .*tx; expected"),
+        ("customer_id,amount,date\n3,1,2024-01-02\n",
+         r"tx/part-2.csv: its header differs from .*tx/part-1.csv's \('customer_id', 'date', "
+         r"'amount'\); every file of .*tx needs the same columns in the same order"),
+        ('customer_id,date,amount\n3,2024-01-02,"1\n',
+         r"tx/part-2.csv: cannot read line 2: a quoted value is not closed"),
+        ("", r"tx/part-2.csv: file is empty"),
+    ],
+    ids=["bad-value", "other-header", "unclosed-quote", "empty-part"],
+)
+def test_a_bad_part_is_named_by_its_own_file(tmp_path, part, message):
+    folder = write_parts(tmp_path)
+    (folder / "part-2.csv").write_text(part)
+    with pytest.raises(InputError, match=message):
+        load_transactions(folder)
+
+
+def test_a_glob_without_match_or_a_folder_of_mixed_files_is_refused(tmp_path):
+    with pytest.raises(InputError, match=r"nothing-\*.csv: no file matches this pattern"):
+        load_transactions(str(tmp_path / "nothing-*.csv"))
+    folder = write_parts(tmp_path)
+    (folder / "notes.json").write_text("{}")
+    with pytest.raises(InputError, match=r"notes.json: unsupported file type '.json'"):
+        load_transactions(folder)
+    (folder / "notes.json").unlink()
+    frame([("a", "2024-01-01", 1.0)]).to_parquet(folder / "part-9.parquet")
+    with pytest.raises(InputError, match="holds both CSV and Parquet files"):
+        load_transactions(folder)
+
+
+def test_an_account_table_split_over_files_has_no_file_column(tmp_path):
+    (tmp_path / "acc").mkdir()
+    (tmp_path / "acc" / "a.csv").write_text("customer_id,region\n1,north\n")
+    (tmp_path / "acc" / "b.csv").write_text("customer_id,region\n2,south\n")
+    accounts = load_accounts(tmp_path / "acc")
+    assert accounts.to_dict() == {"region": {"1": "north", "2": "south"}}

@@ -21,6 +21,7 @@ so a ragged row, a stray quote or a non-UTF-8 byte stops the job with its line n
 from __future__ import annotations
 
 import csv
+import glob
 import math
 import os
 import re
@@ -88,6 +89,8 @@ class TransactionLog:
     fingerprint : str
         Order-independent hash of the kept lines' parsed values (account, time, amount,
         margin), logged with every run.
+    n_files : int
+        Files read (a folder of parts or a glob names several).
     """
 
     con: duckdb.DuckDBPyConnection = field(repr=False)
@@ -99,6 +102,7 @@ class TransactionLog:
     n_accounts: int
     notes: Mapping[str, int]
     fingerprint: str
+    n_files: int = 1
 
     def daily(self) -> pd.DataFrame:
         """Return the daily table as a DataFrame sorted by account and day."""
@@ -108,6 +112,7 @@ class TransactionLog:
         """Return the data fingerprint for tracking: rows, accounts, date range, hash, notes."""
         return {
             "source": self.source,
+            "files": self.n_files,
             "lines": self.n_lines,
             "accounts": self.n_accounts,
             "first_date": self.first_date.isoformat(),
@@ -167,7 +172,7 @@ def load_transactions(
     except ValueError as exc:
         raise InputError(str(exc)) from None
     con = _connect(memory_limit)
-    name, duplicated = _attach_source(con, source, label)
+    name, duplicated, n_files = _attach_source(con, source, label)
     mapping = _resolve_columns(con, name, columns or {}, duplicated)
     with _read_errors(name):
         counts = _parse_lines(con, mapping, date_format, numbers, drop_blank_ids)
@@ -221,6 +226,7 @@ def load_transactions(
         n_accounts=counts["accounts"],
         notes=notes,
         fingerprint=f"{counts['fingerprint'] % (1 << 64):016x}",
+        n_files=n_files,
     )
 
 
@@ -246,8 +252,8 @@ def _connect(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
 
 def _attach_source(
     con: duckdb.DuckDBPyConnection, source: object, label: str | None
-) -> tuple[str, list[str]]:
-    """Expose the source as the view ``src``.
+) -> tuple[str, list[str], int]:
+    """Expose the source (a frame, or the files of :func:`_source_files`) as the view ``src``.
 
     Returns
     -------
@@ -255,36 +261,77 @@ def _attach_source(
         The name used in messages.
     duplicated : list of str
         Column names that the header holds more than once (the later ones are renamed).
+    n_files : int
+        Files read (1 for a frame).
     """
     if not isinstance(source, (str, os.PathLike)):  # a DataFrame
         con.register("src_frame", source)
         con.execute("CREATE VIEW src AS SELECT * FROM src_frame")
         duplicated = sorted({str(c) for c in source.columns[source.columns.duplicated()]})
-        return label or "<DataFrame>", duplicated
-    path = Path(source)
-    name = str(path)
-    if not path.exists():
-        raise InputError(f"{name}: file not found")
-    if path.is_dir():
-        raise InputError(f"{name}: is a directory, expected a CSV or Parquet file")
-    suffix = path.suffix.lower()
+        return label or "<DataFrame>", duplicated, 1
+    name = str(source)
+    files = _source_files(name)
+    kinds = {_kind(f, name) for f in files}
+    if len(kinds) > 1:
+        raise InputError(f"{name}: holds both CSV and Parquet files; give one kind")
     duplicated: list[str] = []
-    if suffix in CSV_SUFFIXES:
-        reader, duplicated = _csv_reader(path, name)
-    elif suffix in PARQUET_SUFFIXES:
-        reader = f"read_parquet({_literal(str(path))})"
+    if kinds == {"csv"}:
+        reader, duplicated = _csv_reader(files, name)
     else:
-        raise InputError(
-            f"{name}: unsupported file type {suffix or '(none)'!r}; "
-            f"use one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}"
-        )
+        paths = ", ".join(_literal(str(f)) for f in files)
+        reader = (f"read_parquet([{paths}], filename={_literal(FILE_COLUMN)})"
+                  if len(files) > 1 else f"read_parquet({paths})")
     with _read_errors(name):
         # Views cannot take bound parameters: the path is inlined as a quoted literal.
         con.execute(f"CREATE VIEW src AS SELECT * FROM {reader}")
         # count(*) reads one row without converting it to Python (a time-zone-aware
         # Parquet column would need pytz for that).
         con.execute("SELECT count(*) FROM (SELECT * FROM src LIMIT 1)").fetchall()
-    return name, duplicated
+    return name, duplicated, len(files)
+
+
+# With several files, the column of ``src`` that names each line's file, so that a
+# broken rule names the file that holds the quoted value.
+FILE_COLUMN = "__keyltv_file"
+
+
+def _source_files(name: str) -> list[Path]:
+    """The files a transaction source names: one file, a folder of parts, or a glob.
+
+    A folder is read with its subfolders (Spark and Hive write ``part-*`` files under
+    ``key=value`` folders), leaving out hidden and ``_``-prefixed entries such as
+    ``_SUCCESS`` and ``.crc`` checksums. Files come in sorted order, so that a run reads
+    them the same way every time.
+    """
+    if glob.has_magic(name):
+        files = sorted(Path(p) for p in glob.glob(name, recursive=True) if Path(p).is_file())
+        if not files:
+            raise InputError(f"{name}: no file matches this pattern")
+        return files
+    path = Path(name)
+    if not path.exists():
+        raise InputError(f"{name}: file not found")
+    if not path.is_dir():
+        return [path]
+    files = sorted(f for f in path.rglob("*") if f.is_file() and not any(
+        part.startswith(("_", ".")) for part in f.relative_to(path).parts))
+    if not files:
+        raise InputError(f"{name}: the folder holds no CSV or Parquet file")
+    return files
+
+
+def _kind(path: Path, name: str) -> str:
+    """``csv`` or ``parquet`` by suffix; any other file is refused by name."""
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    where = name if str(path) == name else f"{name}: {path}"
+    raise InputError(
+        f"{where}: unsupported file type {suffix or '(none)'!r}; "
+        f"use one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}"
+    )
 
 
 def _literal(text: str) -> str:
@@ -292,9 +339,17 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _csv_reader(path: Path, name: str) -> tuple[str, list[str]]:
-    """Build a strict ``read_csv`` call (every column as text); list duplicated names."""
-    delimiter, names = _read_header(path, name)
+def _csv_reader(files: list[Path], name: str) -> tuple[str, list[str]]:
+    """Build a strict ``read_csv`` call (every column as text); list duplicated names.
+
+    Several files must share the first one's delimiter and header.
+    """
+    delimiter, names = _read_header(files[0], str(files[0]))
+    for other in files[1:]:
+        if _read_header(other, str(other)) != (delimiter, names):
+            raise InputError(f"{other}: its header differs from {files[0]}'s "
+                             f"({', '.join(map(repr, names))}); every file of {name} "
+                             "needs the same columns in the same order")
     unique: list[str] = []
     duplicated: set[str] = set()
     for i, column in enumerate(names):
@@ -308,9 +363,12 @@ def _csv_reader(path: Path, name: str) -> tuple[str, list[str]]:
         unique.append(column)
     # all VARCHAR: ids such as 00042 must stay strings; the columns are typed in SQL.
     types = ", ".join(f"{_literal(c)}: 'VARCHAR'" for c in unique)
+    paths = ", ".join(_literal(str(f)) for f in files)
+    paths = f"[{paths}]" if len(files) > 1 else paths
     reader = (
-        f"read_csv({_literal(str(path))}, auto_detect=false, header=true, "
-        f"delim={_literal(delimiter)}, quote='\"', escape='\"', columns={{{types}}})"
+        f"read_csv({paths}, auto_detect=false, header=true, "
+        f"delim={_literal(delimiter)}, quote='\"', escape='\"', columns={{{types}}}"
+        + (f", filename={_literal(FILE_COLUMN)})" if len(files) > 1 else ")")
     )
     return reader, sorted(duplicated)
 
@@ -347,7 +405,10 @@ def _read_errors(name: str) -> Iterator[None]:
     try:
         yield
     except (duckdb.InvalidInputException, duckdb.IOException) as exc:
-        raise InputError(f"{name}: {_read_error_message(exc)}") from None
+        # Of several files, the CSV reader's message names the one it failed in.
+        file = re.search(r"^\s*file = (.+)$", str(exc), re.MULTILINE)
+        raise InputError(f"{file[1].strip() if file else name}: "
+                         f"{_read_error_message(exc)}") from None
 
 
 def _read_error_message(exc: Exception) -> str:
@@ -374,7 +435,8 @@ def _read_error_message(exc: Exception) -> str:
 
 
 def _source_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [row[0] for row in con.execute("DESCRIBE SELECT * FROM src").fetchall()]
+    return [row[0] for row in con.execute("DESCRIBE SELECT * FROM src").fetchall()
+            if row[0] != FILE_COLUMN]
 
 
 def _resolve_columns(
@@ -483,13 +545,16 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
     def raw(role: str) -> str:
         return text(f"CAST({_quoted(mapping[role])} AS VARCHAR)") if role in mapping else "NULL"
 
+    several = FILE_COLUMN in [r[0] for r in con.execute("DESCRIBE SELECT * FROM src").fetchall()]
+
     con.execute(
         f"""
         CREATE VIEW raw AS SELECT
             {raw('customer_id')} AS customer_id, {raw('date')} AS date_raw,
             {raw('amount')} AS amount_raw, {raw('margin')} AS margin_raw,
             {raw('quantity')} AS quantity_raw, {raw('unit_price')} AS price_raw,
-            {raw('unit_cost')} AS cost_raw
+            {raw('unit_cost')} AS cost_raw,
+            {_quoted(FILE_COLUMN) if several else 'NULL'} AS source_file
         FROM src
         """
     )
@@ -516,7 +581,7 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
     con.execute(
         f"""
         CREATE VIEW parsed AS SELECT customer_id, date_raw, amount_raw, margin_raw,
-            quantity_raw, price_raw, cost_raw, q, p, c, tz, {parse} AS ts,
+            quantity_raw, price_raw, cost_raw, source_file, q, p, c, tz, {parse} AS ts,
             {amount} AS a, {margin} AS m
         FROM (SELECT *, {tz} AS tz, {numbers.sql("quantity_raw")} AS q,
                      {numbers.sql("price_raw")} AS p, {numbers.sql("cost_raw")} AS c
@@ -734,7 +799,8 @@ def _raise_broken_rule(
     """
     select = ", ".join(
         f"count(*) FILTER (WHERE {cond}) AS {key}, "
-        f"any_value(COALESCE({_raw_of(role, mapping)}, '')) FILTER (WHERE {cond}) AS {key}_ex"
+        f"any_value(COALESCE({_raw_of(role, mapping)}, '')) FILTER (WHERE {cond}) AS {key}_ex, "
+        f"any_value(source_file) FILTER (WHERE {cond}) AS {key}_file"
         for key, cond, role, _, _ in _rules(mapping)
     )
     kept = f"WHERE NOT {_BLANK_ID}" if drop_blank_ids else ""
@@ -745,9 +811,13 @@ def _raise_broken_rule(
             if date_format and role == "date" and key != "odd_date":
                 allowed = f"format {date_format!r} (date_format in the config)"
             allowed = allowed.replace(PLAIN_NUMBER, numbers.hint())
+            # Of several files, name the one that holds the quoted value.
+            file = row[key + "_file"]
+            where = f"{file}" if isinstance(file, str) else name
+            of = f" of {name}" if isinstance(file, str) else ""
             raise InputError(
-                f"{name}: column {column!r}: {message} {describe_value(row[key + '_ex'])} "
-                f"in {int(row[key])} row(s); expected {allowed}"
+                f"{where}: column {column!r}: {message} {describe_value(row[key + '_ex'])} "
+                f"in {int(row[key])} row(s){of}; expected {allowed}"
             )
 
 
@@ -831,7 +901,7 @@ def load_accounts(
         unreadable file.
     """
     con = _connect()
-    name, duplicated = _attach_source(con, path, label)
+    name, duplicated, n_files = _attach_source(con, path, label)
     if duplicated:
         raise InputError(
             f"{name}: column {duplicated[0]!r} appears more than once in the header; "
@@ -841,8 +911,11 @@ def load_accounts(
     if id_column not in found:
         raise InputError(_missing_column_message(name, "customer_id", id_column, found))
     with _read_errors(name):
+        # Of several files, the column that names each row's file is no attribute.
+        exclude = f"EXCLUDE ({_quoted(FILE_COLUMN)}) " if n_files > 1 else ""
         frame = con.execute(
-            f"SELECT * REPLACE ({_stripped(f'CAST({_quoted(id_column)} AS VARCHAR)')} AS "
+            f"SELECT * {exclude}REPLACE ("
+            f"{_stripped(f'CAST({_quoted(id_column)} AS VARCHAR)')} AS "
             f"{_quoted(id_column)}) FROM src"
         ).df()
     if frame.empty:

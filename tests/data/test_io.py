@@ -507,6 +507,11 @@ def test_a_bad_part_is_named_by_its_own_file(tmp_path, part, message):
         load_transactions(folder)
 
 
+def test_a_file_named_like_a_pattern_is_read_as_that_file(tmp_path):
+    path = write_csv(tmp_path, "customer_id,date,amount\n1,2024-01-01,5\n", name="tx[1].csv")
+    assert load_transactions(path).n_lines == 1
+
+
 def test_a_glob_without_match_or_a_folder_of_mixed_files_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"nothing-\*.csv: no file matches this pattern"):
         load_transactions(str(tmp_path / "nothing-*.csv"))

@@ -303,7 +303,8 @@ def _source_files(name: str) -> list[Path]:
     ``_SUCCESS`` and ``.crc`` checksums. Files come in sorted order, so that a run reads
     them the same way every time.
     """
-    if glob.has_magic(name):
+    # A name that exists is taken literally, even with glob characters ('tx[1].csv').
+    if glob.has_magic(name) and not Path(name).exists():
         files = sorted(Path(p) for p in glob.glob(name, recursive=True) if Path(p).is_file())
         if not files:
             raise InputError(f"{name}: no file matches this pattern")

@@ -7,7 +7,7 @@ column     required meaning
 ========== ======== ==========================================================
 customer_id yes     opaque account id, kept as a string (``00042`` stays ``00042``)
 date        yes     ISO 8601 date or timestamp without time zone, or ``date_format``
-amount      yes     net value of the line; negative = return or credit note
+amount      yes     net value of the line (or quantity x unit_price); negative = return
 margin      no      gross profit of the line (same sign convention as amount)
 ========== ======== ==========================================================
 
@@ -24,9 +24,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-REQUIRED = ("customer_id", "date", "amount")
-OPTIONAL = ("margin",)
 
 # A time followed by an offset, "Z" or "UTC": DuckDB would silently drop the offset when
 # casting to TIMESTAMP. Plain dates such as 2024-07-28 must not match (their "-28").

@@ -531,3 +531,14 @@ def test_an_account_table_split_over_files_has_no_file_column(tmp_path):
     (tmp_path / "acc" / "b.csv").write_text("customer_id,region\n2,south\n")
     accounts = load_accounts(tmp_path / "acc")
     assert accounts.to_dict() == {"region": {"1": "north", "2": "south"}}
+
+
+def test_the_number_format_applies_to_text_columns_not_to_typed_ones(tmp_path):
+    # A Parquet DOUBLE has no separators to read: 1234.5 stays 1234.5 under a decimal comma.
+    path = tmp_path / "tx.parquet"
+    frame([("a", "2024-01-01", 1234.5)]).to_parquet(path)
+    log = load_transactions(path, decimal_separator=",", thousands_separator=".")
+    assert log.daily()["amount"].tolist() == [1234.5]
+    text = frame([("a", "2024-01-01", "1.234,5")])
+    log = load_transactions(text, decimal_separator=",", thousands_separator=".")
+    assert log.daily()["amount"].tolist() == [1234.5]

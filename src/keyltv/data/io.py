@@ -546,7 +546,15 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
     def raw(role: str) -> str:
         return text(f"CAST({_quoted(mapping[role])} AS VARCHAR)") if role in mapping else "NULL"
 
-    several = FILE_COLUMN in [r[0] for r in con.execute("DESCRIBE SELECT * FROM src").fetchall()]
+    types = dict(con.execute("SELECT column_name, column_type FROM "
+                             "(DESCRIBE SELECT * FROM src)").fetchall())
+    several = FILE_COLUMN in types
+
+    def number(role: str, raw_column: str) -> str:
+        # The configured form applies to text only: a typed column (Parquet DOUBLE) is
+        # cast to text as a plain number whatever the config says.
+        form = numbers if types.get(mapping.get(role)) == "VARCHAR" else NumberFormat()
+        return form.sql(raw_column)
 
     con.execute(
         f"""
@@ -561,8 +569,8 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
     )
     # The line's amount and margin, as given or from quantity and prices. Products are
     # DOUBLE like the given columns; the daily sums round them to exact decimals.
-    amount = "q * p" if "quantity" in mapping else numbers.sql("amount_raw")
-    margin = "q * (p - c)" if "unit_cost" in mapping else numbers.sql("margin_raw")
+    amount = "q * p" if "quantity" in mapping else number("amount", "amount_raw")
+    margin = "q * (p - c)" if "unit_cost" in mapping else number("margin", "margin_raw")
     if date_format:
         # DuckDB cannot bind parameters in a view definition: inline the quoted format.
         parse = f"try_strptime(date_raw, {_literal(date_format)})"
@@ -584,8 +592,9 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
         CREATE VIEW parsed AS SELECT customer_id, date_raw, amount_raw, margin_raw,
             quantity_raw, price_raw, cost_raw, source_file, q, p, c, tz, {parse} AS ts,
             {amount} AS a, {margin} AS m
-        FROM (SELECT *, {tz} AS tz, {numbers.sql("quantity_raw")} AS q,
-                     {numbers.sql("price_raw")} AS p, {numbers.sql("cost_raw")} AS c
+        FROM (SELECT *, {tz} AS tz, {number("quantity", "quantity_raw")} AS q,
+                     {number("unit_price", "price_raw")} AS p,
+                     {number("unit_cost", "cost_raw")} AS c
               FROM raw)
         """
     )

@@ -542,3 +542,13 @@ def test_the_number_format_applies_to_text_columns_not_to_typed_ones(tmp_path):
     text = frame([("a", "2024-01-01", "1.234,5")])
     log = load_transactions(text, decimal_separator=",", thousands_separator=".")
     assert log.daily()["amount"].tolist() == [1234.5]
+
+
+def test_a_date_format_applies_to_a_text_date_not_to_a_typed_one(tmp_path):
+    path = tmp_path / "tx.parquet"
+    typed = frame([("a", "2024-01-31", 5.0)]).assign(date=lambda f: pd.to_datetime(f["date"]))
+    typed.to_parquet(path)
+    log = load_transactions(path, date_format="%d.%m.%Y")
+    assert log.first_date == date(2024, 1, 31)
+    log = load_transactions(frame([("a", "31.01.2024", 5.0)]), date_format="%d.%m.%Y")
+    assert log.first_date == date(2024, 1, 31)

@@ -174,6 +174,10 @@ def load_transactions(
     con = _connect(memory_limit)
     name, duplicated, n_files = _attach_source(con, source, label)
     mapping = _resolve_columns(con, name, columns or {}, duplicated)
+    if date_format and _source_types(con).get(mapping["date"]) != "VARCHAR":
+        # A typed date column (Parquet DATE or TIMESTAMP) is cast to ISO text whatever
+        # the config says; the format is for text such as a CSV column.
+        date_format = None
     with _read_errors(name):
         counts = _parse_lines(con, mapping, date_format, numbers, drop_blank_ids)
         notes, largest, total = _check_rules(con, name, mapping, date_format, numbers, counts,
@@ -435,6 +439,12 @@ def _read_error_message(exc: Exception) -> str:
     return f"{where}: {reason}{shown}"
 
 
+def _source_types(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Column -> DuckDB type of the source (``VARCHAR`` for every CSV column)."""
+    return dict(con.execute("SELECT column_name, column_type FROM "
+                            "(DESCRIBE SELECT * FROM src)").fetchall())
+
+
 def _source_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [row[0] for row in con.execute("DESCRIBE SELECT * FROM src").fetchall()
             if row[0] != FILE_COLUMN]
@@ -546,8 +556,7 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
     def raw(role: str) -> str:
         return text(f"CAST({_quoted(mapping[role])} AS VARCHAR)") if role in mapping else "NULL"
 
-    types = dict(con.execute("SELECT column_name, column_type FROM "
-                             "(DESCRIBE SELECT * FROM src)").fetchall())
+    types = _source_types(con)
     several = FILE_COLUMN in types
 
     def number(role: str, raw_column: str) -> str:

@@ -264,7 +264,8 @@ REJECTED = [
     Case("blank-first-line", lambda ws: score(ws, write("tx.csv", "\n\ncustomer_id,date,amount\n")),
          "tx.csv: line 1 is empty; expected a header"),
     Case("not-utf8", not_utf8,
-         "tx.csv: cannot read line 20271: bytes that are not UTF-8; re-export the file as UTF-8"),
+         "tx.csv: cannot read line 20271: bytes that are not UTF-8 in 'M?ller GmbH,2024-06-03,"
+         "12.5,1.0'; re-export the file as UTF-8, or set encoding: latin-1 in the config"),
     Case("utf16", lambda ws: score(ws, write("tx.csv", ws.tx.to_csv(index=False).encode("utf-16"))),
          "tx.csv: cannot read file: UTF-16 text; re-export the file as UTF-8"),
     Case("ragged-row", lambda ws: score(ws, write(

@@ -46,9 +46,10 @@ def test_contradictory_column_mappings_are_one_line_config_errors(tmp_path, yaml
         ("decimal_separator: ','\nthousands_separator: ','\n", "(top level)",
          "decimal_separator and thousands_separator are both ','"),
         ("decimal_separator: ';'\n", "decimal_separator", "Input should be '.' or ','"),
+        ("encoding: cp1252\n", "encoding", "Input should be 'utf-8' or 'latin-1'"),
     ],
 )
-def test_number_separators_are_checked(tmp_path, yaml, field, message):
+def test_number_separators_and_encoding_are_checked(tmp_path, yaml, field, message):
     path = tmp_path / "c.yaml"
     path.write_text(yaml)
     with pytest.raises(InputError, match=rf"field '{re.escape(field)}' = .*{re.escape(message)}"):

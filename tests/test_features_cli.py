@@ -153,7 +153,10 @@ def assert_same_features(folder, monkeypatch, twin: str, config: str) -> None:
 
 def test_a_log_with_decimal_commas_gives_the_features_of_its_plain_twin(log_files, monkeypatch):
     tx = pd.read_csv("tx.csv", dtype={"customer_id": str})
-    german = tx.assign(amount=tx["amount"].map(lambda v: f"{v:.2f}".replace(".", ",")))
-    german.to_csv("german.csv", index=False, sep=";")
+    # As an older German ERP writes it: semicolons, decimal commas, Latin-1 text.
+    german = tx.assign(amount=tx["amount"].map(lambda v: f"{v:.2f}".replace(".", ",")),
+                       name="Müller GmbH")
+    german.to_csv("german.csv", index=False, sep=";", encoding="latin-1")
     assert_same_features(log_files, monkeypatch, "german.csv",
-                         "decimal_separator: ','\nthousands_separator: '.'\n")
+                         "decimal_separator: ','\nthousands_separator: '.'\n"
+                         "encoding: latin-1\n")

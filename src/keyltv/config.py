@@ -217,6 +217,8 @@ class Config(_Frozen):
     # How the log writes numbers: "," and "." read -1.234,5 (see NumberFormat).
     decimal_separator: Literal[".", ","] = "."
     thousands_separator: Literal[".", ",", " ", "'"] | None = None
+    # Text encoding of CSV files; latin-1 reads older Western-European exports.
+    encoding: Literal["utf-8", "latin-1"] = "utf-8"
     # Lines without a customer id (guest or cash sales): refused unless this is true;
     # then they are left out and counted (note blank_id_lines_dropped).
     drop_blank_ids: bool = False

@@ -45,13 +45,15 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
     tx = load_transactions(transactions, columns=config.columns.roles(),
                            date_format=config.date_format,
                            decimal_separator=config.decimal_separator,
-                           thousands_separator=config.thousands_separator, label=label,
+                           thousands_separator=config.thousands_separator,
+                           encoding=config.encoding, label=label,
                            memory_limit=config.engine.memory_limit,
                            drop_blank_ids=config.drop_blank_ids)
     attrs = None
     notes = dict(tx.notes)
     if accounts is not None:
-        attrs = load_accounts(accounts, id_column=config.columns.customer_id)
+        attrs = load_accounts(accounts, id_column=config.columns.customer_id,
+                              encoding=config.encoding)
         notes.update(_match_accounts(tx, attrs))
     as_of = as_of or tx.last_date + timedelta(days=1)
     if as_of <= tx.first_date:

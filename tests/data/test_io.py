@@ -552,3 +552,18 @@ def test_a_date_format_applies_to_a_text_date_not_to_a_typed_one(tmp_path):
     assert log.first_date == date(2024, 1, 31)
     log = load_transactions(frame([("a", "31.01.2024", 5.0)]), date_format="%d.%m.%Y")
     assert log.first_date == date(2024, 1, 31)
+
+
+def test_a_latin_1_export_is_read_when_the_config_says_so(tmp_path):
+    path = tmp_path / "tx.csv"
+    path.write_bytes("Kunde;Datum;Umsatz\nMüller GmbH;2024-01-05;12,5\n".encode("latin-1"))
+    columns = {"customer_id": "Kunde", "date": "Datum", "amount": "Umsatz"}
+    with pytest.raises(InputError, match="not UTF-8.*; re-export .*or set encoding: latin-1 in the config"):
+        load_transactions(path, columns=columns, decimal_separator=",")
+    log = load_transactions(path, columns=columns, decimal_separator=",", encoding="latin-1")
+    assert log.daily()["customer_id"].tolist() == ["Müller GmbH"]
+    accounts = tmp_path / "acc.csv"
+    accounts.write_bytes("customer_id,Branche\nMüller GmbH,Maschinenbau\n".encode("latin-1"))
+    assert load_accounts(accounts, encoding="latin-1").index.tolist() == ["Müller GmbH"]
+    with pytest.raises(InputError, match="encoding 'cp1252': expected one of 'utf-8', 'latin-1'"):
+        load_transactions(path, columns=columns, encoding="cp1252")

@@ -130,6 +130,7 @@ def load_transactions(
     date_format: str | None = None,
     decimal_separator: str = ".",
     thousands_separator: str | None = None,
+    encoding: str = "utf-8",
     label: str | None = None,
     memory_limit: str | None = None,
     drop_blank_ids: bool = False,
@@ -148,6 +149,8 @@ def load_transactions(
     decimal_separator, thousands_separator : str, optional
         How numbers are written (see :class:`~keyltv.data.schema.NumberFormat`):
         ``","`` and ``"."`` read ``-1.234,5``; by default only the plain ``-1234.5``.
+    encoding : {"utf-8", "latin-1"}, default "utf-8"
+        Text encoding of CSV files (``latin-1``: older Western-European exports).
     label : str, optional
         Name used in messages for an in-memory source.
     memory_limit : str, optional
@@ -172,7 +175,7 @@ def load_transactions(
     except ValueError as exc:
         raise InputError(str(exc)) from None
     con = _connect(memory_limit)
-    name, duplicated, n_files = _attach_source(con, source, label)
+    name, duplicated, n_files = _attach_source(con, source, label, encoding)
     mapping = _resolve_columns(con, name, columns or {}, duplicated)
     if date_format and _source_types(con).get(mapping["date"]) != "VARCHAR":
         # A typed date column (Parquet DATE or TIMESTAMP) is cast to ISO text whatever
@@ -255,7 +258,8 @@ def _connect(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
 
 
 def _attach_source(
-    con: duckdb.DuckDBPyConnection, source: object, label: str | None
+    con: duckdb.DuckDBPyConnection, source: object, label: str | None,
+    encoding: str = "utf-8",
 ) -> tuple[str, list[str], int]:
     """Expose the source (a frame, or the files of :func:`_source_files`) as the view ``src``.
 
@@ -280,7 +284,7 @@ def _attach_source(
         raise InputError(f"{name}: holds both CSV and Parquet files; give one kind")
     duplicated: list[str] = []
     if kinds == {"csv"}:
-        reader, duplicated = _csv_reader(files, name)
+        reader, duplicated = _csv_reader(files, name, encoding)
     else:
         paths = ", ".join(_literal(str(f)) for f in files)
         reader = (f"read_parquet([{paths}], filename={_literal(FILE_COLUMN)})"
@@ -344,14 +348,17 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _csv_reader(files: list[Path], name: str) -> tuple[str, list[str]]:
+def _csv_reader(files: list[Path], name: str, encoding: str = "utf-8") -> tuple[str, list[str]]:
     """Build a strict ``read_csv`` call (every column as text); list duplicated names.
 
     Several files must share the first one's delimiter and header.
     """
-    delimiter, names = _read_header(files[0], str(files[0]))
+    if encoding not in ENCODINGS:
+        raise InputError(f"{name}: encoding {encoding!r}: expected one of "
+                         f"{', '.join(map(repr, ENCODINGS))}")
+    delimiter, names = _read_header(files[0], str(files[0]), encoding)
     for other in files[1:]:
-        if _read_header(other, str(other)) != (delimiter, names):
+        if _read_header(other, str(other), encoding) != (delimiter, names):
             raise InputError(f"{other}: its header differs from {files[0]}'s "
                              f"({', '.join(map(repr, names))}); every file of {name} "
                              "needs the same columns in the same order")
@@ -373,12 +380,19 @@ def _csv_reader(files: list[Path], name: str) -> tuple[str, list[str]]:
     reader = (
         f"read_csv({paths}, auto_detect=false, header=true, "
         f"delim={_literal(delimiter)}, quote='\"', escape='\"', columns={{{types}}}"
+        + (f", encoding={_literal(encoding)}" if encoding != "utf-8" else "")
         + (f", filename={_literal(FILE_COLUMN)})" if len(files) > 1 else ")")
     )
     return reader, sorted(duplicated)
 
 
-def _read_header(path: Path, name: str) -> tuple[str, list[str]]:
+# Encodings DuckDB's CSV reader decodes without an extension (none may be downloaded).
+ENCODINGS = ("utf-8", "latin-1")
+_NOT_UTF8 = ("bytes that are not UTF-8; re-export the file as UTF-8, or set encoding: "
+             "latin-1 in the config for a Western-European export")
+
+
+def _read_header(path: Path, name: str, encoding: str = "utf-8") -> tuple[str, list[str]]:
     """Delimiter and column names from the first line of a CSV file."""
     with open(path, "rb") as handle:
         raw = handle.readline(_MAX_HEADER_BYTES)
@@ -387,11 +401,9 @@ def _read_header(path: Path, name: str) -> tuple[str, list[str]]:
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InputError(f"{name}: cannot read file: UTF-16 text; re-export the file as UTF-8")
     try:
-        line = raw.decode("utf-8-sig").rstrip("\r\n")
+        line = raw.decode("utf-8-sig" if encoding == "utf-8" else encoding).rstrip("\r\n")
     except UnicodeDecodeError:
-        raise InputError(
-            f"{name}: cannot read line 1: bytes that are not UTF-8; re-export the file as UTF-8"
-        ) from None
+        raise InputError(f"{name}: cannot read line 1: {_NOT_UTF8}") from None
     if not line.strip():
         raise InputError(f"{name}: line 1 is empty; expected a header with the column names")
     candidates = ("\t",) if path.suffix.lower() == ".tsv" else DELIMITERS
@@ -423,7 +435,7 @@ def _read_error_message(exc: Exception) -> str:
     original = re.search(r"Original Line: ?(.*)", text)
     columns = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
     if "utf-8" in text.lower() or "invalid unicode" in text.lower():
-        reason = "bytes that are not UTF-8; re-export the file as UTF-8"
+        reason = _NOT_UTF8
     elif columns:
         reason = f"expected {columns[1]} fields, found {columns[2]}"
     elif "unterminated quote" in text.lower():
@@ -436,6 +448,9 @@ def _read_error_message(exc: Exception) -> str:
         reason = re.sub(r"^[A-Za-z ]*Error: ", "", lines[0]) if lines else type(exc).__name__
     where = f"cannot read line {line[1]}" if line else "cannot read file"
     shown = f" in {describe_value(original[1])}" if line and original and original[1] else ""
+    if reason == _NOT_UTF8:  # the line first, then what to do
+        head, advice = _NOT_UTF8.split("; ", 1)
+        return f"{where}: {head}{shown}; {advice}"
     return f"{where}: {reason}{shown}"
 
 
@@ -900,7 +915,8 @@ def _column_label(mapping: Mapping[str, str], role: str) -> str:
 
 
 def load_accounts(
-    path: str | Path | pd.DataFrame, *, id_column: str = "customer_id", label: str | None = None
+    path: str | Path | pd.DataFrame, *, id_column: str = "customer_id", label: str | None = None,
+    encoding: str = "utf-8",
 ) -> pd.DataFrame:
     """Read an account attribute table, one row per account.
 
@@ -920,7 +936,7 @@ def load_accounts(
         unreadable file.
     """
     con = _connect()
-    name, duplicated, n_files = _attach_source(con, path, label)
+    name, duplicated, n_files = _attach_source(con, path, label, encoding)
     if duplicated:
         raise InputError(
             f"{name}: column {duplicated[0]!r} appears more than once in the header; "

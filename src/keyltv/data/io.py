@@ -562,6 +562,11 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
                         strip: bool = True) -> None:
     """Typed view ``parsed`` beside the raw strings, so rules can quote bad values.
 
+    ``parsed`` holds the line's amount ``a`` and margin ``m`` (given, or computed from
+    quantity ``q``, unit price ``p`` and unit cost ``c``), the time ``ts``, each value's
+    raw text and, for a source of several files, the line's ``source_file``. Text numbers
+    are read in ``numbers``' form, text dates in ``date_format``.
+
     With ``strip`` false the strings are parsed as they are (see :func:`_parse_lines`),
     and a date with whitespace at an edge is left unparsed, so that it breaks a rule.
     """

@@ -46,6 +46,7 @@ from keyltv.data.schema import (
     NumberFormat,
     describe_value,
 )
+from keyltv.data.schema import sql_literal as _literal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -343,11 +344,6 @@ def _kind(path: Path, name: str) -> str:
     )
 
 
-def _literal(text: str) -> str:
-    """Quote ``text`` as an SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _csv_reader(files: list[Path], name: str, encoding: str = "utf-8") -> tuple[str, list[str]]:
     """Build a strict ``read_csv`` call (every column as text); list duplicated names.
 
@@ -461,8 +457,8 @@ def _source_types(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 
 def _source_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [row[0] for row in con.execute("DESCRIBE SELECT * FROM src").fetchall()
-            if row[0] != FILE_COLUMN]
+    """The source's columns, without the file column of a source of several files."""
+    return [c for c in _source_types(con) if c != FILE_COLUMN]
 
 
 def _resolve_columns(

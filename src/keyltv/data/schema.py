@@ -89,9 +89,9 @@ class NumberFormat:
             sep = _THOUSANDS_REGEX[self.thousands]
             dec = re.escape(self.decimal)
             grouped = rf"[+-]?\d{{1,3}}({sep}\d{{3}})+({dec}\d*)?([eE][+-]?\d+)?"
-            text = (f"CASE WHEN NOT regexp_matches({text}, {_sql_text(sep)}) THEN {text} "
-                    f"WHEN regexp_full_match({text}, {_sql_text(grouped)}) "
-                    f"THEN regexp_replace({text}, {_sql_text(sep)}, '', 'g') END")
+            text = (f"CASE WHEN NOT regexp_matches({text}, {sql_literal(sep)}) THEN {text} "
+                    f"WHEN regexp_full_match({text}, {sql_literal(grouped)}) "
+                    f"THEN regexp_replace({text}, {sql_literal(sep)}, '', 'g') END")
         if self.decimal == ",":
             # A point is then no part of a number: '1.5' is refused, not read as 15 or 1.5.
             text = f"CASE WHEN NOT contains({text}, '.') THEN replace({text}, ',', '.') END"
@@ -101,9 +101,7 @@ class NumberFormat:
         """What a number must look like, for error messages."""
         if self.plain:
             return PLAIN_NUMBER
-        example = "-1234" + (self.decimal + "5")
-        if self.thousands is not None:
-            example = "-1" + self.thousands + "234" + self.decimal + "5"
+        example = f"-1{self.thousands or ''}234{self.decimal}5"
         config = f"decimal_separator {self.decimal!r}"
         if self.thousands is not None:
             config += f" and thousands_separator {self.thousands!r}"
@@ -118,7 +116,8 @@ THOUSANDS_SEPARATORS = (".", ",", " ", "'")
 _THOUSANDS_REGEX = {".": r"\.", ",": ",", " ": r"[ \x{00A0}\x{202F}]", "'": "'"}
 
 
-def _sql_text(text: str) -> str:
+def sql_literal(text: str) -> str:
+    """Quote ``text`` as an SQL string literal (for SQL that cannot bind parameters)."""
     return "'" + text.replace("'", "''") + "'"
 
 

@@ -75,6 +75,17 @@ def test_bad_csv_names_file_column_and_value(tmp_path, text, message):
     assert "\n" not in str(info.value)
 
 
+
+@pytest.mark.parametrize(("day", "ok"), [("1899-12-31 23:59:59", False), ("1900-01-01", True),
+                                         ("2200-12-31 23:59:59", True), ("2201-01-01", False)])
+def test_plausible_years_are_1900_to_2200_inclusive(tmp_path, day, ok):
+    path = write_csv(tmp_path, f"customer_id,date,amount\n1,2024-01-01,5\n2,{day},5\n")
+    if ok:
+        assert load_transactions(path).n_lines == 2
+    else:
+        with pytest.raises(InputError, match=f"implausible date '{day}' in 1 row"):
+            load_transactions(path)
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -92,6 +103,19 @@ def test_bad_paths(tmp_path, make, message):
     with pytest.raises(InputError, match=message):
         load_transactions(make(tmp_path))
 
+
+
+def test_partitioned_aggregation_gives_the_same_daily_table(monkeypatch):
+    # Several partitions (forced here with a tiny size) must give the table, notes and
+    # fingerprint of one: every account-day and every duplicate falls in one partition.
+    rows = [(f"c{i % 7}", f"2024-01-{1 + i % 5:02d}", float(i % 4 - 1)) for i in range(60)]
+    rows += [("c1", "2024-01-02", 5.0)] * 3 + [("c2", "2024-01-09", 7.5)] * 2
+    one = load_transactions(frame(rows))
+    monkeypatch.setattr("keyltv.data.io.LINES_PER_PARTITION", 4)
+    many = load_transactions(frame(rows))
+    pd.testing.assert_frame_equal(many.daily(), one.daily())
+    assert many.notes == one.notes and many.notes["duplicate_lines"] > 0
+    assert many.fingerprint == one.fingerprint
 
 def test_duplicate_lines_are_counted_and_kept():
     log = load_transactions(frame([("a", "2024-01-01", 5.0)] * 3 + [("b", "2024-01-02", 1.0)]))
@@ -342,11 +366,11 @@ def test_memory_limit_caps_duckdb_and_spills_outside_the_working_folder(tmp_path
     from keyltv.data.simulate import simulate_b2b
 
     monkeypatch.chdir(tmp_path)  # DuckDB's own default spill folder would be ./.tmp
-    tx, _ = simulate_b2b(3000, seed=3)  # 292k lines: 32 MB is too little to hold them
-    capped = load_transactions(tx, memory_limit="32MB")
+    tx, _ = simulate_b2b(3000, seed=3)  # 292k lines: 24 MB is too little to hold them
+    capped = load_transactions(tx, memory_limit="24MB")
     limit, spill = capped.con.execute(
         "SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
-    assert limit == "30.5 MiB"  # 32 MB (10^6 bytes) shown in MiB
+    assert limit == "22.8 MiB"  # 24 MB (10^6 bytes) shown in MiB
     assert spill.startswith(tempfile.gettempdir()) and "keyltv-duckdb-" in spill
     assert Path(spill).is_dir()  # it spilled there
     # Same daily table, and so the same features, as without a limit.

@@ -179,6 +179,22 @@ def not_utf8(ws: Workspace) -> list[str]:
     return score(ws)
 
 
+def parquet_parts(ws: Workspace) -> list[str]:
+    """The log in two Parquet files whose amounts are stored as text and as numbers."""
+    Path("pq").mkdir()
+    half = len(ws.tx) // 2
+    ws.tx.iloc[:half].to_parquet("pq/p-1.parquet")
+    ws.tx.iloc[half:].astype({"amount": float}).to_parquet("pq/p-2.parquet")
+    return score(ws, "pq")
+
+
+def previous_scores(ids: list[str]) -> str:
+    """An earlier score file (only the columns ``--previous`` reads) for ``ids``."""
+    tiers = [("A", "B", "C", "D")[i % 4] for i in range(len(ids))]
+    pd.DataFrame({"customer_id": ids, "tier": tiers}).to_csv("prev.csv", index=False)
+    return "prev.csv"
+
+
 def accounts_csv(ws: Workspace, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> str:
     edit(ws.accounts.copy()).to_csv("acc.csv", index=False)
     return "acc.csv"
@@ -222,6 +238,8 @@ REJECTED = [
          "tx.csv: column 'amount' appears more than once in the header"),
     Case("amount-not-a-number", lambda ws: score(ws, log_csv(ws, set_cell("amount", "1.234,50")))
          , "tx.csv: column 'amount': not a number '1.234,50' in 1 row(s); expected a plain number"),
+    Case("amount-digit-separator", lambda ws: score(ws, log_csv(ws, set_cell("amount", "1_000"))),
+         "tx.csv: column 'amount': not a number '1_000' in 1 row(s)"),
     Case("amount-currency-sign", lambda ws: score(ws, log_csv(ws, set_cell("amount", "€12.00"))),
          "tx.csv: column 'amount': not a number '€12.00' in 1 row(s)"),
     Case("amount-blank", lambda ws: score(ws, log_csv(ws, set_cell("amount", "")))
@@ -284,6 +302,9 @@ REJECTED = [
         c for c in f.columns if c != "date")]])),
          "parts/tx-2.csv: its header differs from parts/tx-1.csv's ('customer_id', 'date', "
          "'amount', 'margin'); every file of parts needs the same columns in the same order"),
+    Case("parts-column-types-differ", parquet_parts,
+         "pq/p-2.parquet: column 'amount' is stored as DOUBLE, but as VARCHAR in "
+         "pq/p-1.parquet; every file of pq needs the same column types"),
     Case("parts-bad-value", lambda ws: score(ws, parts(ws, set_cell("amount", "12 EUR"))),
          "parts/tx-2.csv: column 'amount': not a number '12 EUR' in 1 row(s) of parts;"),
     Case("path-missing", lambda ws: score(ws, "nope.csv"), "nope.csv: file not found"),
@@ -319,6 +340,19 @@ REJECTED = [
          lambda ws: score(ws, log_csv(ws), "--config",
                           write("c.yaml", "engine:\n  memory_limit: '300'\n")),
          "c.yaml: field 'engine.memory_limit' = '300': expected a size such as 300MB or 2GB"),
+    Case("config-one-column-for-two-roles",
+         lambda ws: score(ws, log_csv(ws), "--config", write(
+             "c.yaml", "columns:\n  amount: null\n  quantity: amount\n  unit_price: amount\n")),
+         "tx.csv: columns.quantity and columns.unit_price both name column 'amount'; each "
+         "needs a column of its own"),
+    Case("config-date-format-time-zone",
+         lambda ws: score(ws, log_csv(ws), "--config",
+                          write("c.yaml", "date_format: '%Y-%m-%d %z'\n")),
+         "c.yaml: field 'date_format' = '%Y-%m-%d %z': reads a time zone (%z or %Z)"),
+    Case("config-date-format-invalid",
+         lambda ws: score(ws, log_csv(ws), "--config", write("c.yaml", "date_format: '%Q'\n")),
+         "tx.csv: date_format '%Q' is not a strptime format (Unrecognized format for "
+         "strftime/strptime: %Q); expected codes such as '%d.%m.%Y' for 31.01.2024"),
     Case("config-quantity-without-unit-price",
          lambda ws: score(ws, log_csv(ws), "--config",
                           write("c.yaml", "columns:\n  quantity: Qty\n")),
@@ -381,6 +415,12 @@ REJECTED = [
          "o.csv: is a directory, expected a file name"),
     Case("out-extension", lambda ws: score(ws, log_csv(ws))[:-2] + ["--out", "s.xlsx"],
          "s.xlsx: output must end in .csv or .parquet, got '.xlsx'"),
+    Case("out-is-an-input", lambda ws: score(ws, log_csv(ws))[:-2] + ["--out", "tx.csv"],
+         "tx.csv: is also the --transactions input, which writing it would replace"),
+    Case("previous-matches-no-account",
+         lambda ws: score(ws, log_csv(ws), "--previous", previous_scores(["1", "2"])),
+         "prev.csv: column 'customer_id': none of its 2 ids is among the 194 accounts scored "
+         "now (e.g. '1' there, '000001' here); check leading zeros"),
     Case("previous-not-a-score-file",
          lambda ws: score(ws, log_csv(ws), "--previous", ws.accounts_csv),
          "accounts.csv: column 'tier' is missing; pass an earlier keyltv score file"),
@@ -458,6 +498,9 @@ HANDLED = [
         ws, lambda a: a.iloc[5:])), "accounts_without_attributes=5", code=0),
     Case("model-local-folder", lambda ws: score(ws, log_csv(ws), "--model", model_copy(ws)),
          "accounts_scored=194", code=0),
+    Case("previous-accounts-not-scored", lambda ws: score(
+        ws, log_csv(ws), "--previous", previous_scores(["000001", "000002", "gone-1"])),
+        "previous_accounts_not_scored=1", code=0),
     Case("attribute-level-unseen-in-training", lambda ws: score(
         ws, log_csv(ws), accounts=accounts_csv(ws, lambda a: a.assign(
             industry=a["industry"].mask(a.index < 2, "space mining")))),

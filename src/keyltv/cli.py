@@ -112,9 +112,10 @@ def score(transactions: TransactionsOpt,
     cfg = _config(config, None)
     if horizon_days is not None:
         _check_horizon(horizon_days)
-    check_writable(out)  # fail before the expensive work
+    given = {"--transactions": transactions, "--accounts": accounts, "--previous": previous}
+    check_writable(out, inputs=given)  # fail before the expensive work
     if report is not None:
-        check_writable(report, suffixes=(".html",))
+        check_writable(report, suffixes=(".html",), inputs=given)
     store = workflows.open_store(cfg, project_dir)
     inputs = workflows.load_inputs(transactions, accounts, cfg, _parse_date(as_of, "--as-of"))
     result = workflows.score(inputs, cfg, store, model, horizon_days, previous)
@@ -180,7 +181,8 @@ def features(transactions: TransactionsOpt,
 
     cfg = _config(config, horizon_days)
     cut = _parse_date(as_of, "--as-of")
-    check_writable(out)  # fail before the expensive work
+    # Fail before the expensive work.
+    check_writable(out, inputs={"--transactions": transactions, "--accounts": accounts})
     inputs = load_inputs(transactions, accounts, cfg, cut)
     written = write_feature_table(inputs, cfg, out)
     typer.echo(f"Features of {written} accounts as of {inputs.as_of} "

@@ -234,6 +234,16 @@ class Config(_Frozen):
     engine: Engine = Engine()
     tracking: Tracking = Tracking()
 
+    @field_validator("date_format")
+    @classmethod
+    def _local_dates(cls, value: str | None) -> str | None:
+        # keyltv nets lines by local day; a format that reads an offset would need a
+        # time zone to convert to (the loader checks the rest of the format).
+        if value is not None and re.search("%[zZ]", value.replace("%%", "")):
+            raise ValueError("reads a time zone (%z or %Z); keyltv needs local dates "
+                             "without an offset: convert them before export and drop %z/%Z")
+        return value
+
     @model_validator(mode="after")
     def _separators_differ(self) -> Config:
         if self.thousands_separator == self.decimal_separator:

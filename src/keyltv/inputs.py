@@ -53,7 +53,9 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
     notes = dict(tx.notes)
     if accounts is not None:
         attrs = load_accounts(accounts, id_column=config.columns.customer_id,
-                              encoding=config.encoding)
+                              encoding=config.encoding,
+                              decimal_separator=config.decimal_separator,
+                              thousands_separator=config.thousands_separator)
         notes.update(_match_accounts(tx, attrs))
     as_of = as_of or tx.last_date + timedelta(days=1)
     if as_of <= tx.first_date:

@@ -45,6 +45,7 @@ from keyltv.scoring.report import render_report, write_report
 from keyltv.scoring.score import (
     check_feature_schema,
     count_unseen_levels,
+    match_previous,
     read_previous_tiers,
     score_accounts,
 )
@@ -337,10 +338,14 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
     check_feature_schema(bundle.feature_columns, features, inputs.log.source, bundle,
                          accounts_source)
     prev = read_previous_tiers(previous) if previous is not None else None
+    gone = match_previous(prev, features.index, previous) if prev is not None else 0
     scores = score_accounts(bundle, features[bundle.feature_columns], as_of=inputs.as_of,
                             model_version=model_version, config=config, previous=prev)
     notes = {**inputs.notes, "attribute_values_unseen_in_training":
              count_unseen_levels(bundle, features), "accounts_scored": len(scores)}
+    if prev is not None:
+        # Accounts of the earlier run that are not scored now (no line before --as-of).
+        notes["previous_accounts_not_scored"] = gone
     return ScoreResult(scores, model_version, notes, config.seed)
 
 

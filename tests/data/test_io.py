@@ -591,3 +591,84 @@ def test_a_latin_1_export_is_read_when_the_config_says_so(tmp_path):
     assert load_accounts(accounts, encoding="latin-1").index.tolist() == ["Müller GmbH"]
     with pytest.raises(InputError, match="encoding 'cp1252': expected one of 'utf-8', 'latin-1'"):
         load_transactions(path, columns=columns, encoding="cp1252")
+
+
+def test_parquet_parts_need_the_same_columns_and_types(tmp_path):
+    # DuckDB reads parts with the first one's schema: 2.4 stored as DOUBLE in a later
+    # part was read as the first part's BIGINT 2, and a later part's extra column vanished.
+    (tmp_path / "pq").mkdir()
+    pd.DataFrame({"customer_id": ["1"], "date": ["2023-01-02"], "amount": [10]}).to_parquet(
+        tmp_path / "pq" / "p-0.parquet")
+    pd.DataFrame({"customer_id": ["1"], "date": ["2023-02-02"], "amount": [2.4]}).to_parquet(
+        tmp_path / "pq" / "p-1.parquet")
+    with pytest.raises(InputError, match=r"p-1.parquet: column 'amount' is stored as DOUBLE, "
+                                         r"but as BIGINT in .*p-0.parquet"):
+        load_transactions(tmp_path / "pq")
+    pd.DataFrame({"customer_id": ["1"], "date": ["2023-02-02"], "amount": [2],
+                  "margin": [1.0]}).to_parquet(tmp_path / "pq" / "p-1.parquet")
+    with pytest.raises(InputError, match=r"p-1.parquet: its columns \('customer_id', 'date', "
+                                         r"'amount', 'margin'\) differ from .*p-0.parquet's"):
+        load_transactions(tmp_path / "pq")
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_a_key_value_folder_name_does_not_replace_a_column(tmp_path, kind):
+    # Spark and Hive name folders date=2023-01-02; DuckDB read that as the date column.
+    folder = tmp_path / "date=2023-01-02"
+    folder.mkdir()
+    data = pd.DataFrame({"customer_id": ["1"], "date": ["2023-05-05"], "amount": ["5"]})
+    path = folder / f"part-0.{kind}"
+    data.to_csv(path, index=False) if kind == "csv" else data.to_parquet(path)
+    for source in (path, tmp_path):
+        assert load_transactions(source).first_date == date(2023, 5, 5)
+
+
+def test_the_account_table_reads_numbers_in_the_configured_form(tmp_path):
+    path = write_csv(tmp_path, "customer_id;employees;revenue;region\n"
+                               "00001;1.234;12,5;north\n00002;7;1.000,25;south\n", "acc.csv")
+    accounts = load_accounts(path, decimal_separator=",", thousands_separator=".")
+    assert accounts["employees"].tolist() == [1234.0, 7.0]
+    assert accounts["revenue"].tolist() == [12.5, 1000.25]
+    assert isinstance(accounts["region"].dtype, pd.CategoricalDtype)
+    # The plain form reads neither '12,5' nor '1_000' as a number.
+    plain = load_accounts(write_csv(tmp_path, "customer_id,a,b\n1,\"12,5\",1_000\n2,3,4\n"))
+    assert isinstance(plain["a"].dtype, pd.CategoricalDtype)
+    assert isinstance(plain["b"].dtype, pd.CategoricalDtype)
+
+
+def test_date_format_reads_a_numeric_parquet_date_column(tmp_path):
+    pd.DataFrame({"customer_id": ["1", "2"], "date": [20230102, 20230315],
+                  "amount": [5.0, 6.0]}).to_parquet(tmp_path / "tx.parquet")
+    log = load_transactions(tmp_path / "tx.parquet", date_format="%Y%m%d")
+    assert (log.first_date, log.last_date) == (date(2023, 1, 2), date(2023, 3, 15))
+
+
+@pytest.mark.parametrize(("form", "message"), [
+    ("%d.%m.%Y %z", r"tx.csv: date_format '%d.%m.%Y %z' reads a time zone \(%z or %Z\)"),
+    ("%Y-%m-%d %Z", "reads a time zone"),
+    ("%Q", r"tx.csv: date_format '%Q' is not a strptime format \(Unrecognized format"),
+])
+def test_an_unusable_date_format_is_refused_before_reading(tmp_path, form, message):
+    path = write_csv(tmp_path, "customer_id,date,amount\n1,02.01.2023 +0900,5\n")
+    with pytest.raises(InputError, match=message):
+        load_transactions(path, date_format=form)
+    assert load_transactions(write_csv(tmp_path, "customer_id,date,amount\n1,2023-01-02 %z,5\n"),
+                             date_format="%Y-%m-%d %%z").n_lines == 1
+
+
+def test_two_roles_cannot_read_one_column(tmp_path):
+    path = write_csv(tmp_path, "customer_id,date,Quantity\n1,2024-01-01,-1\n")
+    with pytest.raises(InputError, match="columns.quantity and columns.unit_price both name "
+                                         "column 'Quantity'"):
+        load_transactions(path, columns={"amount": None, "quantity": "Quantity",
+                                         "unit_price": "Quantity"})
+
+
+def test_the_output_must_not_be_an_input(tmp_path):
+    from keyltv.data.io import check_writable
+
+    tx = write_csv(tmp_path, "customer_id,date,amount\n1,2024-01-01,5\n")
+    with pytest.raises(InputError, match="tx.csv: is also the --transactions input"):
+        check_writable(tx, inputs={"--transactions": tx, "--accounts": None})
+    assert check_writable(tmp_path / "out.csv", inputs={"--transactions": tx})
+    assert check_writable(tmp_path / "out.csv", inputs={"--transactions": tmp_path})

@@ -178,14 +178,19 @@ def load_transactions(
     con = _connect(memory_limit)
     name, duplicated, n_files = _attach_source(con, source, label, encoding)
     mapping = _resolve_columns(con, name, columns or {}, duplicated)
-    if date_format and _source_types(con).get(mapping["date"]) != "VARCHAR":
+    if date_format:
+        _check_date_format(con, date_format, name)
+    if date_format and _source_types(con).get(mapping["date"], "").startswith(("DATE",
+                                                                               "TIMESTAMP")):
         # A typed date column (Parquet DATE or TIMESTAMP) is cast to ISO text whatever
-        # the config says; the format is for text such as a CSV column.
+        # the config says; the format is for text (a CSV column) and for numbers such as
+        # a Parquet INT64 20230102, read as text.
         date_format = None
     with _read_errors(name):
         counts = _parse_lines(con, mapping, date_format, numbers, drop_blank_ids)
+        parts = _partitions(int(counts["lines"]), capped=memory_limit is not None)
         notes, largest, total = _check_rules(con, name, mapping, date_format, numbers, counts,
-                                             drop_blank_ids)
+                                             drop_blank_ids, parts)
         # Fixed-point sums: a fully returned account nets to exactly 0, not 2e-13, in
         # every later sum (floating-point sums depend on the order of the lines). Lines
         # that fit 64 bits are summed as DECIMAL(18, 6), a fifth faster than (38, 6).
@@ -199,7 +204,6 @@ def load_transactions(
         # The line hashes are counted by now; dropping the column frees its memory at
         # once (33 MB at 5M lines) for the daily tables below.
         con.execute("ALTER TABLE lines DROP COLUMN line_hash")
-        parts = _partitions(int(counts["lines"]))
         for k in range(parts):
             con.execute(
                 f"""
@@ -246,6 +250,27 @@ def load_transactions(
         n_files=n_files,
     )
 
+
+
+def _check_date_format(con: duckdb.DuckDBPyConnection, date_format: str, name: str) -> None:
+    """Refuse a ``date_format`` that DuckDB cannot use or that reads a time zone.
+
+    Without this, a bad format was reported as a problem of the data file, and one with
+    ``%z`` failed while converting the offset-aware result, with a cut-off message.
+    """
+    if re.search("%[zZ]", date_format.replace("%%", "")):
+        raise InputError(f"{name}: date_format {date_format!r} reads a time zone (%z or %Z); "
+                         "keyltv needs local dates without an offset: convert them before "
+                         "export and drop %z/%Z from the format")
+    try:
+        con.execute("SELECT try_strptime('2000-01-01', ?)", [date_format]).fetchall()
+    except duckdb.Error as exc:
+        # "... Failed to parse format specifier %Q: Unrecognized format ...: %Q"
+        found = re.search(r"format specifier [^:]*: (.*)", str(exc))
+        reason = found.group(1) if found else str(exc).splitlines()[0]
+        raise InputError(f"{name}: date_format {date_format!r} is not a strptime format "
+                         f"({reason}); expected codes such as '%d.%m.%Y' for 31.01.2024"
+                         ) from None
 
 def _connect(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """Open an in-memory DuckDB that prints nothing (no progress bar in batch logs).
@@ -296,9 +321,13 @@ def _attach_source(
     if kinds == {"csv"}:
         reader, duplicated = _csv_reader(files, name, encoding)
     else:
+        _check_same_parquet_columns(con, files, name)
         paths = ", ".join(_literal(str(f)) for f in files)
-        reader = (f"read_parquet([{paths}], filename={_literal(FILE_COLUMN)})"
-                  if len(files) > 1 else f"read_parquet({paths})")
+        # Columns come from the files alone: DuckDB would otherwise add (or replace a
+        # column with) the value of a key=value folder name, such as date=2023-01-02.
+        reader = (f"read_parquet([{paths}], filename={_literal(FILE_COLUMN)}, "
+                  "hive_partitioning=false)"
+                  if len(files) > 1 else f"read_parquet({paths}, hive_partitioning=false)")
     with _read_errors(name):
         # Views cannot take bound parameters: the path is inlined as a quoted literal.
         con.execute(f"CREATE VIEW src AS SELECT * FROM {reader}")
@@ -307,6 +336,38 @@ def _attach_source(
         con.execute("SELECT count(*) FROM (SELECT * FROM src LIMIT 1)").fetchall()
     return name, duplicated, len(files)
 
+
+
+def _check_same_parquet_columns(con: duckdb.DuckDBPyConnection, files: list[Path],
+                                name: str) -> None:
+    """Refuse Parquet part files whose column names or types differ from the first's.
+
+    DuckDB reads several files with the first one's schema: a later file's DOUBLE amounts
+    were cast to the first file's BIGINT (2.4 read as 2), and its extra columns were left
+    out, with no error. Each file's schema is read from its metadata only.
+    """
+    if len(files) < 2:
+        return
+    def columns(path: Path) -> list[tuple[str, str]]:
+        with _read_errors(str(path)):
+            return [(c, t) for c, t, *_ in con.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({_literal(str(path))}, "
+                "hive_partitioning=false)").fetchall()]
+    first = columns(files[0])
+    for other in files[1:]:
+        found = columns(other)
+        if found == first:
+            continue
+        if [c for c, _ in found] != [c for c, _ in first]:
+            raise InputError(
+                f"{other}: its columns ({', '.join(repr(c) for c, _ in found)}) differ from "
+                f"{files[0]}'s ({', '.join(repr(c) for c, _ in first)}); every file of {name} "
+                "needs the same columns in the same order")
+        column, here, there = next((c, t, u) for (c, t), (_, u) in zip(found, first, strict=True)
+                                   if t != u)
+        raise InputError(
+            f"{other}: column {column!r} is stored as {here}, but as {there} in {files[0]}; "
+            f"every file of {name} needs the same column types")
 
 # With several files, the column of ``src`` that names each line's file, so that a
 # broken rule names the file that holds the quoted value.
@@ -383,7 +444,7 @@ def _csv_reader(files: list[Path], name: str, encoding: str = "utf-8") -> tuple[
     paths = ", ".join(_literal(str(f)) for f in files)
     paths = f"[{paths}]" if len(files) > 1 else paths
     reader = (
-        f"read_csv({paths}, auto_detect=false, header=true, "
+        f"read_csv({paths}, auto_detect=false, header=true, hive_partitioning=false, "
         f"delim={_literal(delimiter)}, quote='\"', escape='\"', columns={{{types}}}"
         + (f", encoding={_literal(encoding)}" if encoding != "utf-8" else "")
         + (f", filename={_literal(FILE_COLUMN)})" if len(files) > 1 else ")")
@@ -505,6 +566,14 @@ def _resolve_columns(
     if "unit_cost" in mapping and not priced:
         raise InputError(f"{name}: columns.unit_cost needs columns.quantity and "
                          "columns.unit_price (margin = quantity x (unit_price - unit_cost))")
+    # One column read as two values (quantity and unit price both 'Quantity') would
+    # turn every line into another number: a return of -1 became a sale of 1.
+    roles = list(mapping)
+    for i, role in enumerate(roles):
+        for other in roles[i + 1:]:
+            if mapping[role] == mapping[other]:
+                raise InputError(f"{name}: columns.{role} and columns.{other} both name column "
+                                 f"{mapping[role]!r}; each needs a column of its own")
     return mapping
 
 
@@ -563,11 +632,13 @@ def _quoted(column: str) -> str:
 
 
 
-# Lines per partition of the daily aggregation (see :func:`_partitions`).
-LINES_PER_PARTITION = 1_000_000
+# Lines per partition of the daily aggregation, and the most partitions (see
+# :func:`_partitions`).
+LINES_PER_PARTITION = 1_250_000
+MAX_PARTITIONS = 4
 
 
-def _partitions(n_lines: int) -> int:
+def _partitions(n_lines: int, capped: bool = False) -> int:
     """How many account partitions the lines are aggregated in, one after another.
 
     Grouping all lines at once held the lines, the growing daily table and a hash table
@@ -575,10 +646,14 @@ def _partitions(n_lines: int) -> int:
     Accounts split by a hash of the id into parts of about :data:`LINES_PER_PARTITION`
     lines keep one part's hash table at a time; every account-day falls in exactly one
     part, so the table is the same. (4 parts at 5M lines: the peak of the load fell
-    from 853 to 595 MB, ad hoc.)
+    from 853 to 595 MB, ad hoc.) Each part scans all the lines again, so there are at
+    most :data:`MAX_PARTITIONS`; under a ``memory_limit`` (``capped``), where DuckDB
+    spills instead and every scan rereads spilled lines, there is one (20 parts made
+    the capped run at 20M lines 70 s instead of 43 s).
     """
-    # At most one part per value of the one-byte ``part_key`` of :func:`_create_lines`.
-    return min(256, max(1, math.ceil(n_lines / LINES_PER_PARTITION)))
+    if capped:
+        return 1
+    return min(MAX_PARTITIONS, max(1, math.ceil(n_lines / LINES_PER_PARTITION)))
 
 
 def _part_filter(column: str, k: int, parts: int) -> str:
@@ -815,6 +890,7 @@ def _check_rules(
     numbers: NumberFormat,
     counts: Mapping[str, int],
     drop_blank_ids: bool = False,
+    parts: int = 1,
 ) -> tuple[dict[str, int], float, float]:
     """Raise on a broken rule; count the handled cases of ``lines``.
 
@@ -840,9 +916,8 @@ def _check_rules(
     if blank == lines:  # only reachable with drop_blank_ids
         raise InputError(f"{name}: column {mapping['customer_id']!r}: every one of the "
                          f"{lines} line(s) has a blank customer id; nothing is left to score")
-    # Distinct line hashes counted per partition (equal hashes fall in the same one),
-    # for the same reason as the daily table's partitions (see _partitions).
-    parts = _partitions(int(lines))
+    # Distinct line hashes counted in ``parts`` partitions (equal hashes fall in the same
+    # one), for the same reason as the daily table's (see _partitions).
     distinct = " + ".join(
         f"(SELECT count(*) FROM (SELECT DISTINCT line_hash FROM lines WHERE NOT blank_id "
         f"{_part_filter('line_hash', k, parts)}))" for k in range(parts))
@@ -968,12 +1043,15 @@ def _column_label(mapping: Mapping[str, str], role: str) -> str:
 
 def load_accounts(
     path: str | Path | pd.DataFrame, *, id_column: str = "customer_id", label: str | None = None,
-    encoding: str = "utf-8",
+    encoding: str = "utf-8", decimal_separator: str = ".",
+    thousands_separator: str | None = None,
 ) -> pd.DataFrame:
     """Read an account attribute table, one row per account.
 
-    Columns whose every non-blank value parses as a number become floats; the others
-    become categoricals (LightGBM uses both natively).
+    Columns whose every non-blank value parses as a number (in the form that
+    ``decimal_separator`` and ``thousands_separator`` give, as for the transaction log;
+    a numeric Parquet column as stored) become floats; the others become categoricals
+    (LightGBM uses both natively).
 
     Returns
     -------
@@ -987,6 +1065,10 @@ def load_accounts(
         Missing, duplicated or repeated columns, blank or duplicated ids, no rows,
         unreadable file.
     """
+    try:
+        numbers = NumberFormat(decimal_separator, thousands_separator)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     con = _connect()
     name, duplicated, n_files = _attach_source(con, path, label, encoding)
     if duplicated:
@@ -997,14 +1079,19 @@ def load_accounts(
     found = _source_columns(con)
     if id_column not in found:
         raise InputError(_missing_column_message(name, "customer_id", id_column, found))
+    types = _source_types(con)
+    # Of several files, the column that names each row's file is no attribute.
+    attributes = [c for c in found if c not in (id_column, FILE_COLUMN)]
+    select = [f"{_stripped(f'CAST({_quoted(id_column)} AS VARCHAR)')} AS {_quoted(id_column)}"]
+    for i, column in enumerate(attributes):
+        if types[column] == "VARCHAR":
+            # The text, and the number it reads as in the configured form (NULL if none).
+            text = f"NULLIF({_stripped(_quoted(column))}, '')"
+            select += [f"{text} AS {_quoted(column)}", f"{numbers.sql(text)} AS {_NUMBER_OF}{i}"]
+        else:
+            select.append(_quoted(column))
     with _read_errors(name):
-        # Of several files, the column that names each row's file is no attribute.
-        exclude = f"EXCLUDE ({_quoted(FILE_COLUMN)}) " if n_files > 1 else ""
-        frame = con.execute(
-            f"SELECT * {exclude}REPLACE ("
-            f"{_stripped(f'CAST({_quoted(id_column)} AS VARCHAR)')} AS "
-            f"{_quoted(id_column)}) FROM src"
-        ).df()
+        frame = con.execute(f"SELECT {', '.join(select)} FROM src").df()
     if frame.empty:
         raise InputError(f"{name}: no account rows (empty file or header only)")
     ids = frame[id_column]
@@ -1022,34 +1109,58 @@ def load_accounts(
     frame = frame.set_index(id_column)
     frame.index = frame.index.astype(str)
     frame.index.name = "customer_id"
-    frame = frame.apply(_typed_attribute)
+    typed = {}
+    for i, column in enumerate(attributes):
+        parsed = frame.pop(f"{_NUMBER_OF}{i}") if f"{_NUMBER_OF}{i}" in frame else None
+        typed[column] = _typed_attribute(frame[column], parsed)
+    frame = frame.assign(**typed) if typed else frame
     frame.attrs["source"] = name
     return frame
 
 
-def _typed_attribute(column: pd.Series) -> pd.Series:
-    """Numeric if every non-blank value is a number, else a categorical."""
+# Prefix of the columns that hold a text attribute's value as a number (load_accounts).
+_NUMBER_OF = "__keyltv_number_"
+
+
+def _typed_attribute(column: pd.Series, parsed: pd.Series | None = None) -> pd.Series:
+    """Numeric if every non-blank value is a number, else a categorical.
+
+    ``parsed`` holds a text column's values as numbers (NULL where they are none), read
+    in SQL in the configured number form; a typed column (Parquet) has none.
+    """
     import pandas as pd
 
     text = column.astype("string").str.strip().replace("", pd.NA)
-    numbers = pd.to_numeric(text, errors="coerce")
+    numbers = pd.to_numeric(text, errors="coerce") if parsed is None else parsed
     if numbers.notna().sum() == text.notna().sum():
         return numbers.astype(float)
     return text.astype("category")
 
 
-def check_writable(path: str | Path, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Path:
+def check_writable(path: str | Path, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES,
+                   inputs: Mapping[str, str | Path | None] | None = None) -> Path:
     """Fail now, before any expensive work, if ``path`` cannot be written.
 
     Creates and removes an invisible test file in the target folder.
+
+    Parameters
+    ----------
+    inputs : mapping, optional
+        Option name -> input path of the same job (e.g. ``{"--transactions": ...}``):
+        the output must not be one of them, which writing it would replace.
 
     Raises
     ------
     InputError
         Unsupported extension, a path that is a folder, or a folder that does not
-        exist, is not a folder or cannot be written.
+        exist, is not a folder or cannot be written; an output that is an input.
     """
     path = Path(path)
+    for option, source in (inputs or {}).items():
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and \
+                path.exists() and os.path.samefile(path, source):
+            raise InputError(f"{path}: is also the {option} input, which writing it would "
+                             "replace; write the output to another file")
     suffix = path.suffix.lower()
     if suffix not in suffixes:
         raise InputError(

@@ -83,7 +83,7 @@ class NumberFormat:
     def sql(self, text: str) -> str:
         """SQL that reads the text expression ``text`` as a DOUBLE (NULL if it is none)."""
         if self.plain:
-            return f"TRY_CAST({text} AS DOUBLE)"
+            return _cast_number(text)
         if self.thousands is not None:
             # Separators only between groups of three digits, before any decimals.
             sep = _THOUSANDS_REGEX[self.thousands]
@@ -95,7 +95,7 @@ class NumberFormat:
         if self.decimal == ",":
             # A point is then no part of a number: '1.5' is refused, not read as 15 or 1.5.
             text = f"CASE WHEN NOT contains({text}, '.') THEN replace({text}, ',', '.') END"
-        return f"TRY_CAST({text} AS DOUBLE)"
+        return _cast_number(text)
 
     def hint(self) -> str:
         """What a number must look like, for error messages."""
@@ -106,6 +106,15 @@ class NumberFormat:
         if self.thousands is not None:
             config += f" and thousands_separator {self.thousands!r}"
         return f"a number such as {example} ({config} in the config; no currency signs)"
+
+
+def _cast_number(text: str) -> str:
+    """DuckDB's cast of plain number text to DOUBLE, without the digit separator ``_``.
+
+    The cast reads ``1_000`` as 1000 (as Python does); no export writes that, so a
+    value with ``_`` is not a number here, in every configured form.
+    """
+    return f"TRY_CAST(CASE WHEN NOT contains({text}, '_') THEN {text} END AS DOUBLE)"
 
 
 PLAIN_NUMBER = ("a plain number such as -1234.5 (no currency signs; for 1.234,5 set "

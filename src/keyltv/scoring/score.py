@@ -141,6 +141,26 @@ def scoring_flags(bundle: object, config: Config) -> Flags:
         update={k: v for k, v in learned.items() if targets.get(k) is not None})
 
 
+def match_previous(previous: pd.Series, scored: pd.Index, path: str | Path) -> int:
+    """Count the earlier score file's accounts not scored now; refuse one that matches none.
+
+    A file with no account in common (ids that lost their leading zeros, another book's
+    scores) would mark every account ``new`` without a word.
+
+    Raises
+    ------
+    InputError
+        When no id of ``previous`` is among ``scored``.
+    """
+    shared = previous.index.isin(scored)
+    if len(previous) and not shared.any():
+        raise InputError(
+            f"{path}: column 'customer_id': none of its {len(previous)} ids is among the "
+            f"{len(scored)} accounts scored now (e.g. {previous.index[0]!r} there, "
+            f"{scored.min()!r} here); check leading zeros and that it scored the same book")
+    return int((~shared).sum())
+
+
 def read_previous_tiers(path: str | Path) -> pd.Series:
     """Tier per account from an earlier score file (CSV or Parquet).
 

@@ -649,7 +649,8 @@ def _partitions(n_lines: int, capped: bool = False) -> int:
     from 853 to 595 MB, ad hoc.) Each part scans all the lines again, so there are at
     most :data:`MAX_PARTITIONS`; under a ``memory_limit`` (``capped``), where DuckDB
     spills instead and every scan rereads spilled lines, there is one (20 parts made
-    the capped run at 20M lines 70 s instead of 43 s).
+    ``keyltv features`` with a 300 MB limit take 70 s at 20M lines; 41 s before any
+    partitioning, 31 s now, ad hoc).
     """
     if capped:
         return 1

@@ -139,6 +139,11 @@ def write(name: str, data: str | bytes) -> str:
     return name
 
 
+def with_config(text: str) -> Callable[[Workspace], list[str]]:
+    """A case that scores the clean log with ``text`` as its config file ``c.yaml``."""
+    return lambda ws: score(ws, log_csv(ws), "--config", write("c.yaml", text))
+
+
 def score(ws: Workspace, tx: str = "tx.csv", *extra: str, accounts: str | None = "") -> list[str]:
     """``score`` arguments; ``accounts=None`` leaves out --accounts."""
     args = ["score", "--transactions", tx, "--out", "scores.csv", *extra]
@@ -330,35 +335,30 @@ REJECTED = [
     Case("config-missing", lambda ws: score(ws, log_csv(ws), "--config", "nope.yaml"),
          "nope.yaml: config file not found"),
     Case("config-invalid-field",
-         lambda ws: score(ws, log_csv(ws), "--config", write("c.yaml", "horizon_days: -3\n")),
+         with_config("horizon_days: -3\n"),
          "c.yaml: field 'horizon_days' = -3: Input should be greater than or equal to 1"),
     Case("config-bad-memory-limit",
-         lambda ws: score(ws, log_csv(ws), "--config",
-                          write("c.yaml", "engine:\n  memory_limit: 300\n")),
+         with_config("engine:\n  memory_limit: 300\n"),
          "c.yaml: field 'engine.memory_limit' = 300: Input should be a valid string"),
     Case("config-memory-limit-without-unit",
-         lambda ws: score(ws, log_csv(ws), "--config",
-                          write("c.yaml", "engine:\n  memory_limit: '300'\n")),
+         with_config("engine:\n  memory_limit: '300'\n"),
          "c.yaml: field 'engine.memory_limit' = '300': expected a size such as 300MB or 2GB"),
     Case("config-one-column-for-two-roles",
-         lambda ws: score(ws, log_csv(ws), "--config", write(
-             "c.yaml", "columns:\n  amount: null\n  quantity: amount\n  unit_price: amount\n")),
+         with_config("columns:\n  amount: null\n  quantity: amount\n  unit_price: amount\n"),
          "tx.csv: columns.quantity and columns.unit_price both name column 'amount'; each "
          "needs a column of its own"),
     Case("config-date-format-time-zone",
-         lambda ws: score(ws, log_csv(ws), "--config",
-                          write("c.yaml", "date_format: '%Y-%m-%d %z'\n")),
+         with_config("date_format: '%Y-%m-%d %z'\n"),
          "c.yaml: field 'date_format' = '%Y-%m-%d %z': reads a time zone (%z or %Z)"),
     Case("config-date-format-invalid",
-         lambda ws: score(ws, log_csv(ws), "--config", write("c.yaml", "date_format: '%Q'\n")),
+         with_config("date_format: '%Q'\n"),
          "tx.csv: date_format '%Q' is not a strptime format (Unrecognized format for "
          "strftime/strptime: %Q); expected codes such as '%d.%m.%Y' for 31.01.2024"),
     Case("config-quantity-without-unit-price",
-         lambda ws: score(ws, log_csv(ws), "--config",
-                          write("c.yaml", "columns:\n  quantity: Qty\n")),
+         with_config("columns:\n  quantity: Qty\n"),
          "c.yaml: field 'columns' = {'quantity': 'Qty'}: set both quantity and unit_price"),
     Case("config-not-yaml",
-         lambda ws: score(ws, log_csv(ws), "--config", write("c.yaml", "columns: [a\n")),
+         with_config("columns: [a\n"),
          "c.yaml: not a valid YAML file"),
     # -- the account table
     Case("accounts-duplicated-id", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(

@@ -415,6 +415,8 @@ REJECTED = [
          "o.csv: is a directory, expected a file name"),
     Case("out-extension", lambda ws: score(ws, log_csv(ws))[:-2] + ["--out", "s.xlsx"],
          "s.xlsx: output must end in .csv or .parquet, got '.xlsx'"),
+    Case("demo-out-extension", lambda ws: ["demo", "--out", "d.xlsx"],
+         "d.xlsx: output must end in .csv or .parquet, got '.xlsx'"),
     Case("out-is-an-input", lambda ws: score(ws, log_csv(ws))[:-2] + ["--out", "tx.csv"],
          "tx.csv: is also the --transactions input, which writing it would replace"),
     Case("previous-matches-no-account",
@@ -434,6 +436,8 @@ REJECTED = [
     Case("train-history-too-short", lambda ws: ["train", "--transactions", log_csv(
         ws, lambda f: f[f["date"] < "2021-01-20"]), "--horizon-days", HORIZON],
         "tx.csv: only 19 days of history before 2021-01-20: too short to train"),
+    Case("horizon-above-ten-years", lambda ws: score(ws, log_csv(ws), "--horizon-days", "5000"),
+         "--horizon-days 5000: at most 3660 days (ten years)"),
     Case("train-horizon-zero", lambda ws: ["train", "--transactions", log_csv(ws),
                                            "--horizon-days", "0"],
          "--horizon-days 0: must be a positive number of days"),
@@ -498,6 +502,11 @@ HANDLED = [
         ws, lambda a: a.iloc[5:])), "accounts_without_attributes=5", code=0),
     Case("model-local-folder", lambda ws: score(ws, log_csv(ws), "--model", model_copy(ws)),
          "accounts_scored=194", code=0),
+    Case("margin-above-amount", lambda ws: score(ws, log_csv(ws, lambda f: set_cell(
+        "margin", "25")(set_cell("amount", "10")(f)))), "margin_above_amount_lines=1", code=0),
+    Case("log-without-margins-for-a-margin-model", lambda ws: score(
+        ws, log_csv(ws, lambda f: f.drop(columns="margin"))), "accounts_without_margins=194",
+        code=0),
     Case("previous-accounts-not-scored", lambda ws: score(
         ws, log_csv(ws), "--previous", previous_scores(["000001", "000002", "gone-1"])),
         "previous_accounts_not_scored=1", code=0),
@@ -670,3 +679,30 @@ def test_lines_without_an_id_are_dropped_and_counted_when_the_config_says_so(wor
     assert len(counted) == 1 and f"blank_id_lines_dropped={dropped}" in counted[0], result.out
     kept = workspace.tx[workspace.tx.index % 1000 != 3]
     assert set(score_file()["customer_id"]) == set(kept["customer_id"])
+
+
+def test_train_prints_what_it_counted(workspace):
+    # train (like score) says what it handled, not only the run's MLflow artifact.
+    assert "Counted: return_lines=" in workspace.trained.out
+
+
+def test_profit_is_not_invented_for_a_log_without_margins(workspace, in_case):
+    result = run_cli(*score(workspace, log_csv(workspace, lambda f: f.drop(columns="margin"))))
+    assert result.code == 0, result.err[-2000:]
+    scores = score_file()
+    assert "predicted_profit" not in scores.columns and "low_margin_key" not in scores.columns
+
+
+def test_a_database_uri_without_its_driver_is_one_line(workspace, in_case, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://bob:hunter2@127.0.0.1:1/db")
+    result = run_cli(*score(workspace, log_csv(workspace)))
+    assert result.code == 2 and len(result.errors) == 1, result.err[-2000:]
+    assert "MLflow tracking store 'postgresql://bob:***@127.0.0.1:1/db': needs the Python " \
+           "module" in result.errors[0]
+    assert "hunter2" not in result.err + result.out
+
+
+def test_version_and_bare_command():
+    assert run_cli("--version").out.strip().startswith("keyltv ")
+    bare = run_cli()
+    assert bare.code == 0 and "Usage" in bare.out and bare.errors == []

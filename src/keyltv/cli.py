@@ -24,6 +24,21 @@ if TYPE_CHECKING:  # imported where used: keyltv features starts without pandas
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="keyltv: key-account lifetime value from a transaction log.")
 
+
+def _version(show: bool) -> None:
+    if show:
+        from keyltv import __version__
+
+        typer.echo(f"keyltv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False
+             ) -> None:
+    """keyltv: key-account lifetime value from a transaction log."""
+
 TransactionsOpt = Annotated[Path, typer.Option("--transactions", help="Transaction log: a CSV or Parquet file, a folder of part files, or a quoted glob such as 'exports/*.csv'.")]
 AccountsOpt = Annotated[Path | None, typer.Option("--accounts", help="Account attribute table (CSV or Parquet; a file, folder or glob).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (see configs/).")]
@@ -42,8 +57,13 @@ def _parse_date(value: str | None, option: str) -> date | None:
 
 
 def _check_horizon(horizon_days: int) -> None:
+    from keyltv.config import MAX_HORIZON_DAYS
+
     if horizon_days <= 0:
         raise InputError(f"--horizon-days {horizon_days}: must be a positive number of days")
+    if horizon_days > MAX_HORIZON_DAYS:
+        raise InputError(f"--horizon-days {horizon_days}: at most {MAX_HORIZON_DAYS} days "
+                         "(ten years)")
 
 
 def _config(path: Path | None, horizon_days: int | None):
@@ -76,6 +96,7 @@ def train(transactions: TransactionsOpt, accounts: AccountsOpt = None, config: C
     inputs = workflows.load_inputs(transactions, accounts, cfg, _parse_date(as_of, "--as-of"))
     result = workflows.train(inputs, cfg, store)
     _report_training(result, cfg)
+    _print_notes(inputs.notes)
 
 
 def _report_training(result, cfg) -> None:
@@ -157,6 +178,7 @@ def evaluate(transactions: TransactionsOpt,
         _print_table(result.table.drop(columns=["origin", "champion"]))
         extra = {**result.outer.event_metrics, **result.flags}
         typer.echo("Events and flags: " + ", ".join(f"{k}={v:.4f}" for k, v in extra.items()))
+    _print_notes(inputs.notes)
     if out is not None:
         write_text(json.dumps(workflows.evaluation_json(results), indent=2), out)
         typer.echo(f"Metrics -> {out}")
@@ -197,8 +219,13 @@ def demo(config: ConfigOpt = None, horizon_days: HorizonOpt = None,
     """Train and score on the bundled CDNOW log; print top key accounts and flag counts."""
     from keyltv import workflows
     from keyltv.data.cdnow import load_cdnow
+    from keyltv.data.io import check_writable
 
     cfg = _config(config, horizon_days)
+    # Fail before training and registering a model, as score and features do.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
+    check_writable(out.with_suffix(".html"), suffixes=(".html",))
     store = workflows.open_store(cfg, project_dir)
     inputs = workflows.load_inputs(load_cdnow(), None, cfg, None, label="CDNOW_master.txt")
     typer.echo(f"CDNOW: {inputs.log.n_lines} lines, {inputs.log.n_accounts} accounts, "
@@ -207,7 +234,6 @@ def demo(config: ConfigOpt = None, horizon_days: HorizonOpt = None,
     _report_training(trained, cfg)
     model_uri = f"models:/{cfg.tracking.model_name}/{trained.version}"
     result = workflows.score(inputs, cfg, store, model_uri)
-    out.parent.mkdir(parents=True, exist_ok=True)
     typer.echo("")
     _write_outputs(workflows, store, result, inputs, out, out.with_suffix(".html"))
     typer.echo("Top key accounts:")
@@ -237,6 +263,8 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # usage errors (typer's own click) are input errors too
         if hasattr(exc, "format_message") and isinstance(exc, typer.TyperException):
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `keyltv`: the help is shown
+                sys.exit(0)
             typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
             sys.exit(2)
         if debug:

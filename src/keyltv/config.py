@@ -204,6 +204,9 @@ class Tracking(_Frozen):
     model_name: str = "keyltv"
 
 
+# The longest horizon a config or --horizon-days may ask for (ten years).
+MAX_HORIZON_DAYS = 3660
+
 # Names of the value models (built in keyltv.models.bundle). Kept here, not imported
 # from keyltv.models, so that reading a config does not import LightGBM and lifetimes.
 MODEL_NAMES = ("trailing", "bgnbd", "mbgnbd", "pareto", "lightgbm", "hybrid")
@@ -222,7 +225,7 @@ class Config(_Frozen):
     # Lines without a customer id (guest or cash sales): refused unless this is true;
     # then they are left out and counted (note blank_id_lines_dropped).
     drop_blank_ids: bool = False
-    horizon_days: int = Field(365, ge=1, le=3660)
+    horizon_days: int = Field(365, ge=1, le=MAX_HORIZON_DAYS)
     seed: int = 42
     models: tuple[str, ...] = ("trailing", "bgnbd", "mbgnbd", "lightgbm", "hybrid")
     training: Training = Training()

@@ -30,6 +30,7 @@ from keyltv.evaluation.backtest import (
 from keyltv.evaluation.metrics import HIGHER_IS_BETTER
 from keyltv.evaluation.review import backtest_figures, feature_importance
 from keyltv.features import account_features, with_attributes
+from keyltv.features.accounts import ATTRIBUTE_PREFIX
 from keyltv.inputs import Inputs, feature_table, load_inputs  # noqa: F401 (jobs' API)
 from keyltv.models.blend import BlendedLTV, components_of
 from keyltv.models.bundle import (
@@ -346,6 +347,16 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
     if prev is not None:
         # Accounts of the earlier run that are not scored now (no line before --as-of).
         notes["previous_accounts_not_scored"] = gone
+    margins = int(features["margin_rate"].notna().sum())
+    if bundle.margin_rate is not None and margins == 0:
+        # A model trained with margins, a log without: no profit is predicted (see predict).
+        notes["accounts_without_margins"] = len(features)
+    if bundle.margin_rate is None and margins:
+        notes["margins_unused_by_model"] = margins  # accounts whose margins it cannot use
+    if inputs.accounts is not None and not any(c.startswith(ATTRIBUTE_PREFIX)
+                                               for c in bundle.feature_columns):
+        # The model was trained without attributes: the table given changes nothing.
+        notes["account_attributes_unused"] = inputs.accounts.shape[1]
     return ScoreResult(scores, model_version, notes, config.seed)
 
 

@@ -53,6 +53,16 @@ def test_features_on_a_hand_typed_log(tiny_log):
     assert list(got.columns) == FEATURE_COLUMNS
 
 
+
+def test_a_log_of_many_years_has_its_active_months_counted_in_the_last_year():
+    # A line 63+ months before the cutoff once overflowed the month bit (2^63 > BIGINT).
+    log = load_transactions(frame([("a", "2010-01-15", 10.0), ("a", "2023-01-05", 5.0),
+                                   ("a", "2023-02-07", 5.0), ("b", "2016-06-01", 7.0)]))
+    got = account_features(log, date(2023, 4, 1), horizon_days=90)
+    assert got.loc["a", "active_months_365"] == 2.0
+    assert got.loc["b", "active_months_365"] == 0.0
+    assert got.loc["a", "orders_total"] == 3.0
+
 def test_account_without_orders_before_the_cutoff_gets_order_features_of_none():
     # "r" has only a credit note and a zero line before the cutoff (its order comes
     # after): its order aggregates are those of no order, not of its two days.

@@ -926,6 +926,8 @@ def _check_rules(
         f"""SELECT count(*) FILTER (WHERE a < 0) AS return_lines,
                    count(*) FILTER (WHERE a = 0) AS zero_amount_lines,
                    count(*) FILTER (WHERE m IS NULL) AS missing_margin,
+                   -- A margin above a sale's amount (a rate over 100%) is kept, counted.
+                   count(*) FILTER (WHERE a > 0 AND m > a) AS margin_above_amount,
                    max(a) FILTER (WHERE isfinite(a)) AS max_amount,
                    greatest(max(abs(a)), COALESCE(max(abs(m)), 0)) AS largest,
                    greatest(sum(abs(a)), COALESCE(sum(abs(m)), 0)) AS total,
@@ -942,6 +944,7 @@ def _check_rules(
         notes["blank_id_lines_dropped"] = int(blank)
     if _has_margin(mapping):
         notes["missing_margin_lines"] = int(row["missing_margin"])
+        notes["margin_above_amount_lines"] = int(row["margin_above_amount"])
     notes["duplicate_lines"] = int(row["duplicate_lines"])
     notes["outlier_lines"] = _count_outliers(con, row["max_amount"], _median_positive_line(con))
     return notes, float(row["largest"]), float(row["total"])

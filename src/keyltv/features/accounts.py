@@ -16,6 +16,9 @@ from keyltv.data.io import TransactionLog
 from keyltv.data.schema import InputError
 from keyltv.features.definitions import feature_sql
 
+# Prefix of the account attribute columns in a feature frame.
+ATTRIBUTE_PREFIX = "attr_"
+
 _LABELS_SQL = """
 SELECT customer_id, sum(amount) AS value, count(*) FILTER (WHERE amount > 0) AS orders,
        sum(margin) AS profit
@@ -163,7 +166,7 @@ def with_attributes(features: pd.DataFrame, accounts: pd.DataFrame | None) -> pd
     """
     if accounts is None or accounts.shape[1] == 0:
         return features
-    attrs = accounts.add_prefix("attr_")
+    attrs = accounts.add_prefix(ATTRIBUTE_PREFIX)
     joined = features.join(attrs, how="left")
     # join() turns categoricals with missing rows into object in some pandas versions.
     for column in attrs.columns:

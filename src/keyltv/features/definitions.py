@@ -148,8 +148,10 @@ def feature_sql() -> str:
     # count(DISTINCT ...) made DuckDB hold the whole cut log in memory and took a third
     # of the query's time; thirteen max(CASE ...) flags cost a sixth of it.
     # 2^k as pow() rather than 1 << k: Spark SQL spells the shift shiftleft().
-    active_months = ("COALESCE(bit_count(bit_or(CAST(pow(2, months_back) AS BIGINT))"
-                     " FILTER (WHERE age <= 365)), 0)")
+    # The power is taken only within the year: engines compute an aggregate's argument
+    # before its FILTER, and 2^63 (a line 63 months back) overflowed BIGINT.
+    active_months = ("COALESCE(bit_count(bit_or(CAST(pow(2, CASE WHEN age <= 365 THEN "
+                     "months_back END) AS BIGINT)) FILTER (WHERE age <= 365)), 0)")
     ewm = ",\n           ".join(
         f"sum(CAST(CAST(amount AS DOUBLE) * exp(-CAST(age AS DOUBLE) / {d}) AS DECIMAL(38, 12))) "
         f"AS ewm_value_{d}d" for d in EWM_DAYS

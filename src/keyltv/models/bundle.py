@@ -287,7 +287,9 @@ class KeyLTVModel:
             out["predicted_value_low"], out["predicted_value_high"] = value, value
         out["predicted_orders"], out["p_alive"] = self._orders_and_alive(features)
         out["decline_risk"], out["growth_potential"] = self._event_scores(features, out)
-        if self.margin_rate is not None:
+        # Profit needs margins in the model and in the scored log: without the latter,
+        # every account would get the training book's margin rate, an invented profit.
+        if self.margin_rate is not None and features["margin_rate"].notna().any():
             out["predicted_profit"] = value * self._shrunk_margin_rate(features)
         return out
 

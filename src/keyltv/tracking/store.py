@@ -221,6 +221,10 @@ def connect(uri: str, experiment: str, model_name: str, artifact_root: Path | No
     except (MlflowException, OSError) as exc:
         raise InputError(f"MLflow tracking store {redact_uri(uri)!r}: cannot be reached "
                          f"({_headline(exc)})") from None
+    except ImportError as exc:  # a database URI whose driver is not installed
+        raise InputError(f"MLflow tracking store {redact_uri(uri)!r}: needs the Python module "
+                         f"{exc.name!r}, which keyltv does not install; install it into the "
+                         "environment, or use a sqlite:/// or http(s):// URI") from None
 
 
 def _check_reachable(uri: str) -> None:

@@ -363,7 +363,20 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
 def evaluate(inputs: Inputs, config: Config, last_origin: date) -> list[OriginResult]:
     """Nested evaluation at ``last_origin`` and ``backtest.n_origins - 1`` earlier ones."""
     origins = rolling_origins(last_origin, config.backtest.n_origins, config.backtest.step_days)
+    # The origins step back from --cutoff: name the option, not an origin the user never gave.
+    history = (origins[0] - inputs.log.first_date).days
+    if history < MIN_EVALUATE_HISTORY_DAYS:
+        raise InputError(
+            f"{inputs.log.source}: --cutoff {last_origin}: its earliest origin, {origins[0]} "
+            f"({len(origins)} origins, backtest.step_days {config.backtest.step_days} apart), "
+            f"leaves {max(history, 0)} days of history after the first transaction "
+            f"({inputs.log.first_date}); {MIN_EVALUATE_HISTORY_DAYS} are needed: use a later "
+            "--cutoff or fewer backtest.n_origins")
     return [evaluate_origin(inputs.log, origin, config, inputs.accounts) for origin in origins]
+
+
+# An origin's own selection backtest needs two windows of 28 days (validation_horizon).
+MIN_EVALUATE_HISTORY_DAYS = 56
 
 
 def evaluation_json(results: list[OriginResult]) -> dict[str, object]:

@@ -203,6 +203,9 @@ def validation_horizon(first_date: date, as_of: date, config: Config) -> int:
         If the history is too short (under 2 x 28 days).
     """
     history = (as_of - first_date).days
+    if history <= 0:  # e.g. an evaluate origin stepped back before the log starts
+        raise InputError(f"{as_of} is not after the first transaction ({first_date}): no "
+                         "history to train on")
     if history < 56:
         raise InputError(f"only {history} days of history before {as_of}: too short to train")
     return min(config.horizon_days, history) // 2
@@ -216,7 +219,10 @@ def select_champion(
     Models that cannot be fitted at the validation cutoff (e.g. LightGBM on a very
     short history) are not eligible: keyltv only deploys what it could evaluate.
     """
-    h_v = validation_horizon(log.first_date, as_of, config)
+    try:
+        h_v = validation_horizon(log.first_date, as_of, config)
+    except InputError as exc:
+        raise InputError(f"{log.source}: {exc}") from None
     inner = config if h_v == config.horizon_days else config.with_overrides(horizon_days=h_v)
     result = backtest(log, as_of - timedelta(days=h_v), inner, accounts)
     if config.selection.blend:

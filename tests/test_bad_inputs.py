@@ -415,6 +415,9 @@ REJECTED = [
          "o.csv: is a directory, expected a file name"),
     Case("out-extension", lambda ws: score(ws, log_csv(ws))[:-2] + ["--out", "s.xlsx"],
          "s.xlsx: output must end in .csv or .parquet, got '.xlsx'"),
+    Case("config-horizon-differs-from-model", with_config("horizon_days: 365\n"),
+         "model 'models:/keyltv@champion': trained for a 182-day horizon, the config's "
+         "horizon_days is 365; retrain with that horizon or remove horizon_days from the config"),
     Case("demo-out-extension", lambda ws: ["demo", "--out", "d.xlsx"],
          "d.xlsx: output must end in .csv or .parquet, got '.xlsx'"),
     Case("out-is-an-input", lambda ws: score(ws, log_csv(ws))[:-2] + ["--out", "tx.csv"],

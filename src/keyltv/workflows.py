@@ -326,6 +326,15 @@ def score(inputs: Inputs, config: Config, store: Store, model_uri: str,
             f"model {model_uri!r}: trained for a {bundle.horizon_days}-day horizon, "
             f"--horizon-days is {horizon_days}; retrain with that horizon or omit the option"
         )
+    if (horizon_days is None and "horizon_days" in config.model_fields_set
+            and config.horizon_days != bundle.horizon_days):
+        # A config file that asks for another horizon than the model's (e.g. the config of
+        # another training) would otherwise get the model's horizon without a word.
+        raise InputError(
+            f"model {model_uri!r}: trained for a {bundle.horizon_days}-day horizon, the "
+            f"config's horizon_days is {config.horizon_days}; retrain with that horizon or "
+            "remove horizon_days from the config"
+        )
     return score_bundle(inputs, config, bundle, info["model_version"], previous)
 
 

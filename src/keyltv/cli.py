@@ -37,7 +37,8 @@ def _version(show: bool) -> None:
 def _options(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False
              ) -> None:
-    """keyltv: key-account lifetime value from a transaction log."""
+    # The app's own options; its help text is the Typer(help=...) above.
+    return None
 
 TransactionsOpt = Annotated[Path, typer.Option("--transactions", help="Transaction log: a CSV or Parquet file, a folder of part files, or a quoted glob such as 'exports/*.csv'.")]
 AccountsOpt = Annotated[Path | None, typer.Option("--accounts", help="Account attribute table (CSV or Parquet; a file, folder or glob).")]

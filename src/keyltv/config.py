@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from keyltv.data.schema import InputError
+from keyltv.data.schema import InputError, reads_time_zone
 
 
 class _Frozen(BaseModel):
@@ -242,7 +242,7 @@ class Config(_Frozen):
     def _local_dates(cls, value: str | None) -> str | None:
         # keyltv nets lines by local day; a format that reads an offset would need a
         # time zone to convert to (the loader checks the rest of the format).
-        if value is not None and re.search("%[zZ]", value.replace("%%", "")):
+        if value is not None and reads_time_zone(value):
             raise ValueError("reads a time zone (%z or %Z); keyltv needs local dates "
                              "without an offset: convert them before export and drop %z/%Z")
         return value

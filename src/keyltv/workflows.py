@@ -19,6 +19,7 @@ from keyltv.data.io import write_table
 from keyltv.data.schema import InputError, redact_uri
 from keyltv.evaluation.backtest import (
     BLEND,
+    MIN_HISTORY_DAYS,
     BacktestResult,
     OriginResult,
     evaluate_origin,
@@ -374,18 +375,15 @@ def evaluate(inputs: Inputs, config: Config, last_origin: date) -> list[OriginRe
     origins = rolling_origins(last_origin, config.backtest.n_origins, config.backtest.step_days)
     # The origins step back from --cutoff: name the option, not an origin the user never gave.
     history = (origins[0] - inputs.log.first_date).days
-    if history < MIN_EVALUATE_HISTORY_DAYS:
+    if history < MIN_HISTORY_DAYS:
         raise InputError(
             f"{inputs.log.source}: --cutoff {last_origin}: its earliest origin, {origins[0]} "
             f"({len(origins)} origins, backtest.step_days {config.backtest.step_days} apart), "
             f"leaves {max(history, 0)} days of history after the first transaction "
-            f"({inputs.log.first_date}); {MIN_EVALUATE_HISTORY_DAYS} are needed: use a later "
+            f"({inputs.log.first_date}); {MIN_HISTORY_DAYS} are needed: use a later "
             "--cutoff or fewer backtest.n_origins")
     return [evaluate_origin(inputs.log, origin, config, inputs.accounts) for origin in origins]
 
-
-# An origin's own selection backtest needs two windows of 28 days (validation_horizon).
-MIN_EVALUATE_HISTORY_DAYS = 56
 
 
 def evaluation_json(results: list[OriginResult]) -> dict[str, object]:

@@ -45,6 +45,7 @@ from keyltv.data.schema import (
     InputError,
     NumberFormat,
     describe_value,
+    reads_time_zone,
 )
 from keyltv.data.schema import sql_literal as _literal
 
@@ -257,7 +258,7 @@ def _check_date_format(con: duckdb.DuckDBPyConnection, date_format: str, name: s
     Without this, a bad format was reported as a problem of the data file, and one with
     ``%z`` failed while converting the offset-aware result, with a cut-off message.
     """
-    if re.search("%[zZ]", date_format.replace("%%", "")):
+    if reads_time_zone(date_format):
         raise InputError(f"{name}: date_format {date_format!r} reads a time zone (%z or %Z); "
                          "keyltv needs local dates without an offset: convert them before "
                          "export and drop %z/%Z from the format")
@@ -568,12 +569,12 @@ def _resolve_columns(
                          "columns.unit_price (margin = quantity x (unit_price - unit_cost))")
     # One column read as two values (quantity and unit price both 'Quantity') would
     # turn every line into another number: a return of -1 became a sale of 1.
-    roles = list(mapping)
-    for i, role in enumerate(roles):
-        for other in roles[i + 1:]:
-            if mapping[role] == mapping[other]:
-                raise InputError(f"{name}: columns.{role} and columns.{other} both name column "
-                                 f"{mapping[role]!r}; each needs a column of its own")
+    owner: dict[str, str] = {}
+    for role, column in mapping.items():
+        if column in owner:
+            raise InputError(f"{name}: columns.{owner[column]} and columns.{role} both name "
+                             f"column {column!r}; each needs a column of its own")
+        owner[column] = role
     return mapping
 
 

@@ -125,6 +125,11 @@ THOUSANDS_SEPARATORS = (".", ",", " ", "'")
 _THOUSANDS_REGEX = {".": r"\.", ",": ",", " ": r"[ \x{00A0}\x{202F}]", "'": "'"}
 
 
+def reads_time_zone(date_format: str) -> bool:
+    """Whether a strptime format reads an offset or zone name (``%z``, ``%Z``; not ``%%z``)."""
+    return re.search("%[zZ]", date_format.replace("%%", "")) is not None
+
+
 def sql_literal(text: str) -> str:
     """Quote ``text`` as an SQL string literal (for SQL that cannot bind parameters)."""
     return "'" + text.replace("'", "''") + "'"

@@ -181,6 +181,10 @@ def choose_champion(table: pd.DataFrame, metric: str) -> str:
     return str((scores * HIGHER_IS_BETTER[metric]).idxmax())
 
 
+# History a selection backtest needs before its cutoff: two windows of 28 days.
+MIN_HISTORY_DAYS = 56
+
+
 def validation_horizon(first_date: date, as_of: date, config: Config) -> int:
     """Horizon of the selection backtest inside ``[first_date, as_of)``: half the history it may use.
 
@@ -206,7 +210,7 @@ def validation_horizon(first_date: date, as_of: date, config: Config) -> int:
     if history <= 0:  # e.g. an evaluate origin stepped back before the log starts
         raise InputError(f"{as_of} is not after the first transaction ({first_date}): no "
                          "history to train on")
-    if history < 56:
+    if history < MIN_HISTORY_DAYS:
         raise InputError(f"only {history} days of history before {as_of}: too short to train")
     return min(config.horizon_days, history) // 2
 

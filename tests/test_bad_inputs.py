@@ -439,6 +439,10 @@ REJECTED = [
     Case("train-history-too-short", lambda ws: ["train", "--transactions", log_csv(
         ws, lambda f: f[f["date"] < "2021-01-20"]), "--horizon-days", HORIZON],
         "tx.csv: only 19 days of history before 2021-01-20: too short to train"),
+    Case("train-as-of-after-data", lambda ws: ["train", "--transactions", log_csv(ws),
+                                               "--as-of", "2026-01-01", "--horizon-days",
+                                               HORIZON],
+         "tx.csv: --as-of 2026-01-01 is after the log's last transaction ("),
     Case("horizon-above-ten-years", lambda ws: score(ws, log_csv(ws), "--horizon-days", "5000"),
          "--horizon-days 5000: at most 3660 days (ten years)"),
     Case("evaluate-cutoff-too-early", lambda ws: ["evaluate", "--transactions", log_csv(ws),
@@ -511,6 +515,8 @@ HANDLED = [
          "accounts_scored=194", code=0),
     Case("margin-above-amount", lambda ws: score(ws, log_csv(ws, lambda f: set_cell(
         "margin", "25")(set_cell("amount", "10")(f)))), "margin_above_amount_lines=1", code=0),
+    Case("amount-below-precision", lambda ws: score(ws, log_csv(
+        ws, set_cell("amount", "0.0000001"))), "amount_below_precision_lines=1", code=0),
     Case("log-without-margins-for-a-margin-model", lambda ws: score(
         ws, log_csv(ws, lambda f: f.drop(columns="margin"))), "accounts_without_margins=194",
         code=0),

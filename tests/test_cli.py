@@ -107,3 +107,18 @@ def test_bad_input_exits_2_with_one_line_and_no_output(workspace, args, message,
     assert len(errors) == 1 and message in errors[0], stderr
     assert "Traceback" not in stderr
     assert not out.exists()
+
+
+def test_score_from_a_store_that_does_not_exist_creates_none(tmp_path, monkeypatch, capsys):
+    # A refused job writes nothing: not even the empty database MLflow would create.
+    pd.DataFrame({"customer_id": ["a"], "date": ["2024-01-01"], "amount": [1.0]}).to_csv(
+        tmp_path / "tx.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(sys, "argv", ["keyltv", "score", "--transactions", "tx.csv",
+                                      "--out", "s.csv", "--project-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    assert "mlflow.db': does not exist, so no model is registered there" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tx.csv"]

@@ -138,7 +138,9 @@ def score(transactions: TransactionsOpt,
     check_writable(out, inputs=given)  # fail before the expensive work
     if report is not None:
         check_writable(report, suffixes=(".html",), inputs=given)
-    store = workflows.open_store(cfg, project_dir)
+    # A registry or run URI needs the store to exist; a model folder does not.
+    registered = model.lower().startswith(("models:", "runs:"))
+    store = workflows.open_store(cfg, project_dir, existing=registered)
     inputs = workflows.load_inputs(transactions, accounts, cfg, _parse_date(as_of, "--as-of"))
     result = workflows.score(inputs, cfg, store, model, horizon_days, previous)
     _write_outputs(workflows, store, result, inputs, out, report)

@@ -51,14 +51,26 @@ from keyltv.scoring.score import (
     read_previous_tiers,
     score_accounts,
 )
-from keyltv.tracking.store import Store, connect, load_bundle, resolve_tracking_uri
+from keyltv.tracking.store import (
+    Store,
+    check_store_exists,
+    connect,
+    load_bundle,
+    resolve_tracking_uri,
+)
 
 log = logging.getLogger("keyltv")
 
 
-def open_store(config: Config, project_dir: Path) -> Store:
-    """Connect to the tracking store named by the environment, the config or the default."""
+def open_store(config: Config, project_dir: Path, existing: bool = False) -> Store:
+    """Connect to the tracking store named by the environment, the config or the default.
+
+    With ``existing`` (a job that loads a registered model), a SQLite store that does
+    not exist is refused instead of created.
+    """
     uri = resolve_tracking_uri(config.tracking.uri, project_dir)
+    if existing:
+        check_store_exists(uri)
     return connect(uri, config.tracking.experiment, config.tracking.model_name,
                    artifact_root=project_dir / "mlartifacts")
 
@@ -124,10 +136,18 @@ def _check_trainable(inputs: Inputs, config: Config) -> None:
     Raises
     ------
     InputError
-        Fewer than :data:`MIN_TRAIN_ACCOUNTS` accounts before ``as_of``, no account
-        with a repeat order, or no value in the selection holdout.
+        ``as_of`` after the day following the last transaction, fewer than
+        :data:`MIN_TRAIN_ACCOUNTS` accounts before it, no account with a repeat order,
+        or no value in the selection holdout.
     """
     source, as_of = inputs.log.source, inputs.as_of
+    end = inputs.log.last_date + timedelta(days=1)
+    if as_of > end:
+        # Models are judged on the days just before as_of: days the log does not reach
+        # would count as days without orders, and every account would look lost.
+        raise InputError(f"{source}: --as-of {as_of} is after the log's last transaction "
+                         f"({inputs.log.last_date}); train judges models on the days before "
+                         f"--as-of, so use --as-of {end} or earlier")
     accounts, repeaters = inputs.log.con.execute(
         "SELECT count(*), count(*) FILTER (WHERE orders > 1) FROM (SELECT customer_id, "
         "count(*) FILTER (WHERE amount > 0) AS orders FROM daily WHERE day < ? GROUP BY ALL)",

@@ -672,3 +672,39 @@ def test_the_output_must_not_be_an_input(tmp_path):
         check_writable(tx, inputs={"--transactions": tx, "--accounts": None})
     assert check_writable(tmp_path / "out.csv", inputs={"--transactions": tx})
     assert check_writable(tmp_path / "out.csv", inputs={"--transactions": tmp_path})
+
+
+def test_plain_day_shortcut_reads_what_the_iso_rule_reads():
+    # The shortcut for YYYY-MM-DD skips the ISO regex; on every ten-character value with
+    # dashes at 5 and 8 that it takes, the regex path (on the stripped value) must give
+    # the same day. Characters are drawn where the cast might be lenient: signs, spaces,
+    # letters, other separators.
+    import duckdb
+    import numpy as np
+
+    from keyltv.data import io
+    from keyltv.data.schema import ISO_DATE_PATTERN
+
+    rng = np.random.default_rng(3)
+    alphabet = list("0123456789 +-./:Tx\t")
+    values = ["2024-01-31", "2024-1-31 ", "0999-01-01", " 999-01-01", "-999-01-01",
+              "2024-02-30", "2024-01-3 ", "+024-01-01", "2024-01- 1", "2024-+1-01"]
+    for _ in range(20000):  # valid days, one or two characters changed
+        day = date(int(rng.integers(1, 10000)), int(rng.integers(1, 13)),
+                   int(rng.integers(1, 29)))
+        chars = list(f"{day.year:04d}-{day.month:02d}-{day.day:02d}")
+        for i in rng.choice([0, 1, 2, 3, 5, 6, 8, 9], size=rng.integers(1, 3)):
+            chars[i] = rng.choice(alphabet)
+        values.append("".join(chars))
+    con = duckdb.connect()
+    con.execute("CREATE TABLE v (date_raw VARCHAR)")
+    con.executemany("INSERT INTO v VALUES (?)", [[v] for v in values])
+    rows = con.execute(
+        f"""SELECT date_raw, CAST(TRY_CAST(date_raw AS DATE) AS TIMESTAMP),
+                   CASE WHEN regexp_matches(trim(date_raw, ' \t'), '{ISO_DATE_PATTERN}')
+                        THEN TRY_CAST(trim(date_raw, ' \t') AS TIMESTAMP) END
+            FROM v WHERE {io._PLAIN_DAY}""").fetchall()
+    assert len(rows) > 2000  # the draw does reach the shortcut
+    assert [r for r in rows if r[1] != r[2]] == []
+    taken = {r[0] for r in rows}
+    assert "2024-01-31" in taken and "0999-01-01" not in taken and " 999-01-01" not in taken

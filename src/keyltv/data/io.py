@@ -719,7 +719,8 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
         # A trailing offset would be dropped silently by the cast: refuse it instead.
         # So are the cast's special words ('epoch', 'infinity'): only digits are dates.
         iso = ISO_DATE_PATTERN if strip else _UNPADDED_ISO_DATE
-        parse = f"CASE WHEN tz THEN NULL " \
+        parse = f"CASE WHEN {_PLAIN_DAY} THEN CAST(TRY_CAST(date_raw AS DATE) AS TIMESTAMP) " \
+                "WHEN tz THEN NULL " \
                 f"WHEN NOT regexp_matches(date_raw, '{iso}') THEN NULL " \
                 "ELSE TRY_CAST(date_raw AS TIMESTAMP) END"
     # Every offset has a colon before it: the cheap test spares most lines the regex
@@ -738,6 +739,14 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
         """
     )
 
+
+# A plain day such as 2024-01-31, the form of nearly every line, without the regex
+# below (it took a third of the date's parse, 0.3 s of CPU at 5M lines): ten characters
+# with dashes at 5 and 8 that cast to a day of a four-digit year can only be four digits,
+# a dash, two, a dash and two (the day perhaps one digit and a trailing space, which the
+# cast skips, as stripping would). Anything else takes the regex path.
+_PLAIN_DAY = ("(date_raw LIKE '____-__-__' "
+              "AND TRY_CAST(date_raw AS DATE) >= DATE '1000-01-01')")
 
 # ISO_DATE_PATTERN for unstripped dates: one that ends in whitespace does not match
 # (it starts with a digit in both), so that it is parsed again, stripped.
@@ -929,6 +938,8 @@ def _check_rules(
                    count(*) FILTER (WHERE m IS NULL) AS missing_margin,
                    -- A margin above a sale's amount (a rate over 100%) is kept, counted.
                    count(*) FILTER (WHERE a > 0 AND m > a) AS margin_above_amount,
+                   -- Amounts are kept to a millionth: a smaller one adds nothing to a day.
+                   count(*) FILTER (WHERE a <> 0 AND abs(a) < 5e-7) AS amount_below_precision,
                    max(a) FILTER (WHERE isfinite(a)) AS max_amount,
                    greatest(max(abs(a)), COALESCE(max(abs(m)), 0)) AS largest,
                    greatest(sum(abs(a)), COALESCE(sum(abs(m)), 0)) AS total,
@@ -947,6 +958,8 @@ def _check_rules(
         notes["missing_margin_lines"] = int(row["missing_margin"])
         notes["margin_above_amount_lines"] = int(row["margin_above_amount"])
     notes["duplicate_lines"] = int(row["duplicate_lines"])
+    if row["amount_below_precision"]:  # a note only when it happens: it almost never does
+        notes["amount_below_precision_lines"] = int(row["amount_below_precision"])
     notes["outlier_lines"] = _count_outliers(con, row["max_amount"], _median_positive_line(con))
     return notes, float(row["largest"]), float(row["total"])
 

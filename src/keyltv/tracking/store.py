@@ -46,6 +46,33 @@ def resolve_tracking_uri(config_uri: str | None, project_dir: str | Path) -> str
     return f"sqlite:///{Path(project_dir).resolve() / 'mlflow.db'}"
 
 
+def check_store_exists(uri: str) -> None:
+    """Refuse a ``sqlite:///`` store whose file does not exist, before MLflow creates it.
+
+    Loading a registered model from such a store can only fail, and would leave an
+    empty database behind (a refused job writes nothing). Other stores are not checked.
+
+    Raises
+    ------
+    InputError
+        If ``uri`` names a SQLite file that does not exist.
+    """
+    path = sqlite_file(uri)
+    if path is not None and not path.exists():
+        raise InputError(f"MLflow tracking store {redact_uri(uri)!r}: does not exist, so no "
+                         "model is registered there; train one first with the same "
+                         "--project-dir, or point MLFLOW_TRACKING_URI or tracking.uri at the "
+                         "store that has it")
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI; None for other stores and memory."""
+    if not uri.lower().startswith("sqlite:///"):
+        return None
+    path = urlsplit(uri).path[1:]  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
+    return Path(path) if path and path != ":memory:" else None
+
+
 class KeyLTVPyfunc(mlflow.pyfunc.PythonModel):
     """Pyfunc face of :class:`keyltv.models.bundle.KeyLTVModel`.
 

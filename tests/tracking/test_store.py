@@ -1,0 +1,25 @@
+import pytest
+
+from keyltv.data.schema import InputError
+from keyltv.tracking.store import check_store_exists, sqlite_file
+
+
+@pytest.mark.parametrize(("uri", "path"), [
+    ("sqlite:///mlflow.db", "mlflow.db"),
+    ("sqlite:////srv/ml/mlflow.db", "/srv/ml/mlflow.db"),
+    ("sqlite:///:memory:", None),
+    ("http://127.0.0.1:5000", None),
+    ("postgresql://u:p@db/mlflow", None),
+])
+def test_sqlite_file_is_the_database_path_of_a_sqlite_uri(uri, path):
+    found = sqlite_file(uri)
+    assert (str(found) if found is not None else None) == path
+
+
+def test_a_missing_sqlite_store_is_refused_without_creating_it(tmp_path):
+    db = tmp_path / "mlflow.db"
+    with pytest.raises(InputError, match="does not exist, so no model is registered"):
+        check_store_exists(f"sqlite:///{db}")
+    assert not db.exists()
+    db.touch()
+    check_store_exists(f"sqlite:///{db}")  # an existing file is left to MLflow

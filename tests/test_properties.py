@@ -174,3 +174,42 @@ def test_another_seed_is_a_different_model(fitted):
     features = gbm_features(inputs, bundle)
     assert not np.array_equal(refit.predict(features)["predicted_value"],
                               bundle.predict(features)["predicted_value"])
+
+
+@pytest.mark.parametrize("model", ["lightgbm", "bgnbd", "trailing-with-fallbacks"])
+def test_an_accounts_outputs_do_not_depend_on_the_accounts_scored_with_it(fitted, bundles,
+                                                                        model):
+    # Scoring one account (MLflow serving) or a subset gives what scoring the book gives:
+    # the margin shrinkage and the fallback's typical gap come from the training book.
+    _, inputs, _, _ = fitted
+    bundle = bundles[model]
+    features = gbm_features(inputs, bundle)
+    rows = [0, 3, 7]
+    # Row 3 as a one-order account (no gap), which the fallback gives the typical gap.
+    features.iloc[3, features.columns.get_loc("mean_gap_days")] = np.nan
+    book = bundle.predict(features)
+    assert "predicted_profit" in book  # the simulator has margins
+    pd.testing.assert_frame_equal(bundle.predict(features.iloc[rows]), book.iloc[rows])
+    for row in rows:
+        pd.testing.assert_frame_equal(bundle.predict(features.iloc[[row]]), book.iloc[[row]])
+
+
+def test_score_accounts_takes_an_id_column_and_refuses_unmatched_previous_tiers(fitted, bundles):
+    from keyltv.scoring.score import score_accounts
+
+    _, inputs, _, bundle = fitted
+    features = gbm_features(inputs, bundle)
+    scored = score_accounts(bundle, features, as_of=inputs.as_of, model_version="v",
+                            config=CONFIG)
+    # The shape `keyltv features` writes: the id as a column, not row numbers.
+    flat = score_accounts(bundle, features.rename_axis("customer_id").reset_index(),
+                          as_of=str(inputs.as_of), model_version="v", config=CONFIG)
+    pd.testing.assert_frame_equal(flat, scored)
+    with pytest.raises(InputError, match="features: duplicated customer id"):
+        score_accounts(bundle, pd.concat([features, features.head(1)]), as_of=inputs.as_of,
+                       model_version="v", config=CONFIG)
+    # A score file read back with its ids as numbers matches no account.
+    lost = pd.Series("A", index=range(len(features)))
+    with pytest.raises(InputError, match="previous: column 'customer_id': none of its"):
+        score_accounts(bundle, features, as_of=inputs.as_of, model_version="v", config=CONFIG,
+                       previous=lost)

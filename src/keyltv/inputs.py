@@ -21,7 +21,7 @@ from keyltv.data.io import (
     load_transactions,
     write_table,
 )
-from keyltv.data.schema import InputError
+from keyltv.data.schema import InputError, as_date
 
 if TYPE_CHECKING:  # pandas only where a frame is made: keyltv features needs none
     import pandas as pd
@@ -57,7 +57,7 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
                               decimal_separator=config.decimal_separator,
                               thousands_separator=config.thousands_separator)
         notes.update(_match_accounts(tx, attrs))
-    as_of = as_of or tx.last_date + timedelta(days=1)
+    as_of = as_date(as_of) if as_of is not None else tx.last_date + timedelta(days=1)
     if as_of <= tx.first_date:
         raise InputError(f"{tx.source}: --as-of {as_of} is on or before the first transaction "
                          f"({tx.first_date}); nothing to score")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from keyltv.config import Config
 from keyltv.data.io import write_table
-from keyltv.data.schema import InputError, redact_uri
+from keyltv.data.schema import InputError, as_date, redact_uri
 from keyltv.evaluation.backtest import (
     BLEND,
     MIN_HISTORY_DAYS,
@@ -38,6 +38,7 @@ from keyltv.models.bundle import (
     KeyLTVModel,
     TrainingData,
     book_margin_rate,
+    book_medians,
     fit_event_models,
     fit_value_model,
     training_data,
@@ -202,6 +203,7 @@ def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestRe
         trained_as_of=inputs.as_of,
         feature_columns=list(data.current.columns),
         margin_rate=book_margin_rate(data.current),
+        book_medians=book_medians(data.current),
         metrics={k: float(v) for k, v in result.table.loc[champion].items()},
         flag_thresholds=learn_flag_thresholds(result, champion, config),
     )
@@ -258,7 +260,9 @@ def _log_training(store: Store, run_id: str, inputs: Inputs, config: Config,
         store.log_figure(figure, f"plots/{name}")
     for name, model in result.models.items():
         with store.run(name, parent_id=run_id, tags={"keyltv.model": name}):
-            store.log_params({k: v for k, v in model.get_params().items()
+            params = model.tracking_params() if isinstance(model, BlendedLTV) else \
+                model.get_params()
+            store.log_params({k: v for k, v in params.items()
                               if isinstance(v, (int, float, str, bool))})
             store.log_metrics(result.table.loc[name].to_dict())
             fitted = getattr(model, "params_", None)
@@ -392,6 +396,7 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
 
 def evaluate(inputs: Inputs, config: Config, last_origin: date) -> list[OriginResult]:
     """Nested evaluation at ``last_origin`` and ``backtest.n_origins - 1`` earlier ones."""
+    last_origin = as_date(last_origin, "cutoff")
     origins = rolling_origins(last_origin, config.backtest.n_origins, config.backtest.step_days)
     # The origins step back from --cutoff: name the option, not an origin the user never gave.
     history = (origins[0] - inputs.log.first_date).days

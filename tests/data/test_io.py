@@ -708,3 +708,13 @@ def test_plain_day_shortcut_reads_what_the_iso_rule_reads():
     assert [r for r in rows if r[1] != r[2]] == []
     taken = {r[0] for r in rows}
     assert "2024-01-31" in taken and "0999-01-01" not in taken and " 999-01-01" not in taken
+
+
+def test_whole_float_ids_read_as_the_csv_export_writes_them():
+    # pandas stores an integer id column with a blank as float64.
+    rows = pd.DataFrame({"customer_id": [17850.0, 1.5, None, 3.0], "date": ["2024-01-01"] * 4,
+                         "amount": [1.0, 2.0, 3.0, 4.0]})
+    log = load_transactions(rows, drop_blank_ids=True)
+    assert log.daily()["customer_id"].tolist() == ["1.5", "17850", "3"]
+    accounts = load_accounts(pd.DataFrame({"customer_id": [17850.0, 3.0], "x": ["a", "b"]}))
+    assert accounts.index.tolist() == ["17850", "3"]

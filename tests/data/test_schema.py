@@ -61,3 +61,26 @@ def test_number_format_refuses_equal_or_unknown_separators():
     with pytest.raises(ValueError, match="decimal separator ';'"):
         NumberFormat(";")
     assert "-1.234,5" in NumberFormat(",", ".").hint()
+
+
+def test_as_date_reads_what_a_notebook_passes():
+    import datetime as dt
+
+    import numpy as np
+    import pandas as pd
+
+    from keyltv.data.schema import InputError, as_date, as_horizon
+
+    day = dt.date(2024, 1, 2)
+    for value in ("2024-01-02", day, dt.datetime(2024, 1, 2, 9), pd.Timestamp("2024-01-02 15:30"),
+                  np.datetime64("2024-01-02T10:00:00.123456789")):
+        assert as_date(value) == day
+    for value in ("2024/01/02", "2024-1-2", None, 5, pd.NaT, np.datetime64("NaT")):
+        with pytest.raises(InputError, match="as_of .*: expected a date such as 2024-07-01"):
+            as_date(value)
+    with pytest.raises(InputError, match="cutoff 2024-01-02 00:00:00\\+00:00: time-zone-aware"):
+        as_date(pd.Timestamp("2024-01-02", tz="UTC"), "cutoff")
+    assert as_horizon(np.int64(30)) == 30
+    for value in ("365", 0, -1, 1.5, True):
+        with pytest.raises(InputError, match="expected a whole number of days, at least 1"):
+            as_horizon(value)

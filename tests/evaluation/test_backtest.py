@@ -48,6 +48,8 @@ def test_backtest_needs_a_full_holdout(sim):
     log, _ = sim
     with pytest.raises(InputError, match="ends after the last transaction"):
         backtest(log, date(2024, 9, 1), FAST)
+    with pytest.raises(InputError, match="models: unknown model 'foo'; allowed: trailing"):
+        backtest(log, "2024-01-01", FAST, models=("trailing", "foo"))
 
 
 def test_validation_horizon_is_half_the_usable_history():

@@ -22,6 +22,16 @@ def test_random_ranking_is_near_zero(seed):
     assert abs(m.normalized_gini(actual, rng.random(actual.size))) < 0.03
 
 
+def test_top_share_shares_ties_whatever_the_row_order():
+    a = np.array([10.0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    tied = np.zeros(10)
+    assert m.top_share(a, tied, 0.1) == m.top_share(a[::-1], tied, 0.1) == pytest.approx(0.1)
+    # Two of three tied accounts fit in the top 4: they count with the tie's mean.
+    p = np.array([9.0, 5, 5, 5, 1, 1, 1, 1, 1, 1])
+    a = np.array([4.0, 6, 0, 0, 0, 0, 0, 0, 0, 0])
+    assert m.top_share(a, p, 0.3) == pytest.approx((4 + 2 * 2) / 10)
+
+
 def test_top_share_and_aggregate():
     assert m.top_share(ACTUAL, ACTUAL, 0.125) == pytest.approx(100 / 146)
     assert m.aggregate_ratio(ACTUAL, ACTUAL * 1.1) == pytest.approx(1.1)

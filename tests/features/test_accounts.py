@@ -151,3 +151,28 @@ def test_features_are_identical_on_every_run():
     first = account_features(log, date(2024, 12, 1), horizon_days=365)
     second = account_features(log, date(2024, 12, 1), horizon_days=365)
     pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+def test_as_of_may_be_text_or_a_timestamp_whose_time_is_dropped(tiny_log):
+    base = account_features(tiny_log, AS_OF, 30)
+    for as_of in ("2024-03-01", pd.Timestamp("2024-03-01 15:30"), np.datetime64("2024-03-01")):
+        pd.testing.assert_frame_equal(account_features(tiny_log, as_of, 30), base)
+    with pytest.raises(ValueError, match="as_of 2024-03-01 00:00:00-05:00: time-zone-aware"):
+        account_features(tiny_log, pd.Timestamp("2024-03-01", tz="America/New_York"), 30)
+    with pytest.raises(ValueError, match="horizon_days '30': expected a whole number"):
+        account_features(tiny_log, AS_OF, "30")
+    with pytest.raises(ValueError, match="horizon_days 0: expected a whole number"):
+        future_values(tiny_log, AS_OF, 0, base.index)
+
+
+def test_attributes_with_an_id_column_or_matching_nothing(tiny_log):
+    features = account_features(tiny_log, AS_OF, 30)
+    as_column = pd.DataFrame({"customer_id": ["7", "other"], "size": ["big", "small"]})
+    joined = with_attributes(features, as_column)
+    assert joined.index.tolist() == ["00042", "7"]
+    assert joined["attr_size"].isna().tolist() == [True, False]
+    assert joined.loc["7", "attr_size"] == "big"
+    assert "attr_customer_id" not in joined
+    # Indexed by row numbers: every attribute would be missing without a word.
+    with pytest.raises(ValueError, match="none of its 2 ids is among the 2 accounts"):
+        with_attributes(features, as_column.drop(columns="customer_id"))

@@ -83,7 +83,7 @@ def test_blended_model_sums_weighted_predictions_and_explains_its_heaviest_tree(
     # Negative component predictions are floored at zero before weighting.
     np.testing.assert_allclose(blend.predict(X), [9.0, 9.0, 9.0])
     assert blend.contributions(X)["f"].tolist() == [2.0, 2.0, 2.0]
-    assert blend.get_params() == {"weight_p": 0.5, "weight_g": 0.1, "weight_h": 2.0}
+    assert blend.tracking_params() == {"weight_p": 0.5, "weight_g": 0.1, "weight_h": 2.0}
 
 
 def test_blended_model_needs_every_weighted_component():

@@ -176,3 +176,20 @@ def test_model_pickled_before_the_offset_existed_still_predicts(stacked):
     del model.__dict__["run_rate_offset"], model.__dict__["horizon_days"]
     np.testing.assert_array_equal(model.predict(X), expected)
     assert model.contributions(X.head(3)).shape[0] == 3
+
+
+def test_contract_edges_from_the_api_audit(stacked):
+    X, y = stacked
+    events = (y > np.median(y)).astype(int)
+    with pytest.raises(NotFittedError):
+        GBMClassifier().predict(X)
+    with pytest.raises(TypeError, match="expects a pandas DataFrame"):
+        HybridRegressor(n_estimators=5, horizon_days=182).fit(X, y).predict(X.to_numpy())
+    # scikit-learn's "unseeded" and a RandomState are accepted, as by other estimators.
+    for seed in (None, np.random.RandomState(0)):
+        assert GBMRegressor(n_estimators=5, random_state=seed).fit(X, y).predict(X).shape == y.shape
+    with pytest.raises(ValueError, match="1 missing or infinite"):
+        GBMRegressor(n_estimators=5).fit(X, np.where(np.arange(len(y)) == 3, np.nan, y))
+    assert GBMClassifier(n_estimators=5).fit(X, events).predict(X).shape == y.shape
+    prob = ProbabilisticLTV(kind="bgnbd", horizon_days=182).fit(X)
+    np.testing.assert_array_equal(prob.predict_orders(X.head(3), horizon_days=0), 0.0)

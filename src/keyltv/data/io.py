@@ -628,6 +628,19 @@ _SPACE = r"[\s\x{00A0}\x{FEFF}]"
 _SPACE_CODES = "9, 10, 12, 13, 32, 160, 65279"
 
 
+def _id_text(column: str, column_type: str) -> str:
+    """SQL for an account id as text; a whole number stored as a float loses its ``.0``.
+
+    pandas stores an integer id column with a blank as float64: 17850 would become the
+    id '17850.0', which matches neither the CSV export's '17850' nor an account table.
+    """
+    quoted = _quoted(column)
+    if not column_type.startswith(("DOUBLE", "FLOAT", "DECIMAL")):
+        return f"CAST({quoted} AS VARCHAR)"
+    return (f"CASE WHEN {quoted} = trunc({quoted}) AND abs({quoted}) < 1e15 "
+            f"THEN CAST(CAST({quoted} AS BIGINT) AS VARCHAR) ELSE CAST({quoted} AS VARCHAR) END")
+
+
 def _quoted(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
@@ -683,10 +696,14 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
     def text(column: str) -> str:
         return _stripped(column) if strip else column
 
-    def raw(role: str) -> str:
-        return text(f"CAST({_quoted(mapping[role])} AS VARCHAR)") if role in mapping else "NULL"
-
     types = _source_types(con)
+
+    def raw(role: str) -> str:
+        if role not in mapping:
+            return "NULL"
+        if role == "customer_id":
+            return text(_id_text(mapping[role], types.get(mapping[role], "VARCHAR")))
+        return text(f"CAST({_quoted(mapping[role])} AS VARCHAR)")
     several = FILE_COLUMN in types
 
     def number(role: str, raw_column: str) -> str:
@@ -1100,7 +1117,7 @@ def load_accounts(
     types = _source_types(con)
     # Of several files, the column that names each row's file is no attribute.
     attributes = [c for c in found if c not in (id_column, FILE_COLUMN)]
-    select = [f"{_stripped(f'CAST({_quoted(id_column)} AS VARCHAR)')} AS {_quoted(id_column)}"]
+    select = [f"{_stripped(_id_text(id_column, types[id_column]))} AS {_quoted(id_column)}"]
     for i, column in enumerate(attributes):
         if types[column] == "VARCHAR":
             # The text, and the number it reads as in the configured form (NULL if none).

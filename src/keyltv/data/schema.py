@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 # A time followed by an offset, "Z" or "UTC": DuckDB would silently drop the offset when
@@ -128,6 +129,56 @@ _THOUSANDS_REGEX = {".": r"\.", ",": ",", " ": r"[ \x{00A0}\x{202F}]", "'": "'"}
 def reads_time_zone(date_format: str) -> bool:
     """Whether a strptime format reads an offset or zone name (``%z``, ``%Z``; not ``%%z``)."""
     return re.search("%[zZ]", date_format.replace("%%", "")) is not None
+
+
+def as_date(value: object, name: str = "as_of") -> date:
+    """A cut date from what a notebook passes: a date, ``YYYY-MM-DD``, a datetime.
+
+    keyltv works in days: a time of day is dropped (``pd.Timestamp.now()`` means today,
+    and only transactions of earlier days are read). A time-zone-aware value is refused,
+    as time-zone-aware dates in a log are: which local day it names is not known.
+
+    Raises
+    ------
+    InputError
+        For anything else, naming ``name`` and the value.
+    """
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value) if len(value) == 10 else _not_a_date(value, name)
+        except ValueError:
+            _not_a_date(value, name)
+    if type(value).__name__ == "datetime64":  # numpy's: a datetime, or None for NaT
+        value = value.astype("datetime64[us]").item()
+    if value is None or value != value:  # NaT is a datetime unequal to itself
+        _not_a_date(value, name)
+    if getattr(value, "tzinfo", None) is not None:
+        raise InputError(f"{name} {value!s}: time-zone-aware; pass the local date "
+                         "(e.g. value.date() in the log's time zone)")
+    if isinstance(value, datetime):  # pandas' Timestamp is one
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return _not_a_date(value, name)
+
+
+def _not_a_date(value: object, name: str) -> date:
+    raise InputError(f"{name} {describe_value(value)}: expected a date such as 2024-07-01 "
+                     "(datetime.date, 'YYYY-MM-DD' or a timestamp without time zone)")
+
+
+def as_horizon(value: object, name: str = "horizon_days") -> int:
+    """A horizon in whole days, at least 1 (numpy integers accepted).
+
+    Raises
+    ------
+    InputError
+        For a non-integer, a bool or a value below 1.
+    """
+    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < 1:
+        raise InputError(f"{name} {describe_value(value)}: expected a whole number of days, "
+                         "at least 1")
+    return int(value)
 
 
 def sql_literal(text: str) -> str:

@@ -15,9 +15,9 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from keyltv.config import Config
+from keyltv.config import MODEL_NAMES, Config
 from keyltv.data.io import TransactionLog
-from keyltv.data.schema import InputError
+from keyltv.data.schema import InputError, as_date
 from keyltv.evaluation.metrics import (
     HIGHER_IS_BETTER,
     auc,
@@ -90,6 +90,12 @@ def backtest(
     InputError
         If the log does not cover the whole evaluation window.
     """
+    cutoff = as_date(cutoff, "cutoff")
+    names = models or config.models
+    unknown = [m for m in names if m not in MODEL_NAMES]
+    if unknown:  # here, not in the loop below, which takes a ValueError as "cannot fit"
+        raise InputError(f"models: unknown model {unknown[0]!r}; allowed: "
+                         f"{', '.join(MODEL_NAMES)}")
     h = config.horizon_days
     end = log.last_date + timedelta(days=1)
     if cutoff + timedelta(days=h) > end:
@@ -107,7 +113,7 @@ def backtest(
          "trailing_value": data.current["trailing_value"]}
     )
     rows, skipped, fitted = {}, {}, {}
-    for name in models or config.models:
+    for name in names:
         started = time.perf_counter()
         try:
             model = fit_value_model(name, data, config)
@@ -223,6 +229,7 @@ def select_champion(
     Models that cannot be fitted at the validation cutoff (e.g. LightGBM on a very
     short history) are not eligible: keyltv only deploys what it could evaluate.
     """
+    as_of = as_date(as_of)
     try:
         h_v = validation_horizon(log.first_date, as_of, config)
     except InputError as exc:

@@ -62,21 +62,28 @@ def spearman(actual: object, predicted: object) -> float:
 
 
 def top_share(actual: object, predicted: object, share: float) -> float:
-    """Share of total actual value held by the top ``share`` of accounts by prediction."""
+    """Share of total actual value held by the top ``share`` of accounts by prediction.
+
+    Accounts tied with the last one taken count with their mean actual value for the
+    places left (the expected share under a random order of the tie), not by row order.
+    """
     a, p = _arrays(actual, predicted)
     if not 0 < share <= 1:
         raise ValueError(f"share must be in (0, 1], got {share}")
     if a.sum() <= 0:
         return float("nan")
     k = max(1, int(round(share * len(a))))
-    top = np.argsort(-p, kind="stable")[:k]
-    return float(a[top].sum() / a.sum())
+    last = np.sort(p)[::-1][k - 1]
+    above, tied = p > last, p == last
+    taken = a[above].sum() + (k - above.sum()) * a[tied].mean()
+    return float(taken / a.sum())
 
 
 def decile_mape(actual: object, predicted: object, n_bins: int = 10) -> float:
     """Mean over predicted deciles of ``|mean predicted - mean actual| / mean actual``.
 
-    Deciles whose mean actual value is 0 are skipped (the ratio is undefined).
+    Deciles whose mean actual value is 0 are skipped (the ratio is undefined). Tied
+    predictions are split between deciles by row order (bins must be whole accounts).
     """
     a, p = _arrays(actual, predicted)
     bins = pd.qcut(pd.Series(p).rank(method="first"), q=min(n_bins, len(p)), labels=False)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from keyltv.data.io import TransactionLog
-from keyltv.data.schema import InputError
+from keyltv.data.schema import InputError, as_date, as_horizon
 from keyltv.features.definitions import feature_sql
 
 # Prefix of the account attribute columns in a feature frame.
@@ -35,7 +35,9 @@ def account_features(log: TransactionLog, as_of: date, horizon_days: int) -> pd.
     log : TransactionLog
         Validated log.
     as_of : datetime.date
-        Cut date; nothing on or after it is read.
+        Cut date; nothing on or after it is read. Also ``"YYYY-MM-DD"`` or a datetime
+        without time zone, whose time of day is dropped (see
+        :func:`~keyltv.data.schema.as_date`).
     horizon_days : int
         Prediction horizon; sets the trailing and previous value windows.
 
@@ -44,6 +46,7 @@ def account_features(log: TransactionLog, as_of: date, horizon_days: int) -> pd.
     pandas.DataFrame
         Indexed by ``customer_id`` (sorted), columns :data:`FEATURE_COLUMNS`.
     """
+    as_of, horizon_days = as_date(as_of), as_horizon(horizon_days)
     frame = log.con.execute(feature_sql(), {"as_of": as_of, "h": horizon_days}).df()
     frame = frame.set_index("customer_id")
     frame.index = frame.index.astype(str)
@@ -67,7 +70,8 @@ def future_values(
         Columns ``value``, ``orders``, ``profit`` (NaN without margins), one row per
         account of ``index``.
     """
-    end = as_of + timedelta(days=horizon_days)
+    as_of = as_date(as_of)
+    end = as_of + timedelta(days=as_horizon(horizon_days))
     frame = log.con.execute(_LABELS_SQL, {"as_of": as_of, "end": end}).df()
     frame = frame.set_index("customer_id")
     frame.index = frame.index.astype(str)
@@ -163,9 +167,24 @@ def with_attributes(features: pd.DataFrame, accounts: pd.DataFrame | None) -> pd
 
     Accounts missing from the attribute table get missing values, which LightGBM
     treats as their own branch; attribute rows without transactions are not added.
+    ``accounts`` is indexed by ``customer_id`` (as :func:`keyltv.data.io.load_accounts`
+    returns it) or has a ``customer_id`` column.
+
+    Raises
+    ------
+    InputError
+        When no id of ``accounts`` is among the features' accounts: every attribute
+        would be missing (ids of another type, or the table indexed by row numbers).
     """
+    if accounts is not None and "customer_id" in accounts.columns:
+        accounts = accounts.set_index("customer_id")
     if accounts is None or accounts.shape[1] == 0:
         return features
+    if len(features) and len(accounts) and not accounts.index.isin(features.index).any():
+        raise InputError(
+            f"account table: none of its {len(accounts)} ids is among the {len(features)} "
+            f"accounts (e.g. {accounts.index[0]!r} there, {features.index[0]!r} here); index "
+            "it by customer_id, or give it a customer_id column, with the log's ids as text")
     attrs = accounts.add_prefix(ATTRIBUTE_PREFIX)
     joined = features.join(attrs, how="left")
     # join() turns categoricals with missing rows into object in some pandas versions.

@@ -28,6 +28,7 @@ from datetime import date
 from pathlib import Path
 
 from keyltv.data.io import TransactionLog, copy_query
+from keyltv.data.schema import as_date, as_horizon
 
 WINDOWS = (30, 90, 180, 365)
 # Time constants (days) of the exponentially weighted value: recent value counts most.
@@ -183,7 +184,8 @@ def write_account_features(log: TransactionLog, as_of: date, horizon_days: int,
     int
         Accounts written.
     """
-    return copy_query(log.con, feature_sql(), {"as_of": as_of, "h": horizon_days}, path)
+    params = {"as_of": as_date(as_of), "h": as_horizon(horizon_days)}
+    return copy_query(log.con, feature_sql(), params, path)
 
 
 FEATURE_COLUMNS = [

@@ -175,8 +175,12 @@ class BlendedLTV:
             parts["trailing_value"] = X["trailing_value"].to_numpy()
         return blend(blend_columns(parts, names, stratified), weighted)
 
-    def get_params(self, deep: bool = False) -> dict[str, float]:
-        """Weights by component (``weight_<name>``), for tracking."""
+    def tracking_params(self) -> dict[str, float]:
+        """Weights by component (``weight_<name>``), for tracking.
+
+        Not ``get_params``: the blend is a fitted combination, not a scikit-learn
+        estimator, and ``clone`` would try to rebuild it from these.
+        """
         return {f"weight_{name}": w for name, w in self.weights.items()}
 
     def explained_component(self) -> object | None:

@@ -251,6 +251,12 @@ class KeyLTVModel:
         Columns the models read (features and ``attr_*``), checked at scoring time.
     margin_rate : float or None
         Book-wide margin rate, the prior that thin histories shrink towards.
+    book_medians : dict
+        The training book's median ``value_total`` (the weight at which an account's
+        own margin rate counts as much as the book's) and ``mean_gap_days`` (the gap of
+        the fallback without a count model). Learned at fit time, so that an account's
+        outputs do not depend on which other accounts are scored with it; a bundle
+        saved before they existed uses the scored batch's medians.
     flag_thresholds : dict
         Flag thresholds learned in the backtest to meet the precision targets
         (``Flags`` field -> value); they replace the config's fixed thresholds.
@@ -266,6 +272,7 @@ class KeyLTVModel:
     feature_columns: list[str]
     margin_rate: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    book_medians: dict[str, float] = field(default_factory=dict)
     flag_thresholds: dict[str, float] = field(default_factory=dict)
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
@@ -300,7 +307,7 @@ class KeyLTVModel:
         # Fallback without a count model: the account's own order rate, and survival
         # decaying with recency measured in its own (or the typical) gaps.
         rate = features["orders_total"] / features["tenure_days"].clip(lower=1.0)
-        gap = features["mean_gap_days"].fillna(features["mean_gap_days"].median())
+        gap = features["mean_gap_days"].fillna(self._book_median(features, "mean_gap_days"))
         gap = gap.fillna(float(self.horizon_days))
         alive = np.exp(-features["days_since_last_order"] / gap.clip(lower=1.0))
         return (rate * self.horizon_days).to_numpy(), alive.clip(0, 1).to_numpy()
@@ -321,9 +328,15 @@ class KeyLTVModel:
         """Own margin rate, shrunk towards the book's rate for accounts with little value."""
         own = features["margin_rate"].to_numpy(dtype=float)
         weight = features["value_total"].clip(lower=0.0).to_numpy(dtype=float)
-        prior = max(float(np.median(weight)), 1.0)
+        prior = max(self._book_median(features, "value_total"), 1.0)
         w = weight / (weight + prior)
         return np.where(np.isnan(own), self.margin_rate, w * np.nan_to_num(own) + (1 - w) * self.margin_rate)
+
+    def _book_median(self, features: pd.DataFrame, column: str) -> float:
+        """The training book's median of ``column`` (see ``book_medians``)."""
+        # getattr: a bundle pickled before the field existed has no such attribute.
+        known = getattr(self, "book_medians", {})
+        return float(known[column]) if column in known else _median(features, column)
 
     def explain(self, features: pd.DataFrame, target: str = "value") -> pd.DataFrame | None:
         """Per-row feature contributions behind one output, or None if it has none.
@@ -341,6 +354,18 @@ class KeyLTVModel:
             return None
         contributions = getattr(model, "contributions", None)
         return contributions(features) if contributions else None
+
+
+def book_medians(features: pd.DataFrame) -> dict[str, float]:
+    """Medians of the book that scoring needs (see :class:`KeyLTVModel`), NaN-free."""
+    medians = {c: _median(features, c) for c in ("value_total", "mean_gap_days")}
+    return {k: v for k, v in medians.items() if not np.isnan(v)}
+
+
+def _median(features: pd.DataFrame, column: str) -> float:
+    """Median of the known values of ``column`` (value clipped at 0); NaN if none."""
+    values = features[column].clip(lower=0.0) if column == "value_total" else features[column]
+    return float(values.median())
 
 
 def book_margin_rate(features: pd.DataFrame) -> float | None:

@@ -11,6 +11,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from keyltv.models._frames import require_columns
@@ -107,8 +108,12 @@ class _LGBMBase(BaseEstimator):
 
     def _held_out(self, index: pd.Index, target: np.ndarray) -> np.ndarray | None:
         """Rows of the held-out accounts; None when too few are left to hold some out."""
+        # The seed keys the hash; None (scikit-learn's "unseeded") and a RandomState
+        # draw one, as they would for any other random choice.
+        seed = check_random_state(self.random_state).randint(2**31) \
+            if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state)
         keys = pd.util.hash_pandas_object(pd.Series(index.astype(str)), index=False,
-                                          hash_key=f"{self.random_state:016d}"[-16:])
+                                          hash_key=f"{seed:016d}"[-16:])
         held = (keys.to_numpy() % 1000) < self.validation_fraction * 1000
         if held.all() or not held.any() or len(np.unique(target[~held])) < 2:
             return None
@@ -214,9 +219,17 @@ class GBMRegressor(RegressorMixin, _LGBMBase):
         self.n_jobs = n_jobs
 
     def fit(self, X: pd.DataFrame, y: object, sample_weight: object = None) -> GBMRegressor:
-        """Fit on features ``X`` and non-negative value ``y`` (negatives are floored)."""
+        """Fit on features ``X`` and non-negative value ``y`` (negatives are floored).
+
+        ``X``'s index is the account id: early stopping holds out whole accounts by a
+        hash of it (rows of one account stacked from several cutoffs stay together).
+        """
         frame = self._prepare(X, fit=True)
         target = np.clip(np.asarray(y, dtype=float), 0.0, None)
+        if target.ndim != 1 or not np.isfinite(target).all():
+            raise ValueError(f"{type(self).__name__}: y must be one finite value per row; "
+                             f"got shape {target.shape} with "
+                             f"{int((~np.isfinite(target)).sum())} missing or infinite")
         offset = None
         if self.run_rate_offset:
             if self.objective not in LOG_LINK_OBJECTIVES:
@@ -356,6 +369,7 @@ class GBMClassifier(ClassifierMixin, _LGBMBase):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Most likely class."""
+        check_is_fitted(self, "model_")
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
@@ -408,6 +422,7 @@ class HybridRegressor(GBMRegressor):
         return super().fit(enriched, y, sample_weight=sample_weight)
 
     def _prepare(self, X: pd.DataFrame, *, fit: bool) -> pd.DataFrame:
+        require_columns(X, [], type(self).__name__)  # a DataFrame, before X.columns
         if not fit and not set(self.PROB_COLUMNS) <= set(X.columns):
             X = _with_prob_columns(X, self.prob_model_)
         return super()._prepare(X, fit=fit)

@@ -146,7 +146,7 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
         """Expected number of orders in the next ``horizon_days`` (default: the horizon)."""
         check_is_fitted(self)
         weeks = _in_weeks(X)
-        t = (horizon_days or self.horizon_days) / DAYS_PER_WEEK
+        t = (self.horizon_days if horizon_days is None else horizon_days) / DAYS_PER_WEEK
         with np.errstate(all="ignore"):
             orders = self._fitter().conditional_expected_number_of_purchases_up_to_time(
                 t, weeks["frequency"], weeks["recency"], weeks["T"]

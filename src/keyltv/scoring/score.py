@@ -12,7 +12,7 @@ import pandas as pd
 
 from keyltv.config import Config, Flags
 from keyltv.data.io import load_accounts
-from keyltv.data.schema import InputError, describe_value
+from keyltv.data.schema import InputError, as_date, describe_value
 from keyltv.scoring.reasons import explain_flags
 from keyltv.scoring.rules import THRESHOLDED_FLAGS, TIER_ORDER, apply_flags, tier_migrations
 
@@ -103,10 +103,19 @@ def score_accounts(
     bundle : KeyLTVModel
         Loaded predictor.
     features : pandas.DataFrame
-        Features at ``as_of`` (with ``attr_*`` columns when the model uses attributes).
+        Features at ``as_of`` (with ``attr_*`` columns when the model uses attributes),
+        indexed by ``customer_id`` or with a ``customer_id`` column (as written by
+        ``keyltv features``).
+    as_of : datetime.date
+        Also ``"YYYY-MM-DD"`` or a datetime (see :func:`~keyltv.data.schema.as_date`).
     previous : pandas.Series, optional
         Tier per account from an earlier score file, for ``previous_tier`` and
-        ``tier_change``.
+        ``tier_change`` (see :func:`read_previous_tiers`).
+
+    Raises
+    ------
+    InputError
+        Duplicated account ids, or ``previous`` sharing no id with ``features``.
 
     Returns
     -------
@@ -114,17 +123,39 @@ def score_accounts(
         Columns of :data:`SCORE_COLUMNS` that apply (profit only with margins,
         migrations only with ``previous``).
     """
+    features = indexed_by_account(features, "features")
+    if previous is not None:
+        match_previous(previous, features.index, "previous")
     outputs = bundle.predict(features)
     outputs["trailing_value"] = features["trailing_value"].clip(lower=0.0)
     scored = apply_flags(outputs, scoring_flags(bundle, config), config.tiers)
     scored["reasons"] = explain_flags(bundle, features, scored)
     if previous is not None:
         scored = scored.join(tier_migrations(scored["tier"], previous))
-    scored["as_of"] = as_of.isoformat()
+    scored["as_of"] = as_date(as_of).isoformat()
     scored["horizon_days"] = bundle.horizon_days
     scored["model_version"] = model_version
     scored = scored.rename_axis("customer_id").reset_index().sort_values("customer_id")
     return scored[[c for c in SCORE_COLUMNS if c in scored.columns]].reset_index(drop=True)
+
+
+def indexed_by_account(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``frame`` indexed by its ``customer_id`` column, if it has one; ids must be unique.
+
+    Without this, a frame with the id as a column would be scored under its row numbers.
+
+    Raises
+    ------
+    InputError
+        When an id occurs twice.
+    """
+    if "customer_id" in frame.columns:
+        frame = frame.set_index("customer_id")
+    duplicated = frame.index[frame.index.duplicated()]
+    if len(duplicated):
+        raise InputError(f"{name}: duplicated customer id {duplicated[0]!r} "
+                         f"({len(duplicated)} duplicate row(s))")
+    return frame
 
 
 def scoring_flags(bundle: object, config: Config) -> Flags:

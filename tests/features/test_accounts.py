@@ -174,5 +174,8 @@ def test_attributes_with_an_id_column_or_matching_nothing(tiny_log):
     assert joined.loc["7", "attr_size"] == "big"
     assert "attr_customer_id" not in joined
     # Indexed by row numbers: every attribute would be missing without a word.
-    with pytest.raises(ValueError, match="none of its 2 ids is among the 2 accounts"):
+    with pytest.raises(ValueError, match="its index holds integer values such as 0, not"):
         with_attributes(features, as_column.drop(columns="customer_id"))
+    # Text ids that match no account yet (a new account's row at an early cutoff) are fine.
+    later = with_attributes(features, as_column.assign(customer_id=["new1", "new2"]))
+    assert later["attr_size"].isna().all()

@@ -173,18 +173,19 @@ def with_attributes(features: pd.DataFrame, accounts: pd.DataFrame | None) -> pd
     Raises
     ------
     InputError
-        When no id of ``accounts`` is among the features' accounts: every attribute
-        would be missing (ids of another type, or the table indexed by row numbers).
+        When the table's ids are not text, as the log's are: every attribute would be
+        missing (a table indexed by row numbers, or ids read as numbers).
     """
     if accounts is not None and "customer_id" in accounts.columns:
         accounts = accounts.set_index("customer_id")
     if accounts is None or accounts.shape[1] == 0:
         return features
-    if len(features) and len(accounts) and not accounts.index.isin(features.index).any():
+    kind = pd.api.types.infer_dtype(accounts.index, skipna=True)
+    if len(accounts) and kind not in ("string", "empty"):
         raise InputError(
-            f"account table: none of its {len(accounts)} ids is among the {len(features)} "
-            f"accounts (e.g. {accounts.index[0]!r} there, {features.index[0]!r} here); index "
-            "it by customer_id, or give it a customer_id column, with the log's ids as text")
+            f"account table: its index holds {kind} values such as {accounts.index[0]!r}, "
+            "not the log's account ids (text such as '00042'); index it by customer_id, or "
+            "give it a customer_id column, with the ids as text")
     attrs = accounts.add_prefix(ATTRIBUTE_PREFIX)
     joined = features.join(attrs, how="left")
     # join() turns categoricals with missing rows into object in some pandas versions.

@@ -39,7 +39,7 @@ def test_first_model_becomes_champion(trained):
 def test_gate_keeps_the_champion_and_says_why(trained):
     store, _, second = trained
     assert not second.promoted
-    assert "does not beat champion version 1" in second.reason
+    assert "does not beat version 1 (" in second.reason and "same backtest" in second.reason
     assert str(store.champion_version().version) == "1"
     version = store.client.get_model_version(store.model_name, second.version)
     assert version.tags["not_promoted"] == second.reason
@@ -52,6 +52,12 @@ def test_training_run_carries_the_review_record(trained):
     assert "seed" in run.data.params and "data_hash" in run.data.params
     assert "trailing_normalized_gini" in run.data.metrics
     assert run.data.tags["mlflow.note.content"].startswith(f"**Champion: {first.champion}**")
+    # The registry's decision is on the run page and on the version page.
+    assert run.data.tags["mlflow.note.content"].endswith(
+        "**Registry:** version 1, now @champion: no champion yet")
+    assert run.data.params["promoted"] == "True"
+    version = store.client.get_model_version(store.model_name, first.version)
+    assert version.description == "**Registry:** version 1, now @champion: no champion yet"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id)}
     assert {"backtest.html", "config.yaml", "data_fingerprint.json", "plots"} <= artifacts
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id, "plots")}
@@ -65,3 +71,42 @@ def test_training_run_carries_the_review_record(trained):
     # ... and whether the trees started from each account's run rate (4 years of log: yes).
     assert gbm["params.run_rate_offset"].iloc[0] == "True"
     assert 0.75 <= run.data.metrics["interval_holdout_coverage"] <= 1.0
+
+
+class _Registry:
+    """A store whose champion is one model version with these tags."""
+
+    def __init__(self, **tags):
+        self.tags = {"champion": "hybrid", "metric": "normalized_gini", "metric_value": "0.9",
+                     "data_hash": "h1", "horizon_days": "182", "trained_as_of": "2024-01-01",
+                     **tags}
+
+    def champion_version(self):
+        return type("Version", (), {"version": "3", "tags": self.tags})()
+
+
+NEW = {"champion": "lightgbm", "metric": "normalized_gini", "metric_value": "0.95",
+       "data_hash": "h1", "horizon_days": "182", "trained_as_of": "2024-01-01"}
+TABLE = __import__("pandas").DataFrame(
+    {"normalized_gini": [0.95, 0.96], "mae": [10.0, 9.0]}, index=["lightgbm", "hybrid"])
+
+
+@pytest.mark.parametrize(("champion_tags", "new", "promoted", "reason"), [
+    ({}, {}, True, "normalized_gini 0.9500 beats version 3 (0.9000, same backtest): +0.0500"),
+    ({}, {"metric_value": "0.9"}, False, "does not beat version 3 (0.9000, same backtest) by "
+     "more than selection.min_improvement=0.0 (+0.0000); @champion stays on version 3"),
+    # Another as_of: the champion's kind, refitted on this holdout, is the bar.
+    ({"trained_as_of": "2023-07-01"}, {}, False,
+     "does not beat hybrid, version 3's kind, refitted in this backtest (0.9600)"),
+    ({"trained_as_of": "2023-07-01", "champion": "lightgbm"}, {}, True,
+     "same kind of model (lightgbm); refitted on newer data (2024-01-01), it replaces it"),
+    # Another metric, on the same data: compared on the new metric's row of its kind.
+    ({}, {"metric": "mae", "metric_value": "10"}, False,
+     "mae 10.0000 does not beat hybrid, version 3's kind, refitted in this backtest (9.0000)"),
+    ({"data_hash": "h0", "champion": "pareto"}, {}, True,
+     "beats version 3 (0.9000, on a different backtest): +0.0500"),
+    ({"horizon_days": "365"}, {}, True, "predicts another horizon (365 days); replaced"),
+])
+def test_gate_compares_on_the_same_holdout(champion_tags, new, promoted, reason):
+    got = workflows._gate(_Registry(**champion_tags), {**NEW, **new}, CONFIG, TABLE)
+    assert got[0] is promoted and reason in got[1], got[1]

@@ -29,7 +29,7 @@ from keyltv.evaluation.backtest import (
     validation_horizon,
 )
 from keyltv.evaluation.metrics import HIGHER_IS_BETTER
-from keyltv.evaluation.review import backtest_figures, feature_importance
+from keyltv.evaluation.review import backtest_figures, explained_model
 from keyltv.features import account_features, with_attributes
 from keyltv.features.accounts import ATTRIBUTE_PREFIX
 from keyltv.inputs import Inputs, feature_table, load_inputs  # noqa: F401 (jobs' API)
@@ -117,9 +117,16 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
             "trained_as_of": inputs.as_of.isoformat(),
         }
         version = store.log_bundle(bundle, example, tags)
-        promoted, reason = _gate(store, tags, config)
+        promoted, reason = _gate(store, tags, config, result.table)
         store.log_dict({"version": version, "promoted": promoted, "reason": reason},
                        "registry.json")
+        # The decision on the run page and the version page, where a reviewer looks.
+        decision = (f"**Registry:** version {version}, "
+                    f"{'now @champion' if promoted else 'not promoted'}: {reason}")
+        store.set_description(training_summary(result, champion, config.selection.metric)
+                              + "\n\n" + decision)
+        store.log_params({"registered_version": version, "promoted": promoted})
+        store.describe_version(version, decision)
     if promoted:
         store.set_champion(version)
     else:
@@ -287,49 +294,74 @@ def training_summary(result: BacktestResult, champion: str, metric: str) -> str:
     lines = [f"**Champion: {champion}** (by {metric}, backtest fitted before {result.cutoff}, "
              f"judged on the next {result.horizon_days} days, {len(result.predictions)} accounts)",
              ""]
+    better = "higher" if HIGHER_IS_BETTER[metric] > 0 else "lower"
     for peer in peers:
-        gain = table.loc[champion, metric] - table.loc[peer, metric]
+        gain = HIGHER_IS_BETTER[metric] * (table.loc[champion, metric] - table.loc[peer, metric])
         lines.append(f"- vs {peer}: {metric} {table.loc[champion, metric]:.4f} vs "
-                     f"{table.loc[peer, metric]:.4f} ({gain:+.4f})")
+                     f"{table.loc[peer, metric]:.4f} ({gain:+.4f}; {better} is better)")
     if champion == BLEND:
         parts = ", ".join(f"{m} x {w:.3g}" for m, w in result.blend_weights.items())
         lines += ["", f"Blend weights (fitted on this holdout; its metrics are 5-fold "
                       f"cross-fitted over accounts): {parts}"]
-    importance = feature_importance(result.models.get(champion))
-    if importance is not None:
-        names, gains = importance
+    explained = explained_model(result, champion)
+    if explained is not None:
+        name, (names, gains) = explained
         top = [names[i] for i in np.argsort(gains)[::-1][:5]]
-        lines += ["", f"Top drivers (gain): {', '.join(top)}"]
+        whose = "" if name == champion else f" of {name}, the best tree model"
+        lines += ["", f"Top drivers (gain{whose}): {', '.join(top)}"]
     for name, why in result.skipped.items():
         lines.append(f"- not eligible: {name} ({why})")
     lines += ["", "Plots under `plots/`, the full table in `backtest.html`."]
     return "\n".join(lines)
 
 
-def _gate(store: Store, tags: dict[str, str], config: Config) -> tuple[bool, str]:
+def _gate(store: Store, tags: dict[str, str], config: Config,
+          table: pd.DataFrame | None = None) -> tuple[bool, str]:
     """Move ``@champion`` only if the new model beats it on the primary backtest metric.
 
-    The comparison is between recorded backtest metrics. A champion trained for another
-    horizon or judged by another metric predicts or measures something else: it is
-    replaced, and the reason says so.
+    Metrics of two backtests compare only on the same holdout: the same data (hash)
+    cut at the same ``as_of``, judged by the same metric. Otherwise the champion's kind
+    of model (its ``champion`` tag: ``hybrid``, ``blend``...) was refitted in this
+    backtest, and the new model must beat that row of ``table``; a champion of the
+    same kind on newer data replaces it (the same model, fresher). A champion trained
+    for another horizon predicts something else: it is replaced. In every case the
+    gain must be positive (a tie keeps the champion) and at least
+    ``selection.min_improvement``.
     """
     current = store.champion_version()
     if current is None:
         return True, "no champion yet"
-    old = current.tags
-    if old.get("horizon_days") != tags["horizon_days"] or old.get("metric") != tags["metric"]:
-        return True, (f"version {current.version} has another horizon or metric "
-                      f"({old.get('horizon_days')} days, {old.get('metric')}); replaced")
-    sign = HIGHER_IS_BETTER[tags["metric"]]
-    new_value, old_value = float(tags["metric_value"]), float(old["metric_value"])
+    old, metric = current.tags, tags["metric"]
+    if old.get("horizon_days") != tags["horizon_days"]:
+        return True, (f"version {current.version} predicts another horizon "
+                      f"({old.get('horizon_days')} days); replaced")
+    sign = HIGHER_IS_BETTER[metric]
+    new_value = float(tags["metric_value"])
+    same_holdout = (old.get("data_hash") == tags["data_hash"]
+                    and old.get("trained_as_of") == tags["trained_as_of"])
+    kind = old.get("champion")
+    if same_holdout and old.get("metric") == metric:
+        old_value = float(old["metric_value"])
+        against = f"version {current.version} ({old_value:.4f}, same backtest)"
+    elif table is not None and kind in table.index:
+        if kind == tags["champion"] and not same_holdout:
+            return True, (f"version {current.version} is the same kind of model ({kind}); "
+                          f"refitted on newer data ({tags['trained_as_of']}), it replaces it")
+        old_value = float(table.loc[kind, metric])
+        against = (f"{kind}, version {current.version}'s kind, refitted in this backtest "
+                   f"({old_value:.4f})")
+    elif old.get("metric") == metric:
+        old_value = float(old["metric_value"])
+        against = f"version {current.version} ({old_value:.4f}, on a different backtest)"
+    else:
+        return True, (f"version {current.version} was judged by {old.get('metric')} and its "
+                      f"kind ({kind}) is not in this backtest; replaced")
     gain = sign * (new_value - old_value)
-    same_data = "" if old.get("data_hash") == tags["data_hash"] else " (backtests on different data)"
-    if gain >= config.selection.min_improvement:
-        return True, (f"{tags['metric']} {new_value:.4f} vs {old_value:.4f} of version "
-                      f"{current.version}: {gain:+.4f}{same_data}")
-    return False, (f"{tags['metric']} {new_value:.4f} does not beat champion version "
-                   f"{current.version} ({old_value:.4f}) by selection.min_improvement="
-                   f"{config.selection.min_improvement}{same_data}")
+    if gain > 0 and gain >= config.selection.min_improvement:
+        return True, f"{metric} {new_value:.4f} beats {against}: {gain:+.4f}"
+    return False, (f"{metric} {new_value:.4f} does not beat {against} by more than "
+                   f"selection.min_improvement={config.selection.min_improvement} "
+                   f"({gain:+.4f}); @champion stays on version {current.version}")
 
 
 @dataclass

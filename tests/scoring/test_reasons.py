@@ -12,7 +12,7 @@ def test_phrases_quote_the_accounts_own_numbers():
     assert describe_feature("recency_ratio", ROW) == "no order for 120 days, 3.0x its usual gap"
     assert describe_feature("trend", ROW) == "value down 50% on the horizon before"
     assert describe_feature("attr_industry", ROW) == "industry = retail"
-    assert describe_feature("value_90d", ROW) == "value in the last 90 days: 1,234"
+    assert describe_feature("value_90d", ROW) == "value 1,234 in the last 90 days"
     assert describe_feature("margin_rate", ROW) is None
     assert describe_feature("unknown_feature", ROW) is None
 
@@ -29,3 +29,40 @@ def test_top_reasons_keep_positive_drivers_in_order():
     assert got["a"] == ("no order for 120 days, 3.0x its usual gap; "
                         "value down 50% on the horizon before; industry = retail")
     assert got["b"] == "value down 50% on the horizon before"
+
+
+def test_every_feature_has_its_own_phrase_and_none_is_read_from_a_suffix():
+    from keyltv.features.definitions import FEATURE_COLUMNS
+    from keyltv.scoring.reasons import PHRASES
+
+    assert [c for c in FEATURE_COLUMNS if c not in PHRASES] == []
+    row = pd.Series({"value_centroid_ratio_730d": 0.8, "ewm_value_90d": 46267.0,
+                     "ewm_orders_180d": 11.2, "orders_30d": 2.0, "attr_employees": 12188.0,
+                     "attr_share": 0.125})
+    # These once read as "value in the last 30 days: 1" and "orders in the last 90 days".
+    assert describe_feature("value_centroid_ratio_730d", row) == (
+        "value weighted to recent days of the last two years (0.80x the midpoint's age)")
+    assert describe_feature("ewm_value_90d", row) == (
+        "recent value 46,267 (each day's value fading over 90 days)")
+    assert describe_feature("ewm_orders_180d", row).startswith("recent orders weigh 11.2")
+    assert describe_feature("orders_30d", row) == "2 orders in the last 30 days"
+    assert describe_feature("attr_employees", row) == "employees = 12,188"
+    assert describe_feature("attr_share", row) == "share = 0.125"
+
+
+def test_a_low_margin_account_is_told_its_margin_first():
+    from keyltv.scoring.reasons import explain_flags
+
+    class Stub:  # explains value by trailing value alone
+        def explain(self, features, target):
+            return pd.DataFrame({"trailing_value": 1.0}, index=features.index)
+
+    features = pd.DataFrame([ROW, ROW], index=["a", "b"])
+    scored = pd.DataFrame({"at_risk": [False, False], "high_potential": [False, False],
+                           "key_account": [False, True], "low_margin_key": [True, False],
+                           "predicted_value": [200.0, 100.0],
+                           "predicted_profit": [6.0, 30.0]}, index=["a", "b"])
+    got = explain_flags(Stub(), features, scored)
+    assert got["a"] == ("predicted profit only 3% of its predicted value; "
+                        "value 50 over the last horizon")
+    assert got["b"] == "value 50 over the last horizon"

@@ -66,14 +66,15 @@ def test_rendering_leaves_no_open_figure(page):
 
 
 def test_optional_sections_appear_only_with_their_columns(page):
-    assert "Low-margin key accounts" not in page and "Tier migrations" not in page
+    assert "Low-margin valuable accounts" not in page and "Tier migrations" not in page
     scores = score_table(predicted_profit=[30.0, 2.0, 1.0, 0.1, 0.0])
     migrations = tier_migrations(scores.set_index("customer_id")["tier"],
                                  pd.Series({EVIL_ID: "B", "00007": "A", "00099": "A"}))
     scores = scores.join(migrations, on="customer_id")
     scores["reasons"] = ["", "orders slowing; <no> margin", "", "", ""]
     html = render_report(scores, title="t")
-    assert "<h2>Low-margin key accounts</h2>" in html and "<h2>Tier migrations</h2>" in html
+    assert "<h2>Low-margin valuable accounts (false key accounts)</h2>" in html
+    assert "<h2>Tier migrations</h2>" in html
     assert "total predicted profit" in html
     assert "up: 1, down: 1, same: 0, new: 3" in html
     assert "orders slowing; &lt;no&gt; margin" in html

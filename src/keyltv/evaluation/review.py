@@ -55,8 +55,12 @@ def backtest_figures(result: BacktestResult, champion: str) -> dict[str, Figure]
     events = result.events
     if "p_alive" in events and "actual_orders" in p:
         fig, ax = _figure()
-        plot_calibration(p["actual_orders"] > 0, events["p_alive"], ax=ax, label="P(alive)")
-        ax.set_title("P(alive) vs share that ordered again in the horizon")
+        # Equal-count bins: P(alive) bunches near 1, and equal-width bins near 0 held a
+        # handful of accounts each, a curve jumping between 0 and 1.
+        plot_calibration(p["actual_orders"] > 0, events["p_alive"], ax=ax, label="P(alive)",
+                         strategy="quantile")
+        ax.set_title(f"P(alive) vs share that ordered again in the horizon\n"
+                     f"(10 bins of about {len(p) // 10:,} accounts)")
         figures["calibration_p_alive.png"] = fig
         current = result.data.current
         fig, ax = _figure()
@@ -67,13 +71,35 @@ def backtest_figures(result: BacktestResult, champion: str) -> dict[str, Figure]
         had_value = p["trailing_value"] > 0
         fig, ax = _figure()
         plot_calibration(events["decline"][had_value], events["decline_risk"][had_value],
-                         ax=ax, label="decline risk")
-        ax.set_title("Decline risk vs realized decline (accounts with trailing value)")
+                         ax=ax, label="decline risk", strategy="quantile")
+        ax.set_title(f"Decline risk vs realized decline (accounts with trailing value)\n"
+                     f"(10 bins of about {int(had_value.sum()) // 10:,} accounts)")
         figures["calibration_decline.png"] = fig
-    importance = feature_importance(result.models.get(champion))
-    if importance is not None:
+    explained = explained_model(result, champion)
+    if explained is not None:
+        name, importance = explained
         fig, ax = _figure(6.4, 6.0)
         plot_feature_importance(*importance, ax=ax)
-        ax.set_title(f"{champion}: feature importance (gain)")
+        ax.set_title(f"{name}: feature importance (gain)" if name == champion else
+                     f"{name}, the best tree model: feature importance (gain)\n"
+                     f"({champion}, the champion, has no per-feature importance)")
         figures["feature_importance.png"] = fig
     return figures
+
+
+def explained_model(result: BacktestResult, champion: str
+                    ) -> tuple[str, tuple[list[str], np.ndarray]] | None:
+    """The champion's gain importance, else the best-ranked tree model's (by Gini).
+
+    A probabilistic champion has no per-feature importance; the tree model that ranks
+    best in the same backtest still shows a reviewer which features carry the signal.
+    """
+    importance = feature_importance(result.models.get(champion))
+    if importance is not None:
+        return champion, importance
+    ranked = result.table["normalized_gini"].sort_values(ascending=False).index
+    for name in ranked:
+        importance = feature_importance(result.models.get(name))
+        if importance is not None:
+            return name, importance
+    return None

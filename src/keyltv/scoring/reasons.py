@@ -72,8 +72,47 @@ PHRASES: dict[str, Phrase] = {
     "margin_rate": lambda r: None if np.isnan(_num(r.get("margin_rate"))) else
         f"margin rate {_num(r['margin_rate']):.0%}",
     "active_months_365": lambda r: f"active in {_num(r['active_months_365']):.0f} of the last 12 months",
+    "value_total": lambda r: f"value {_num(r['value_total']):,.0f} in {_num(r['tenure_days']):.0f} days",
+    "repeat_order_value": lambda r: f"average repeat order {_num(r['repeat_order_value']):,.0f}",
+    "mean_gap_days": lambda r: None if np.isnan(_num(r.get("mean_gap_days"))) else
+        f"an order every {_num(r['mean_gap_days']):.0f} days on average",
+    "days_since_last_activity":
+        lambda r: f"last activity {_num(r['days_since_last_activity']):.0f} days ago",
+    "ewm_orders_180d": lambda r: f"recent orders weigh {_num(r['ewm_orders_180d']):.1f} "
+                                 "(each order fading over 180 days)",
+    "prob_value": lambda r: None,  # the probabilistic model's inputs have no words
+    "prob_orders": lambda r: None,
     "prob_p_alive": lambda r: None,
+    "history_coverage": lambda r: None,
+    "T": lambda r: f"first order {_num(r['T']):.0f} days ago",
+    "recency": lambda r: f"last order {_num(r['recency']):.0f} days after its first",
 }
+# Windowed sums, named exactly (a suffix test read value_centroid_ratio_730d as 30 days).
+for _w in (30, 90, 180, 365):
+    PHRASES[f"value_{_w}d"] = (lambda w: lambda r: f"value {_num(r[f'value_{w}d']):,.0f} in the "
+                               f"last {w} days")(_w)
+    PHRASES[f"orders_{_w}d"] = (lambda w: lambda r: f"{_num(r[f'orders_{w}d']):.0f} orders in "
+                                f"the last {w} days")(_w)
+for _d in (90, 180, 365):
+    PHRASES[f"ewm_value_{_d}d"] = (lambda d: lambda r: f"recent value {_num(r[f'ewm_value_{d}d']):,.0f} "
+                                   f"(each day's value fading over {d} days)")(_d)
+
+
+def _centroid_phrase(column: str, what: str, span: str) -> Phrase:
+    """Where in the account's history its value or orders sit (1 = evenly spread)."""
+    def phrase(row: pd.Series) -> str | None:
+        ratio = _num(row.get(column))
+        if np.isnan(ratio):
+            return None
+        where = "recent" if ratio < 1 else "earlier"
+        return f"{what} weighted to {where} days{span} ({ratio:.2f}x the midpoint's age)"
+    return phrase
+
+
+for _kind, _what in (("value", "value"), ("order", "orders")):
+    PHRASES[f"{_kind}_centroid_ratio"] = _centroid_phrase(f"{_kind}_centroid_ratio", _what, "")
+    PHRASES[f"{_kind}_centroid_ratio_730d"] = _centroid_phrase(
+        f"{_kind}_centroid_ratio_730d", _what, " of the last two years")
 
 
 def describe_feature(name: str, row: pd.Series) -> str | None:
@@ -82,13 +121,12 @@ def describe_feature(name: str, row: pd.Series) -> str | None:
         return PHRASES[name](row)
     if name.startswith("attr_"):
         value = row.get(name)
-        return None if pd.isna(value) else f"{name[5:]} = {value}"
-    for window in ("30d", "90d", "180d", "365d"):
-        if name.endswith(window):
-            kind = "value" if name.startswith("value") else "orders"
-            amount = _num(row.get(name))
-            return f"{kind} in the last {window[:-1]} days: {amount:,.0f}"
-    return None
+        if pd.isna(value):
+            return None
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            value = f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4g}"
+        return f"{name[5:]} = {value}"
+    return None  # a feature without words (a new one) is left out, not misquoted
 
 
 def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, n: int = 3) -> pd.Series:
@@ -145,4 +183,11 @@ def explain_flags(bundle: object, features: pd.DataFrame, scored: pd.DataFrame,
         if contributions is None:
             continue
         reasons.loc[ids] = top_reasons(features.loc[ids], contributions).to_numpy()
+    if low_margin.any() and "predicted_profit" in scored:
+        # The flag's own reason first: the drivers above explain value, not margin.
+        thin = low_margin.to_numpy(dtype=bool)
+        share = scored.loc[thin, "predicted_profit"] / scored.loc[thin, "predicted_value"]
+        first = [f"predicted profit only {s:.0%} of its predicted value" for s in share]
+        rest = reasons[thin]
+        reasons[thin] = [f + ("; " + r if r else "") for f, r in zip(first, rest, strict=True)]
     return reasons

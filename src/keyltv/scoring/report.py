@@ -26,7 +26,10 @@ from keyltv.scoring.rules import SEGMENTS, TIER_ORDER
 
 REQUIRED_COLUMNS = ("customer_id", "predicted_value", "tier", "segment", "key_account",
                     "at_risk", "high_potential")
-FLAG_COLUMNS = ("key_account", "at_risk", "high_potential", "low_margin_key")
+# The summary's row per flag column.
+FLAG_LABELS = {"key_account": "key accounts", "at_risk": "at-risk accounts",
+               "high_potential": "high-potential accounts",
+               "low_margin_key": "low-margin valuable accounts"}
 # Columns shown in account tables, when the score table has them.
 ACCOUNT_COLUMNS = ("customer_id", "tier", "segment", "predicted_value", "predicted_value_low",
                    "predicted_value_high", "predicted_profit", "trailing_value", "p_alive",
@@ -116,9 +119,10 @@ def _account_sections(scores: pd.DataFrame, top_n: int) -> list[str]:
     ]
     if "low_margin_key" in scores.columns:
         sections.append(_account_section(
-            "Low-margin key accounts", scores[scores["low_margin_key"].astype(bool)],
-            "predicted_value", top_n,
-            "Valuable accounts whose predicted profit is a thin share of their value.",
+            "Low-margin valuable accounts (false key accounts)",
+            scores[scores["low_margin_key"].astype(bool)], "predicted_value", top_n,
+            "Valuable accounts (tier A or not) whose predicted profit is a thin share of "
+            "their value.",
             extra=reasons))
     return sections
 
@@ -148,9 +152,9 @@ def _summary_table(scores: pd.DataFrame) -> str:
                           ("trailing_value", "total trailing value")):
         if column in scores.columns:
             rows[label] = float(scores[column].sum())
-    for flag in FLAG_COLUMNS:
+    for flag, label in FLAG_LABELS.items():
         if flag in scores.columns:
-            rows[f"{flag.replace('_', ' ')} accounts"] = int(scores[flag].astype(bool).sum())
+            rows[label] = int(scores[flag].astype(bool).sum())
     frame = pd.DataFrame({"item": list(rows), "value": list(rows.values())})
     return _table(frame, header=False)
 

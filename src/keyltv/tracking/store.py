@@ -193,6 +193,10 @@ class Store:
         """Point ``@champion`` at ``version``."""
         self.client.set_registered_model_alias(self.model_name, CHAMPION_ALIAS, version)
 
+    def describe_version(self, version: str, markdown: str) -> None:
+        """The model version's description, shown on its page in the registry."""
+        self.client.update_model_version(self.model_name, version, description=markdown)
+
     def set_version_tag(self, version: str, key: str, value: str) -> None:
         """Annotate a model version (e.g. why it did not become champion)."""
         self.client.set_model_version_tag(self.model_name, version, key, value)

@@ -323,7 +323,8 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
     cut at the same ``as_of``, judged by the same metric. Otherwise the champion's kind
     of model (its ``champion`` tag: ``hybrid``, ``blend``...) was refitted in this
     backtest, and the new model must beat that row of ``table``; a champion of the
-    same kind on newer data replaces it (the same model, fresher). A champion trained
+    same kind is replaced by its refit on newer or corrected data (the same model,
+    fresher), not by one on older data. A champion trained
     for another horizon predicts something else: it is replaced. In every case the
     gain must be positive (a tie keeps the champion) and at least
     ``selection.min_improvement``.
@@ -345,8 +346,14 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
         against = f"version {current.version} ({old_value:.4f}, same backtest)"
     elif table is not None and kind in table.index:
         if kind == tags["champion"] and not same_holdout:
-            return True, (f"version {current.version} is the same kind of model ({kind}); "
-                          f"refitted on newer data ({tags['trained_as_of']}), it replaces it")
+            # ISO dates compare as text. Newer (or corrected) data replaces the champion;
+            # a refit on older data (a backfill) does not.
+            if tags["trained_as_of"] >= old.get("trained_as_of", ""):
+                return True, (f"version {current.version} is the same kind of model ({kind}); "
+                              f"refitted on newer data ({tags['trained_as_of']}), it replaces it")
+            return False, (f"version {current.version} is the same kind of model ({kind}), "
+                           f"trained on later data ({old.get('trained_as_of')}); @champion "
+                           f"stays on version {current.version}")
         old_value = float(table.loc[kind, metric])
         against = (f"{kind}, version {current.version}'s kind, refitted in this backtest "
                    f"({old_value:.4f})")

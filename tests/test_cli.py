@@ -122,3 +122,17 @@ def test_score_from_a_store_that_does_not_exist_creates_none(tmp_path, monkeypat
     assert exited.value.code == 2
     assert "mlflow.db': does not exist, so no model is registered there" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tx.csv"]
+
+
+def test_a_refused_train_leaves_no_store_behind(tmp_path, monkeypatch, capsys):
+    pd.DataFrame({"customer_id": ["a"], "date": ["2024-01-01"], "amount": [1.0]}).to_csv(
+        tmp_path / "tx.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(sys, "argv", ["keyltv", "train", "--transactions", "tx.csv",
+                                      "--project-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    assert "train needs at least 10" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tx.csv"]

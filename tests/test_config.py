@@ -61,3 +61,32 @@ def test_a_german_number_format_is_read_from_the_config(tmp_path):
     path.write_text("decimal_separator: ','\nthousands_separator: '.'\n")
     config = load_config(path)
     assert (config.decimal_separator, config.thousands_separator) == (",", ".")
+
+
+def test_the_reference_config_lists_every_field_with_its_default():
+    from pathlib import Path
+
+    import yaml
+
+    from keyltv.config import Config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "keyltv.yaml"
+    listed = yaml.safe_load(path.read_text())
+    defaults = Config().model_dump(mode="json")
+
+    def walk(got, want, where):
+        assert set(got) == set(want), f"{where}: {sorted(set(want) ^ set(got))}"
+        for key, value in want.items():
+            if isinstance(value, dict):
+                walk(got[key], value, f"{where}.{key}")
+            else:
+                assert got[key] == value, f"{where}.{key}: {got[key]!r} != default {value!r}"
+
+    walk(listed, defaults, "keyltv.yaml")
+
+
+def test_tier_value_cuts_stay_within_one(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("tiers:\n  value_cuts: [0.8, 0.95, 1.5]\n")
+    with pytest.raises(InputError, match=r"value_cuts must increase within \(0, 1\]"):
+        load_config(path)

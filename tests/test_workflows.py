@@ -94,7 +94,7 @@ TABLE = __import__("pandas").DataFrame(
 @pytest.mark.parametrize(("champion_tags", "new", "promoted", "reason"), [
     ({}, {}, True, "normalized_gini 0.9500 beats version 3 (0.9000, same backtest): +0.0500"),
     ({}, {"metric_value": "0.9"}, False, "does not beat version 3 (0.9000, same backtest) by "
-     "more than selection.min_improvement=0.0 (+0.0000); @champion stays on version 3"),
+     "at least selection.min_improvement=0.0 (+0.0000); @champion stays on version 3"),
     # Another as_of: the champion's kind, refitted on this holdout, is the bar.
     ({"trained_as_of": "2023-07-01"}, {}, False,
      "does not beat hybrid, version 3's kind, refitted in this backtest (0.9600)"),

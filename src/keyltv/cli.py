@@ -44,7 +44,7 @@ TransactionsOpt = Annotated[Path, typer.Option("--transactions", help="Transacti
 AccountsOpt = Annotated[Path | None, typer.Option("--accounts", help="Account attribute table (CSV or Parquet; a file, folder or glob).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (see configs/).")]
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut date YYYY-MM-DD; default: day after the last transaction.")]
-HorizonOpt = Annotated[int | None, typer.Option("--horizon-days", help="Prediction horizon in days (default 365).")]
+HorizonOpt = Annotated[int | None, typer.Option("--horizon-days", help="Prediction horizon in days; default: the config's horizon_days (365). score: the model's horizon, the only one accepted.")]
 ProjectOpt = Annotated[Path, typer.Option("--project-dir", help="Folder of the default MLflow store.")]
 
 
@@ -89,12 +89,14 @@ def _print_table(frame: pd.DataFrame) -> None:
 def train(transactions: TransactionsOpt, accounts: AccountsOpt = None, config: ConfigOpt = None,
           as_of: AsOfOpt = None, horizon_days: HorizonOpt = None,
           project_dir: ProjectOpt = Path(".")) -> None:
-    """Backtest every model, register the champion as models:/keyltv@champion."""
+    """Backtest every model, register the champion as models:/NAME@champion (tracking.model_name, keyltv by default)."""
     from keyltv import workflows
 
     cfg = _config(config, horizon_days)
-    store = workflows.open_store(cfg, project_dir)
     inputs = workflows.load_inputs(transactions, accounts, cfg, _parse_date(as_of, "--as-of"))
+    # The inputs first: a refused log leaves no tracking store behind.
+    workflows.check_trainable(inputs, cfg)
+    store = workflows.open_store(cfg, project_dir)
     result = workflows.train(inputs, cfg, store)
     _report_training(result, cfg)
     _print_notes(inputs.notes)
@@ -122,7 +124,7 @@ def _report_training(result, cfg) -> None:
 def score(transactions: TransactionsOpt,
           out: Annotated[Path, typer.Option("--out", help="Output file, .csv or .parquet.")],
           accounts: AccountsOpt = None, config: ConfigOpt = None,
-          model: Annotated[str, typer.Option("--model", help="Model URI.")] = "models:/keyltv@champion",
+          model: Annotated[str | None, typer.Option("--model", help="Model URI; default: models:/NAME@champion, NAME being tracking.model_name (keyltv).")] = None,
           as_of: AsOfOpt = None, horizon_days: HorizonOpt = None,
           previous: Annotated[Path | None, typer.Option("--previous", help="Earlier score file, for tier migrations.")] = None,
           report: Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")] = None,
@@ -138,10 +140,15 @@ def score(transactions: TransactionsOpt,
     check_writable(out, inputs=given)  # fail before the expensive work
     if report is not None:
         check_writable(report, suffixes=(".html",), inputs=given)
-    # A registry or run URI needs the store to exist; a model folder does not.
+    # A registry or run URI needs the store to exist (checked before the expensive work,
+    # and opening an existing store creates nothing); a model folder does not, and its
+    # store is opened once the inputs passed, so that a refused log leaves none behind.
+    model = model or f"models:/{cfg.tracking.model_name}@champion"
     registered = model.lower().startswith(("models:", "runs:"))
-    store = workflows.open_store(cfg, project_dir, existing=registered)
+    store = workflows.open_store(cfg, project_dir, existing=True) if registered else None
     inputs = workflows.load_inputs(transactions, accounts, cfg, _parse_date(as_of, "--as-of"))
+    if store is None:
+        store = workflows.open_store(cfg, project_dir)
     result = workflows.score(inputs, cfg, store, model, horizon_days, previous)
     _write_outputs(workflows, store, result, inputs, out, report)
 

@@ -147,7 +147,8 @@ class Tiers(_Frozen):
     def _check(self) -> Tiers:
         if sum(self.shares) >= 1 or min(self.shares) <= 0:
             raise ValueError(f"tiers.shares must be positive and sum below 1, got {self.shares}")
-        if list(self.value_cuts) != sorted(self.value_cuts) or not 0 < self.value_cuts[0]:
+        if (list(self.value_cuts) != sorted(self.value_cuts) or not 0 < self.value_cuts[0]
+                or self.value_cuts[-1] > 1):
             raise ValueError(f"tiers.value_cuts must increase within (0, 1], got {self.value_cuts}")
         return self
 

@@ -97,7 +97,7 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     came before it and judged on it; the champion is then refitted on all the history.
     """
     h = config.horizon_days
-    _check_trainable(inputs, config)
+    check_trainable(inputs, config)
     log.info("selection backtest before %s on %d accounts, seed %d", inputs.as_of,
              inputs.log.n_accounts, config.seed)
     result, champion = select_champion(inputs.log, inputs.as_of, config, inputs.accounts)
@@ -138,7 +138,7 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
 MIN_TRAIN_ACCOUNTS = 10
 
 
-def _check_trainable(inputs: Inputs, config: Config) -> None:
+def check_trainable(inputs: Inputs, config: Config) -> None:
     """Refuse, with the reason, a log that no model can learn from (instead of a crash).
 
     Raises
@@ -366,7 +366,7 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
     gain = sign * (new_value - old_value)
     if gain > 0 and gain >= config.selection.min_improvement:
         return True, f"{metric} {new_value:.4f} beats {against}: {gain:+.4f}"
-    return False, (f"{metric} {new_value:.4f} does not beat {against} by more than "
+    return False, (f"{metric} {new_value:.4f} does not beat {against} by at least "
                    f"selection.min_improvement={config.selection.min_improvement} "
                    f"({gain:+.4f}); @champion stays on version {current.version}")
 

@@ -109,30 +109,21 @@ def test_bad_input_exits_2_with_one_line_and_no_output(workspace, args, message,
     assert not out.exists()
 
 
-def test_score_from_a_store_that_does_not_exist_creates_none(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(("args", "message"), [
+    (["score", "--out", "s.csv"], "mlflow.db': does not exist, so no model is registered there"),
+    (["train"], "train needs at least 10"),
+], ids=["score-without-a-store", "train-refused"])
+def test_a_refused_job_leaves_no_tracking_store_behind(tmp_path, monkeypatch, capsys, args,
+                                                       message):
     # A refused job writes nothing: not even the empty database MLflow would create.
     pd.DataFrame({"customer_id": ["a"], "date": ["2024-01-01"], "amount": [1.0]}).to_csv(
         tmp_path / "tx.csv", index=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(sys, "argv", ["keyltv", "score", "--transactions", "tx.csv",
-                                      "--out", "s.csv", "--project-dir", str(tmp_path)])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    assert exited.value.code == 2
-    assert "mlflow.db': does not exist, so no model is registered there" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tx.csv"]
-
-
-def test_a_refused_train_leaves_no_store_behind(tmp_path, monkeypatch, capsys):
-    pd.DataFrame({"customer_id": ["a"], "date": ["2024-01-01"], "amount": [1.0]}).to_csv(
-        tmp_path / "tx.csv", index=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(sys, "argv", ["keyltv", "train", "--transactions", "tx.csv",
+    monkeypatch.setattr(sys, "argv", ["keyltv", args[0], "--transactions", "tx.csv", *args[1:],
                                       "--project-dir", str(tmp_path)])
     with pytest.raises(SystemExit) as exited:
         main()
     assert exited.value.code == 2
-    assert "train needs at least 10" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tx.csv"]

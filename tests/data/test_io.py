@@ -718,3 +718,12 @@ def test_whole_float_ids_read_as_the_csv_export_writes_them():
     assert log.daily()["customer_id"].tolist() == ["1.5", "17850", "3"]
     accounts = load_accounts(pd.DataFrame({"customer_id": [17850.0, 3.0], "x": ["a", "b"]}))
     assert accounts.index.tolist() == ["17850", "3"]
+
+
+def test_what_is_not_a_frame_or_cannot_be_scanned_is_refused_by_name():
+    with pytest.raises(InputError, match="expected a file path or a pandas DataFrame, got list"):
+        load_transactions([{"customer_id": "a", "date": "2024-01-01", "amount": 1.0}])
+    rows = pd.DataFrame({"customer_id": ["a"], "date": pd.period_range("2024-01-01", periods=1),
+                         "amount": [1.0]})
+    with pytest.raises(InputError, match="column 'date': dtype period\\[D\\] cannot be read"):
+        load_transactions(rows)

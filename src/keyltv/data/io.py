@@ -309,6 +309,17 @@ def _attach_source(
         Files read (1 for a frame).
     """
     if not isinstance(source, (str, os.PathLike)):  # a DataFrame
+        import pandas as pd  # imported by whoever made the frame: no cost here
+
+        name = label or "<DataFrame>"
+        if not isinstance(source, pd.DataFrame):
+            raise InputError(f"{name}: expected a file path or a pandas DataFrame, got "
+                             f"{type(source).__name__}")
+        for column, dtype in source.dtypes.items():
+            # DuckDB cannot scan these; say which column instead of its internal error.
+            if isinstance(dtype, (pd.PeriodDtype, pd.IntervalDtype)) or dtype.kind == "c":
+                raise InputError(f"{name}: column {str(column)!r}: dtype {dtype} cannot be "
+                                 "read; convert it (e.g. a period with .dt.to_timestamp())")
         con.register("src_frame", source)
         con.execute("CREATE VIEW src AS SELECT * FROM src_frame")
         duplicated = sorted({str(c) for c in source.columns[source.columns.duplicated()]})

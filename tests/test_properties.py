@@ -205,6 +205,9 @@ def test_score_accounts_takes_an_id_column_and_refuses_unmatched_previous_tiers(
     flat = score_accounts(bundle, features.rename_axis("customer_id").reset_index(),
                           as_of=str(inputs.as_of), model_version="v", config=CONFIG)
     pd.testing.assert_frame_equal(flat, scored)
+    with pytest.raises(InputError, match="features: model input column 'trend' is missing"):
+        score_accounts(bundle, features.drop(columns="trend"), as_of=inputs.as_of,
+                       model_version="v", config=CONFIG)
     with pytest.raises(InputError, match="features: duplicated customer id"):
         score_accounts(bundle, pd.concat([features, features.head(1)]), as_of=inputs.as_of,
                        model_version="v", config=CONFIG)

@@ -115,7 +115,8 @@ def score_accounts(
     Raises
     ------
     InputError
-        Duplicated account ids, or ``previous`` sharing no id with ``features``.
+        Duplicated account ids, a model input missing or not numeric as in training,
+        or ``previous`` sharing no id with ``features``.
 
     Returns
     -------
@@ -124,6 +125,8 @@ def score_accounts(
         migrations only with ``previous``).
     """
     features = indexed_by_account(features, "features")
+    if getattr(bundle, "feature_columns", None) is not None:  # a missing or text input
+        check_feature_schema(bundle.feature_columns, features, "features", bundle)
     if previous is not None:
         match_previous(previous, features.index, "previous")
     outputs = bundle.predict(features)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from keyltv.features.definitions import EWM_DAYS, WINDOWS
+
 Phrase = Callable[[pd.Series], str | None]
 log = logging.getLogger(__name__)
 
@@ -87,15 +89,19 @@ PHRASES: dict[str, Phrase] = {
     "T": lambda r: f"first order {_num(r['T']):.0f} days ago",
     "recency": lambda r: f"last order {_num(r['recency']):.0f} days after its first",
 }
-# Windowed sums, named exactly (a suffix test read value_centroid_ratio_730d as 30 days).
-for _w in (30, 90, 180, 365):
-    PHRASES[f"value_{_w}d"] = (lambda w: lambda r: f"value {_num(r[f'value_{w}d']):,.0f} in the "
-                               f"last {w} days")(_w)
-    PHRASES[f"orders_{_w}d"] = (lambda w: lambda r: f"{_num(r[f'orders_{w}d']):.0f} orders in "
-                                f"the last {w} days")(_w)
-for _d in (90, 180, 365):
-    PHRASES[f"ewm_value_{_d}d"] = (lambda d: lambda r: f"recent value {_num(r[f'ewm_value_{d}d']):,.0f} "
-                                   f"(each day's value fading over {d} days)")(_d)
+
+
+def _window_phrase(column: str, text: str) -> Phrase:
+    """A windowed sum by its exact name (a suffix test read ..._730d as 30 days)."""
+    return lambda row: text.format(_num(row.get(column)))
+
+
+for _w in WINDOWS:
+    PHRASES[f"value_{_w}d"] = _window_phrase(f"value_{_w}d", f"value {{:,.0f}} in the last {_w} days")
+    PHRASES[f"orders_{_w}d"] = _window_phrase(f"orders_{_w}d", f"{{:.0f}} orders in the last {_w} days")
+for _d in EWM_DAYS:
+    PHRASES[f"ewm_value_{_d}d"] = _window_phrase(
+        f"ewm_value_{_d}d", f"recent value {{:,.0f}} (each day's value fading over {_d} days)")
 
 
 def _centroid_phrase(column: str, what: str, span: str) -> Phrase:

@@ -46,9 +46,7 @@ from keyltv.models.bundle import (
 from keyltv.models.interval import BandedIntervals
 from keyltv.scoring.report import render_report, write_report
 from keyltv.scoring.score import (
-    check_feature_schema,
     count_unseen_levels,
-    match_previous,
     read_previous_tiers,
     score_accounts,
 )
@@ -409,17 +407,16 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
         account_features(inputs.log, inputs.as_of, bundle.horizon_days), inputs.accounts
     )
     accounts_source = inputs.accounts.attrs.get("source") if inputs.accounts is not None else None
-    check_feature_schema(bundle.feature_columns, features, inputs.log.source, bundle,
-                         accounts_source)
     prev = read_previous_tiers(previous) if previous is not None else None
-    gone = match_previous(prev, features.index, previous) if prev is not None else 0
-    scores = score_accounts(bundle, features[bundle.feature_columns], as_of=inputs.as_of,
-                            model_version=model_version, config=config, previous=prev)
+    # score_accounts checks the inputs and the earlier file, naming these sources.
+    scores = score_accounts(bundle, features, as_of=inputs.as_of, model_version=model_version,
+                            config=config, previous=prev, source=inputs.log.source,
+                            accounts_source=accounts_source, previous_source=str(previous))
     notes = {**inputs.notes, "attribute_values_unseen_in_training":
              count_unseen_levels(bundle, features), "accounts_scored": len(scores)}
     if prev is not None:
         # Accounts of the earlier run that are not scored now (no line before --as-of).
-        notes["previous_accounts_not_scored"] = gone
+        notes["previous_accounts_not_scored"] = int((~prev.index.isin(features.index)).sum())
     margins = int(features["margin_rate"].notna().sum())
     if bundle.margin_rate is not None and margins == 0:
         # A model trained with margins, a log without: no profit is predicted (see predict).

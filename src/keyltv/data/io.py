@@ -323,7 +323,7 @@ def _attach_source(
         con.register("src_frame", source)
         con.execute("CREATE VIEW src AS SELECT * FROM src_frame")
         duplicated = sorted({str(c) for c in source.columns[source.columns.duplicated()]})
-        return label or "<DataFrame>", duplicated, 1
+        return name, duplicated, 1
     name = str(source)
     files = _source_files(name)
     kinds = {_kind(f, name) for f in files}
@@ -769,7 +769,7 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
 
 
 # A plain day such as 2024-01-31, the form of nearly every line, without the regex
-# below (it took a third of the date's parse, 0.3 s of CPU at 5M lines): ten characters
+# below (it took a third of the date's parse, about 0.3 s at 5M lines, ad hoc): ten characters
 # with dashes at 5 and 8 that cast to a day of a four-digit year can only be four digits,
 # a dash, two, a dash and two (the day perhaps one digit and a trailing space, which the
 # cast skips, as stripping would). Anything else takes the regex path.

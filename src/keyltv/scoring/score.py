@@ -95,6 +95,9 @@ def score_accounts(
     model_version: str,
     config: Config,
     previous: pd.Series | None = None,
+    source: str = "features",
+    accounts_source: str | None = None,
+    previous_source: str | Path = "previous",
 ) -> pd.DataFrame:
     """One score row per account of ``features`` (sorted by ``customer_id``).
 
@@ -111,6 +114,8 @@ def score_accounts(
     previous : pandas.Series, optional
         Tier per account from an earlier score file, for ``previous_tier`` and
         ``tier_change`` (see :func:`read_previous_tiers`).
+    source, accounts_source, previous_source : str, optional
+        Names for messages: where the features, the attributes and ``previous`` came from.
 
     Raises
     ------
@@ -124,11 +129,12 @@ def score_accounts(
         Columns of :data:`SCORE_COLUMNS` that apply (profit only with margins,
         migrations only with ``previous``).
     """
-    features = indexed_by_account(features, "features")
+    features = indexed_by_account(features, source)
     if getattr(bundle, "feature_columns", None) is not None:  # a missing or text input
-        check_feature_schema(bundle.feature_columns, features, "features", bundle)
+        check_feature_schema(bundle.feature_columns, features, source, bundle, accounts_source)
+        features = features[bundle.feature_columns]
     if previous is not None:
-        match_previous(previous, features.index, "previous")
+        match_previous(previous, features.index, previous_source)
     outputs = bundle.predict(features)
     outputs["trailing_value"] = features["trailing_value"].clip(lower=0.0)
     scored = apply_flags(outputs, scoring_flags(bundle, config), config.tiers)
@@ -175,8 +181,8 @@ def scoring_flags(bundle: object, config: Config) -> Flags:
         update={k: v for k, v in learned.items() if targets.get(k) is not None})
 
 
-def match_previous(previous: pd.Series, scored: pd.Index, path: str | Path) -> int:
-    """Count the earlier score file's accounts not scored now; refuse one that matches none.
+def match_previous(previous: pd.Series, scored: pd.Index, path: str | Path) -> None:
+    """Refuse an earlier score file that shares no account with the accounts scored now.
 
     A file with no account in common (ids that lost their leading zeros, another book's
     scores) would mark every account ``new`` without a word.
@@ -192,7 +198,6 @@ def match_previous(previous: pd.Series, scored: pd.Index, path: str | Path) -> i
             f"{path}: column 'customer_id': none of its {len(previous)} ids is among the "
             f"{len(scored)} accounts scored now (e.g. {previous.index[0]!r} there, "
             f"{scored.min()!r} here); check leading zeros and that it scored the same book")
-    return int((~shared).sum())
 
 
 def read_previous_tiers(path: str | Path) -> pd.Series:

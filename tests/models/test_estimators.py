@@ -89,10 +89,14 @@ def test_unseen_category_at_predict_time_is_missing_not_an_error(stacked):
 
 def test_classifier_needs_two_classes(stacked):
     X, _ = stacked
-    with pytest.raises(ValueError, match="need both classes"):
+    with pytest.raises(ValueError, match="need exactly two classes"):
         GBMClassifier().fit(X, np.zeros(len(X)))
-    with pytest.raises(ValueError, match="need both classes"):
+    with pytest.raises(ValueError, match="need exactly two classes"):
         GBMClassifier().fit(X.head(0), np.zeros(0))
+    with pytest.raises(ValueError, match="need exactly two classes"):
+        GBMClassifier().fit(X, np.arange(len(X)) % 3)
+    with pytest.raises(ValueError, match="missing labels"):
+        GBMClassifier().fit(X, np.where(np.arange(len(X)) == 2, None, np.arange(len(X)) % 2))
     proba = GBMClassifier(n_estimators=20).fit(X, X["trailing_value"] > 1000).predict_proba(X)
     assert proba.shape == (len(X), 2) and np.allclose(proba.sum(axis=1), 1)
 
@@ -191,5 +195,11 @@ def test_contract_edges_from_the_api_audit(stacked):
     with pytest.raises(ValueError, match="1 missing or infinite"):
         GBMRegressor(n_estimators=5).fit(X, np.where(np.arange(len(y)) == 3, np.nan, y))
     assert GBMClassifier(n_estimators=5).fit(X, events).predict(X).shape == y.shape
+    # Labels keep their type, as in scikit-learn: bool events predict bools, the same
+    # probabilities as the 0/1 events.
+    as_bool = GBMClassifier(n_estimators=5).fit(X, events.astype(bool))
+    assert as_bool.predict(X).dtype == bool
+    np.testing.assert_array_equal(as_bool.predict_proba(X),
+                                  GBMClassifier(n_estimators=5).fit(X, events).predict_proba(X))
     prob = ProbabilisticLTV(kind="bgnbd", horizon_days=182).fit(X)
     np.testing.assert_array_equal(prob.predict_orders(X.head(3), horizon_days=0), 0.0)

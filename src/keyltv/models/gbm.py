@@ -353,12 +353,21 @@ class GBMClassifier(ClassifierMixin, _LGBMBase):
         self.n_jobs = n_jobs
 
     def fit(self, X: pd.DataFrame, y: object) -> GBMClassifier:
-        """Fit on features ``X`` and binary events ``y``; needs both classes."""
+        """Fit on features ``X`` and binary events ``y``; needs exactly two classes.
+
+        The labels keep their type (``predict`` returns bools for bool events), as
+        scikit-learn's classifiers do; the second of the sorted classes is the event.
+        """
         frame = self._prepare(X, fit=True)
-        target = np.asarray(y).astype(int)
-        self.classes_ = np.unique(target)
-        if len(self.classes_) < 2:
-            raise ValueError(f"the training events need both classes, got {self.classes_.tolist()}")
+        labels = np.asarray(y)
+        if labels.ndim != 1 or len(labels) != len(X):
+            raise ValueError(f"y must be one label per row of X ({len(X)}), got shape {labels.shape}")
+        if pd.isna(labels).any():
+            raise ValueError("y has missing labels; every training row needs its event")
+        self.classes_, target = np.unique(labels, return_inverse=True)
+        if len(self.classes_) != 2:
+            raise ValueError("the training events need exactly two classes, got "
+                             f"{self.classes_.tolist()}")
         self.model_ = self._fit_lgbm(lgb.LGBMClassifier, "binary", X.index, frame, target)
         return self
 

@@ -37,12 +37,22 @@ def test_weights_are_never_negative():
     assert w["noise"] == pytest.approx(0.0, abs=1e-3)
 
 
-def test_blend_total_matches_the_holdout_total():
-    # Poisson deviance's first-order condition: a model off by a factor 2 is rescaled.
+def test_weights_sum_to_one_so_the_blend_stays_between_its_parts():
+    # Free weights would rescale both parts to the holdout's level (half of "a" here),
+    # and carry that window's level into the next horizon; a mixture cannot.
     P = _holdout()
     y = P["a"] / 2
     w = blend_weights(P, y)
-    assert (P.to_numpy() @ w.to_numpy()).sum() == pytest.approx(y.sum(), rel=1e-3)
+    assert w.sum() == pytest.approx(1.0, abs=1e-12)
+    blended = P.to_numpy() @ w.to_numpy()
+    assert (blended >= P.min(axis=1) - 1e-9).all() and (blended <= P.max(axis=1) + 1e-9).all()
+    assert w["a"] > w["b"]  # still the better-ranking part
+
+
+def test_weights_do_not_depend_on_the_money_unit():
+    P = _holdout()
+    y = 0.3 * P["a"] + 0.7 * P["b"]
+    np.testing.assert_allclose(blend_weights(P * 1e6, y * 1e6), blend_weights(P, y), atol=1e-6)
 
 
 def test_negative_actuals_count_as_zero():
@@ -107,12 +117,12 @@ def test_blend_columns_mask_each_stratum_and_weights_recover_a_stratified_truth(
     P = pd.DataFrame({"a": rng.gamma(2.0, 50.0, n), "b": rng.gamma(2.0, 50.0, n),
                       "trailing_value": np.where(rng.random(n) < 0.5, 0.0, 1.0)})
     active = P["trailing_value"] > 0
-    y = np.where(active, 0.8 * P["a"], 0.3 * P["b"])
+    y = np.where(active, 0.8 * P["a"] + 0.2 * P["b"], 0.3 * P["a"] + 0.7 * P["b"])
     frame = blend_columns(P, ["a", "b"], stratified=True)
     assert (frame.loc[~active, "a.active"] == 0).all() and (frame.loc[active, "b.idle"] == 0).all()
     w = blend_weights(frame, y)
-    np.testing.assert_allclose(w[["a.active", "b.idle"]], [0.8, 0.3], rtol=1e-3)
-    np.testing.assert_allclose(w[["b.active", "a.idle"]], [0.0, 0.0], atol=1e-3)
+    np.testing.assert_allclose(w[["a.active", "b.active", "a.idle", "b.idle"]],
+                               [0.8, 0.2, 0.3, 0.7], atol=1e-3)
     assert can_stratify(P["trailing_value"], y)
     # Too few idle accounts, or none of them buying: one set of weights.
     assert not can_stratify(np.r_[np.zeros(10), np.ones(n)], np.ones(n + 10))

@@ -216,3 +216,14 @@ def test_score_accounts_takes_an_id_column_and_refuses_unmatched_previous_tiers(
     with pytest.raises(InputError, match="previous: column 'customer_id': none of its"):
         score_accounts(bundle, features, as_of=inputs.as_of, model_version="v", config=CONFIG,
                        previous=lost)
+
+
+def test_scoring_with_a_model_older_than_its_horizon_says_so(fitted):
+    transactions, inputs, _, bundle = fitted
+    assert not any("trained as of" in w
+                   for w in workflows.score_bundle(inputs, CONFIG, bundle, "v").warnings)
+    later = bundle.trained_as_of + timedelta(days=bundle.horizon_days + 1)
+    late_inputs = workflows.load_inputs(transactions, None, CONFIG, later, label="simulated")
+    warnings = workflows.score_bundle(late_inputs, CONFIG, bundle, "v").warnings
+    assert (f"model v was trained as of {bundle.trained_as_of}, 183 days before --as-of "
+            f"{later}: more than its 182-day horizon") in warnings

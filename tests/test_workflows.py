@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
 
 def test_first_model_becomes_champion(trained):
     store, first, _ = trained
-    assert first.promoted and first.reason == "no champion yet"
+    assert first.promoted and first.reason == "no earlier version held @champion"
     assert str(store.champion_version().version) == first.version == "1"
 
 
@@ -54,10 +54,10 @@ def test_training_run_carries_the_review_record(trained):
     assert run.data.tags["mlflow.note.content"].startswith(f"**Champion: {first.champion}**")
     # The registry's decision is on the run page and on the version page.
     assert run.data.tags["mlflow.note.content"].endswith(
-        "**Registry:** version 1, now @champion: no champion yet")
+        "**Registry:** version 1, now @champion: no earlier version held @champion")
     assert run.data.params["promoted"] == "True"
     version = store.client.get_model_version(store.model_name, first.version)
-    assert version.description == "**Registry:** version 1, now @champion: no champion yet"
+    assert version.description == "**Registry:** version 1, now @champion: no earlier version held @champion"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id)}
     assert {"backtest.html", "config.yaml", "data_fingerprint.json", "plots"} <= artifacts
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id, "plots")}

@@ -162,6 +162,8 @@ def _write_outputs(workflows, store, result, inputs, out: Path, report: Path | N
     typer.echo(f"Scored {len(result.scores)} accounts as of {inputs.as_of} with "
                f"{result.model_version} -> {out}" + (f", report -> {report}" if report else ""))
     _print_notes(result.notes)
+    for warning in result.warnings:
+        typer.echo(f"note: {warning}")
 
 
 @app.command()

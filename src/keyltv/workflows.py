@@ -45,10 +45,12 @@ from keyltv.models.bundle import (
 )
 from keyltv.models.interval import BandedIntervals
 from keyltv.scoring.report import render_report, write_report
+from keyltv.scoring.rules import silent_flags
 from keyltv.scoring.score import (
     count_unseen_levels,
     read_previous_tiers,
     score_accounts,
+    scoring_flags,
 )
 from keyltv.tracking.store import (
     Store,
@@ -296,7 +298,7 @@ def training_summary(result: BacktestResult, champion: str, metric: str) -> str:
     for peer in peers:
         gain = HIGHER_IS_BETTER[metric] * (table.loc[champion, metric] - table.loc[peer, metric])
         lines.append(f"- vs {peer}: {metric} {table.loc[champion, metric]:.4f} vs "
-                     f"{table.loc[peer, metric]:.4f} ({gain:+.4f}; {better} is better)")
+                     f"{table.loc[peer, metric]:.4f} ({signed(gain)}; {better} is better)")
     if champion == BLEND:
         parts = ", ".join(f"{m} x {w:.3g}" for m, w in result.blend_weights.items())
         lines += ["", f"Blend weights (fitted on this holdout; its metrics are 5-fold "
@@ -311,6 +313,17 @@ def training_summary(result: BacktestResult, champion: str, metric: str) -> str:
         lines.append(f"- not eligible: {name} ({why})")
     lines += ["", "Plots under `plots/`, the full table in `backtest.html`."]
     return "\n".join(lines)
+
+
+def signed(gain: float) -> str:
+    """A metric's gain with its sign, in enough digits to tell it from a tie.
+
+    >>> signed(0.01234), signed(-0.00002), signed(0.0)
+    ('+0.0123', '-2.0e-05', '+0.0000')
+    """
+    if gain != 0 and abs(gain) < 5e-5:
+        return f"{gain:+.1e}"
+    return f"{gain:+.4f}"
 
 
 def _gate(store: Store, tags: dict[str, str], config: Config,
@@ -329,7 +342,7 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
     """
     current = store.champion_version()
     if current is None:
-        return True, "no champion yet"
+        return True, "no earlier version held @champion"
     old, metric = current.tags, tags["metric"]
     if old.get("horizon_days") != tags["horizon_days"]:
         return True, (f"version {current.version} predicts another horizon "
@@ -363,10 +376,10 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
                       f"kind ({kind}) is not in this backtest; replaced")
     gain = sign * (new_value - old_value)
     if gain > 0 and gain >= config.selection.min_improvement:
-        return True, f"{metric} {new_value:.4f} beats {against}: {gain:+.4f}"
+        return True, f"{metric} {new_value:.4f} beats {against}: {signed(gain)}"
     return False, (f"{metric} {new_value:.4f} does not beat {against} by at least "
                    f"selection.min_improvement={config.selection.min_improvement} "
-                   f"({gain:+.4f}); @champion stays on version {current.version}")
+                   f"({signed(gain)}); @champion stays on version {current.version}")
 
 
 @dataclass
@@ -377,6 +390,8 @@ class ScoreResult:
     model_version: str
     notes: dict[str, int]
     seed: int | None = None
+    # Things an operator should read (a flag that marked nobody, an old model), in words.
+    warnings: list[str] = field(default_factory=list)
 
 
 def score(inputs: Inputs, config: Config, store: Store, model_uri: str,
@@ -427,7 +442,14 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
                                                for c in bundle.feature_columns):
         # The model was trained without attributes: the table given changes nothing.
         notes["account_attributes_unused"] = inputs.accounts.shape[1]
-    return ScoreResult(scores, model_version, notes, config.seed)
+    warnings = silent_flags(scores, scoring_flags(bundle, config))
+    trained = getattr(bundle, "trained_as_of", None)
+    if trained is not None and (inputs.as_of - trained).days > bundle.horizon_days:
+        # Older than its own horizon: the model's world has moved on (retrain, see README).
+        warnings.append(f"model {model_version} was trained as of {trained}, "
+                        f"{(inputs.as_of - trained).days} days before --as-of "
+                        f"{inputs.as_of}: more than its {bundle.horizon_days}-day horizon")
+    return ScoreResult(scores, model_version, notes, config.seed, warnings)
 
 
 def evaluate(inputs: Inputs, config: Config, last_origin: date) -> list[OriginResult]:
@@ -469,7 +491,7 @@ def evaluation_json(results: list[OriginResult]) -> dict[str, object]:
 def write_score_report(result: ScoreResult, inputs: Inputs, path: str | Path) -> Path:
     """The self-contained HTML report of a scoring run, written atomically."""
     html = render_report(result.scores, title=f"keyltv key accounts as of {inputs.as_of}",
-                         notes=result.notes)
+                         notes=result.notes, warnings=result.warnings)
     return write_report(html, path)
 
 
@@ -491,6 +513,8 @@ def log_scoring(store: Store, result: ScoreResult, out: Path, inputs: Inputs,
                      if c in scores},
                   **result.notes}
         store.log_metrics({k: float(v) for k, v in counts.items()})
+        if result.warnings:
+            store.log_dict({"warnings": result.warnings}, "warnings.json")
     return run_id
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from keyltv.config import Flags, Tiers
-from keyltv.scoring.rules import apply_flags, assign_tiers, tier_migrations
+from keyltv.scoring.rules import apply_flags, assign_tiers, silent_flags, tier_migrations
 
 IDS = pd.Index([f"{i:03d}" for i in range(10)])
 
@@ -55,6 +55,23 @@ def test_low_margin_key_needs_profit():
                       Flags(valuable_share=0.4), Tiers())
     assert out["low_margin_key"].tolist() == [False, True, False, False, False]
     assert out["tier"].iloc[0] == "A"
+
+
+def test_a_flag_that_marks_nobody_says_why():
+    flags = Flags(valuable_share=0.4)
+    assert silent_flags(apply_flags(scores(), flags, Tiers()), flags) == []
+    # A threshold above every valuable account's score (a learned one, say).
+    high = flags.model_copy(update={"at_risk_decline": 0.95})
+    assert silent_flags(apply_flags(scores(), high, Tiers()), high) == [
+        "at_risk: no valuable account reached decline_risk >= 0.950 (the highest is 0.800), "
+        "so none is flagged"]
+    # High potential also needs a rise: the likely grower is predicted below its trailing value.
+    flat = scores(trailing_value=[100.0, 50.0, 300.0, 5.0, 0.0])
+    assert silent_flags(apply_flags(flat, flags, Tiers()), flags)[-1] == (
+        "high_potential: the accounts with growth_potential >= "
+        f"{flags.high_potential_growth:.3f} are not predicted above their trailing value, "
+        "so none is flagged")
+    assert silent_flags(apply_flags(scores().head(0), flags, Tiers()), flags) == []
 
 
 def test_migrations():

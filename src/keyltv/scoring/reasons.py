@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 MAX_EXPLAINED = 5_000
 
 
+def _days(days: float) -> str:
+    """``1 day``, ``120 days``."""
+    return f"{days:.0f} day" + ("" if round(days) == 1 else "s")
+
+
 def _num(value: object) -> float:
     return float(value) if value is not None and pd.notna(value) else float("nan")
 
@@ -36,7 +41,7 @@ def _ratio_phrase(row: pd.Series) -> str | None:
     ratio = _num(row.get("recency_ratio"))
     if np.isnan(ratio):
         return None
-    return f"no order for {_num(row['days_since_last_order']):.0f} days, {ratio:.1f}x its usual gap"
+    return f"no order for {_days(_num(row['days_since_last_order']))}, {ratio:.1f}x its usual gap"
 
 
 def _rhythm_phrase(row: pd.Series) -> str | None:
@@ -64,9 +69,9 @@ PHRASES: dict[str, Phrase] = {
     "trailing_value": lambda r: f"value {_num(r['trailing_value']):,.0f} over the last horizon",
     "value_same_window_last_year":
         lambda r: f"{_num(r['value_same_window_last_year']):,.0f} in the same season last year",
-    "orders_total": lambda r: f"{_num(r['orders_total']):.0f} orders in {_num(r['tenure_days']):.0f} days",
-    "frequency": lambda r: f"{_num(r['orders_total']):.0f} orders in {_num(r['tenure_days']):.0f} days",
-    "tenure_days": lambda r: f"customer for {_num(r['tenure_days']):.0f} days",
+    "orders_total": lambda r: f"{_num(r['orders_total']):.0f} orders in {_days(_num(r['tenure_days']))}",
+    "frequency": lambda r: f"{_num(r['orders_total']):.0f} orders in {_days(_num(r['tenure_days']))}",
+    "tenure_days": lambda r: f"customer for {_days(_num(r['tenure_days']))}",
     "avg_order_value": lambda r: f"average order {_num(r['avg_order_value']):,.0f}",
     "gap_cv": lambda r: None if np.isnan(_num(r.get("gap_cv"))) else
         f"order gaps vary by {_num(r['gap_cv']):.0%} of their mean",
@@ -74,20 +79,20 @@ PHRASES: dict[str, Phrase] = {
     "margin_rate": lambda r: None if np.isnan(_num(r.get("margin_rate"))) else
         f"margin rate {_num(r['margin_rate']):.0%}",
     "active_months_365": lambda r: f"active in {_num(r['active_months_365']):.0f} of the last 12 months",
-    "value_total": lambda r: f"value {_num(r['value_total']):,.0f} in {_num(r['tenure_days']):.0f} days",
+    "value_total": lambda r: f"value {_num(r['value_total']):,.0f} in {_days(_num(r['tenure_days']))}",
     "repeat_order_value": lambda r: f"average repeat order {_num(r['repeat_order_value']):,.0f}",
     "mean_gap_days": lambda r: None if np.isnan(_num(r.get("mean_gap_days"))) else
-        f"an order every {_num(r['mean_gap_days']):.0f} days on average",
+        f"an order every {_days(_num(r['mean_gap_days']))} on average",
     "days_since_last_activity":
-        lambda r: f"last activity {_num(r['days_since_last_activity']):.0f} days ago",
+        lambda r: f"last activity {_days(_num(r['days_since_last_activity']))} ago",
     "ewm_orders_180d": lambda r: f"recent orders weigh {_num(r['ewm_orders_180d']):.1f} "
                                  "(each order fading over 180 days)",
     "prob_value": lambda r: None,  # the probabilistic model's inputs have no words
     "prob_orders": lambda r: None,
     "prob_p_alive": lambda r: None,
     "history_coverage": lambda r: None,
-    "T": lambda r: f"first order {_num(r['T']):.0f} days ago",
-    "recency": lambda r: f"last order {_num(r['recency']):.0f} days after its first",
+    "T": lambda r: f"first order {_days(_num(r['T']))} ago",
+    "recency": lambda r: f"last order {_days(_num(r['recency']))} after its first",
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from pathlib import Path
 
@@ -52,7 +52,7 @@ _CSS = """
 
 
 def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] | None = None,
-                  top_n: int = 25) -> str:
+                  warnings: Sequence[str] = (), top_n: int = 25) -> str:
     """Render a score table as one self-contained HTML page.
 
     Parameters
@@ -65,6 +65,9 @@ def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] 
         Page title (escaped).
     notes : mapping of str to int, optional
         Counted input handlings (return lines, duplicates, ...), shown as a table.
+    warnings : sequence of str, optional
+        What the reader should know first (a flag that marked no account, an old
+        model), shown under the title.
     top_n : int, default 25
         Rows per account table.
 
@@ -83,6 +86,7 @@ def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] 
         raise ValueError(f"score table: column {missing[0]!r} is missing; "
                          f"required: {', '.join(REQUIRED_COLUMNS)}")
     sections = [
+        *([_section("Read first", "".join(_paragraph(w) for w in warnings))] if warnings else []),
         _section("Summary", _summary_table(scores)),
         _section("Value concentration", _png(lambda ax: plot_pareto(scores["predicted_value"], ax))
                  + _paragraph("Accounts sorted by predicted value over the horizon.")),

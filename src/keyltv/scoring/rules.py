@@ -94,6 +94,32 @@ def apply_flags(scores: pd.DataFrame, flags: Flags, tiers: Tiers) -> pd.DataFram
     return out
 
 
+def silent_flags(scores: pd.DataFrame, flags: Flags) -> list[str]:
+    """Why a thresholded flag marked no account, in words (one line per silent flag).
+
+    A threshold learned in training (or set in the config) can lie above every score of
+    a later period; an empty at-risk list then reads like good news. Says nothing when
+    a flag marked at least one account, or when there is no account at all.
+    """
+    lines = []
+    valuable = valuable_mask(scores, flags) if len(scores) else None
+    for flag, (score, field, _) in THRESHOLDED_FLAGS.items():
+        if flag not in scores or not len(scores) or scores[flag].any():
+            continue
+        threshold = getattr(flags, field)
+        among = scores[score][valuable] if flag == "at_risk" else scores[score]
+        who = "valuable account" if flag == "at_risk" else "account"
+        if among.empty:
+            lines.append(f"{flag}: no account is valuable enough to be flagged")
+        elif among.max() < threshold:
+            lines.append(f"{flag}: no {who} reached {score} >= {threshold:.3f} (the highest "
+                         f"is {among.max():.3f}), so none is flagged")
+        else:  # high potential also needs a predicted rise over the trailing value
+            lines.append(f"{flag}: the accounts with {score} >= {threshold:.3f} are not "
+                         "predicted above their trailing value, so none is flagged")
+    return lines
+
+
 def tier_migrations(current: pd.Series, previous: pd.Series) -> pd.DataFrame:
     """``previous_tier`` and ``tier_change`` (up, down, same, new) per current account."""
     prev = previous.reindex(current.index)

@@ -193,10 +193,13 @@ def parquet_parts(ws: Workspace) -> list[str]:
     return score(ws, "pq")
 
 
-def previous_scores(ids: list[str]) -> str:
+def previous_scores(ids: list[str], as_of: str | None = None) -> str:
     """An earlier score file (only the columns ``--previous`` reads) for ``ids``."""
     tiers = [("A", "B", "C", "D")[i % 4] for i in range(len(ids))]
-    pd.DataFrame({"customer_id": ids, "tier": tiers}).to_csv("prev.csv", index=False)
+    frame = pd.DataFrame({"customer_id": ids, "tier": tiers})
+    if as_of is not None:
+        frame["as_of"] = as_of
+    frame.to_csv("prev.csv", index=False)
     return "prev.csv"
 
 
@@ -426,6 +429,10 @@ REJECTED = [
          lambda ws: score(ws, log_csv(ws), "--previous", previous_scores(["1", "2"])),
          "prev.csv: column 'customer_id': none of its 2 ids is among the 194 accounts scored "
          "now (e.g. '1' there, '000001' here); check leading zeros"),
+    Case("previous-from-a-later-run",
+         lambda ws: score(ws, log_csv(ws), "--previous",
+                          previous_scores(["000001", "000002"], as_of="2099-01-01")),
+         "prev.csv: column 'as_of': the file is as of 2099-01-01, after --as-of "),
     Case("previous-not-a-score-file",
          lambda ws: score(ws, log_csv(ws), "--previous", ws.accounts_csv),
          "accounts.csv: column 'tier' is missing; pass an earlier keyltv score file"),
@@ -490,6 +497,8 @@ HANDLED = [
          "accounts_scored=194", code=0),
     Case("duplicate-lines", lambda ws: score(ws, log_csv(ws, lambda f: pd.concat([f, f.head(7)]))),
          "duplicate_lines=7", code=0),
+    Case("id-padded-with-whitespace", lambda ws: score(ws, log_csv(
+        ws, set_cell("customer_id", " 000001 "))), "ids_stripped_of_whitespace=1", code=0),
     Case("returns-and-fully-returned-account", lambda ws: score(ws, log_csv(ws, returned_account)),
          "return_lines=724", code=0),
     Case("zero-amounts", lambda ws: score(ws, log_csv(ws, lambda f: f.assign(
@@ -542,8 +551,9 @@ def test_handled_input_is_counted_and_every_account_scored(workspace, in_case, c
         delimiter = csv.Sniffer().sniff(handle.readline()).delimiter
     used = pd.read_csv(args[2], sep=delimiter, dtype=str, encoding="utf-8-sig")
     as_of = args[args.index("--as-of") + 1] if "--as-of" in args else used["date"].max() + "~"
-    seen = set(used.loc[used["date"] < as_of, "customer_id"])
-    assert sorted(scores["customer_id"]) == sorted(seen)  # ids as typed, zeros kept
+    # Ids as typed, zeros kept; whitespace at an edge is stripped (and counted).
+    seen = set(used.loc[used["date"] < as_of, "customer_id"].str.strip())
+    assert sorted(scores["customer_id"]) == sorted(seen)
     assert scores["customer_id"].str.startswith("0").all()
     assert scores["tier"].isin(["A", "B", "C", "D"]).all()
     assert scores["p_alive"].between(0, 1).all() and (scores["predicted_value"] >= 0).all()

@@ -127,3 +127,40 @@ def test_a_refused_job_leaves_no_tracking_store_behind(tmp_path, monkeypatch, ca
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tx.csv"]
+
+
+def test_a_store_that_cannot_record_the_run_stops_score_before_any_file(
+        workspace, tmp_path, monkeypatch, capsys, caplog):
+    import sqlite3
+
+    import mlflow
+
+    root, uri, _, _ = workspace
+    out = tmp_path / "scores.csv"
+    out.write_text("OLD\n")
+
+    def locked(*args, **kwargs):
+        try:
+            raise sqlite3.OperationalError("database is locked")
+        except sqlite3.OperationalError as exc:
+            raise RuntimeError("SQLAlchemy database error. The following exception is caught.") \
+                from exc
+
+    monkeypatch.setattr(mlflow, "start_run", locked)
+    caplog.set_level("INFO", logger="keyltv")
+    monkeypatch.chdir(root)
+    # An explicit --project-dir wins over a machine-wide MLFLOW_TRACKING_URI.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    monkeypatch.setattr(sys, "argv", ["keyltv", "score", "--transactions", "tx.csv",
+                                      "--accounts", "accounts.csv", "--out", str(out),
+                                      "--project-dir", str(root)])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    stderr = capsys.readouterr().err
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: MLflow tracking store 'sqlite:///{root / 'mlflow.db'}': cannot "
+                      "record a run (database is locked)"], stderr
+    assert "Traceback" not in stderr
+    assert f"MLflow store sqlite:///{root / 'mlflow.db'}" in caplog.text
+    assert out.read_text() == "OLD\n" and not (tmp_path / "elsewhere.db").exists()

@@ -227,3 +227,15 @@ def test_scoring_with_a_model_older_than_its_horizon_says_so(fitted):
     warnings = workflows.score_bundle(late_inputs, CONFIG, bundle, "v").warnings
     assert (f"model v was trained as of {bundle.trained_as_of}, 183 days before --as-of "
             f"{later}: more than its 182-day horizon") in warnings
+    # The export stopped long before --as-of: every account only looks idle.
+    assert any(w.startswith(f"the log ends {late_inputs.log.last_date}, ") for w in warnings)
+    # A model of a later day, and a log that lost the margins the model was trained with.
+    earlier = bundle.trained_as_of - timedelta(days=30)
+    no_margin = transactions.drop(columns="margin")
+    warnings = workflows.score_bundle(
+        workflows.load_inputs(no_margin, None, CONFIG, earlier, label="simulated"),
+        CONFIG, bundle, "v").warnings
+    assert f"model v was trained as of {bundle.trained_as_of}, after --as-of {earlier}: it " \
+           "learned from the period it now predicts" in warnings
+    assert any(w.startswith("the model was trained with margins and this log has none")
+               for w in warnings)

@@ -101,7 +101,11 @@ TABLE = __import__("pandas").DataFrame(
     ({"trained_as_of": "2023-07-01", "champion": "lightgbm"}, {}, True,
      "same kind of model (lightgbm); refitted on newer data (2024-01-01), it replaces it"),
     ({"trained_as_of": "2024-07-01", "champion": "lightgbm"}, {}, False,
-     "trained on later data (2024-07-01); @champion stays on version 3"),
+     "trained on later data (2024-07-01) than this model (2024-01-01); @champion stays on "
+     "version 3"),
+    # A backfill never takes the alias, whatever its kind and its gain.
+    ({"trained_as_of": "2024-07-01", "metric_value": "0.5"}, {}, False,
+     "trained on later data (2024-07-01) than this model (2024-01-01)"),
     # Another metric, on the same data: compared on the new metric's row of its kind.
     ({}, {"metric": "mae", "metric_value": "10"}, False,
      "mae 10.0000 does not beat hybrid, version 3's kind, refitted in this backtest (9.0000)"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import warnings
 from datetime import date, datetime
@@ -45,7 +46,7 @@ AccountsOpt = Annotated[Path | None, typer.Option("--accounts", help="Account at
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (see configs/).")]
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut date YYYY-MM-DD; default: day after the last transaction.")]
 HorizonOpt = Annotated[int | None, typer.Option("--horizon-days", help="Prediction horizon in days; default: the config's horizon_days (365). score: the model's horizon, the only one accepted.")]
-ProjectOpt = Annotated[Path, typer.Option("--project-dir", help="Folder of the default MLflow store.")]
+ProjectOpt = Annotated[Path | None, typer.Option("--project-dir", help="Folder of the MLflow store (mlflow.db, mlartifacts/); when given, it wins over MLFLOW_TRACKING_URI and tracking.uri. Default: the working directory.")]
 
 
 def _parse_date(value: str | None, option: str) -> date | None:
@@ -88,7 +89,7 @@ def _print_table(frame: pd.DataFrame) -> None:
 @app.command()
 def train(transactions: TransactionsOpt, accounts: AccountsOpt = None, config: ConfigOpt = None,
           as_of: AsOfOpt = None, horizon_days: HorizonOpt = None,
-          project_dir: ProjectOpt = Path(".")) -> None:
+          project_dir: ProjectOpt = None) -> None:
     """Backtest every model, register the champion as models:/NAME@champion (tracking.model_name, keyltv by default)."""
     from keyltv import workflows
 
@@ -128,7 +129,7 @@ def score(transactions: TransactionsOpt,
           as_of: AsOfOpt = None, horizon_days: HorizonOpt = None,
           previous: Annotated[Path | None, typer.Option("--previous", help="Earlier score file, for tier migrations.")] = None,
           report: Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")] = None,
-          project_dir: ProjectOpt = Path(".")) -> None:
+          project_dir: ProjectOpt = None) -> None:
     """Score every account seen before --as-of with a registered model (no retraining)."""
     from keyltv import workflows
     from keyltv.data.io import check_writable
@@ -150,17 +151,16 @@ def score(transactions: TransactionsOpt,
     if store is None:
         store = workflows.open_store(cfg, project_dir)
     result = workflows.score(inputs, cfg, store, model, horizon_days, previous)
-    _write_outputs(workflows, store, result, inputs, out, report)
+    _write_outputs(workflows, store, result, inputs, out, report, previous)
 
 
-def _write_outputs(workflows, store, result, inputs, out: Path, report: Path | None) -> None:
-    """Scores, then the report, then the MLflow scoring run; each file written atomically."""
-    workflows.write_scores(result.scores, out)
-    if report is not None:
-        workflows.write_score_report(result, inputs, report)
-    workflows.log_scoring(store, result, out, inputs, report)
+def _write_outputs(workflows, store, result, inputs, out: Path, report: Path | None,
+                   previous: Path | None = None) -> None:
+    """Scores and report, each written atomically inside the MLflow scoring run."""
+    run_id = workflows.publish_scores(store, result, inputs, out, report, previous)
     typer.echo(f"Scored {len(result.scores)} accounts as of {inputs.as_of} with "
                f"{result.model_version} -> {out}" + (f", report -> {report}" if report else ""))
+    typer.echo(f"Scoring run {run_id} in {store.display_uri}")
     _print_notes(result.notes)
     for warning in result.warnings:
         typer.echo(f"note: {warning}")
@@ -227,7 +227,7 @@ def features(transactions: TransactionsOpt,
 @app.command()
 def demo(config: ConfigOpt = None, horizon_days: HorizonOpt = None,
          out: Annotated[Path, typer.Option("--out", help="Score file to write.")] = Path("outputs/cdnow_scores.csv"),
-         project_dir: ProjectOpt = Path(".")) -> None:
+         project_dir: ProjectOpt = None) -> None:
     """Train and score on the bundled CDNOW log; print top key accounts and flag counts."""
     from keyltv import workflows
     from keyltv.data.cdnow import load_cdnow
@@ -254,6 +254,14 @@ def demo(config: ConfigOpt = None, horizon_days: HorizonOpt = None,
     _print_table(workflows.flag_counts(result.scores).to_frame("accounts"))
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread (a BaseException, as KeyboardInterrupt is)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main() -> None:
     """Entry point: run the app, map errors to exit codes 2 (input) and 1 (internal)."""
     # LightGBM's OpenMP threads spin while waiting by default, which stalls a 2-core
@@ -263,11 +271,22 @@ def main() -> None:
                         stream=sys.stderr)
     warnings.filterwarnings("ignore", module="mlflow")
     debug = os.environ.get("KEYLTV_DEBUG") == "1"
+    if not debug:
+        # MLflow logs a store's failure with a page of traceback (a locked or read-only
+        # SQLite store) and a pickling WARNING on every train; keyltv reports what went
+        # wrong in one line, and KEYLTV_DEBUG=1 brings MLflow's logs back.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
+    # A scheduler's timeout sends SIGTERM: unwind like an interrupt, so that the MLflow
+    # run ends as failed and temporary files are removed (the default kills at once).
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app(standalone_mode=False)
     except InputError as exc:
         typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
+    except Terminated:
+        typer.echo("error: terminated (SIGTERM)", err=True)
+        sys.exit(128 + signal.SIGTERM)
     except (typer.Exit, SystemExit) as exc:
         sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
     except (typer.Abort, KeyboardInterrupt):
@@ -281,6 +300,9 @@ def main() -> None:
             sys.exit(2)
         if debug:
             raise
+        if type(exc).__name__ == "StoreError":  # keyltv.tracking's (mlflow not imported here)
+            typer.echo(f"error: {_one_line(exc)}", err=True)
+            sys.exit(1)
         if type(exc).__name__ == "OutOfMemoryException":  # duckdb's, not imported here
             # DuckDB's first line says what it lacked; its tips (SET ...) are not ours.
             lack = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"

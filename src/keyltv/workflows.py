@@ -63,17 +63,21 @@ from keyltv.tracking.store import (
 log = logging.getLogger("keyltv")
 
 
-def open_store(config: Config, project_dir: Path, existing: bool = False) -> Store:
-    """Connect to the tracking store named by the environment, the config or the default.
+def open_store(config: Config, project_dir: Path | None = None, existing: bool = False) -> Store:
+    """Connect to the tracking store (see :func:`keyltv.tracking.store.resolve_tracking_uri`).
 
-    With ``existing`` (a job that loads a registered model), a SQLite store that does
-    not exist is refused instead of created.
+    ``project_dir`` is an explicit ``--project-dir``: its store wins over the
+    environment and the config. Artifacts go to ``mlartifacts`` in that folder (the
+    working directory without it). With ``existing`` (a job that loads a registered
+    model), a SQLite store that does not exist is refused instead of created.
     """
     uri = resolve_tracking_uri(config.tracking.uri, project_dir)
     if existing:
         check_store_exists(uri)
+    folder = Path.cwd() if project_dir is None else Path(project_dir)
+    log.info("MLflow store %s", redact_uri(uri))
     return connect(uri, config.tracking.experiment, config.tracking.model_name,
-                   artifact_root=project_dir / "mlartifacts")
+                   artifact_root=folder / "mlartifacts")
 
 
 @dataclass
@@ -335,10 +339,11 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
     of model (its ``champion`` tag: ``hybrid``, ``blend``...) was refitted in this
     backtest, and the new model must beat that row of ``table``; a champion of the
     same kind is replaced by its refit on newer or corrected data (the same model,
-    fresher), not by one on older data. A champion trained
+    fresher). A champion trained
     for another horizon predicts something else: it is replaced. In every case the
     gain must be positive (a tie keeps the champion) and at least
-    ``selection.min_improvement``.
+    ``selection.min_improvement``. A model trained as of an earlier day than the
+    champion (a backfill) never replaces it.
     """
     current = store.champion_version()
     if current is None:
@@ -347,6 +352,13 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
     if old.get("horizon_days") != tags["horizon_days"]:
         return True, (f"version {current.version} predicts another horizon "
                       f"({old.get('horizon_days')} days); replaced")
+    # ISO dates compare as text. A model of older data (a backfill, a rerun of an earlier
+    # month) never takes the alias from one trained on later data, whatever its kind:
+    # the scheduled jobs score the present.
+    if tags["trained_as_of"] < old.get("trained_as_of", ""):
+        return False, (f"version {current.version} was trained on later data "
+                       f"({old.get('trained_as_of')}) than this model ({tags['trained_as_of']}); "
+                       f"@champion stays on version {current.version}")
     sign = HIGHER_IS_BETTER[metric]
     new_value = float(tags["metric_value"])
     same_holdout = (old.get("data_hash") == tags["data_hash"]
@@ -357,14 +369,9 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
         against = f"version {current.version} ({old_value:.4f}, same backtest)"
     elif table is not None and kind in table.index:
         if kind == tags["champion"] and not same_holdout:
-            # ISO dates compare as text. Newer (or corrected) data replaces the champion;
-            # a refit on older data (a backfill) does not.
-            if tags["trained_as_of"] >= old.get("trained_as_of", ""):
-                return True, (f"version {current.version} is the same kind of model ({kind}); "
-                              f"refitted on newer data ({tags['trained_as_of']}), it replaces it")
-            return False, (f"version {current.version} is the same kind of model ({kind}), "
-                           f"trained on later data ({old.get('trained_as_of')}); @champion "
-                           f"stays on version {current.version}")
+            # Newer (or corrected) data replaces the champion (older data stopped above).
+            return True, (f"version {current.version} is the same kind of model ({kind}); "
+                          f"refitted on newer data ({tags['trained_as_of']}), it replaces it")
         old_value = float(table.loc[kind, metric])
         against = (f"{kind}, version {current.version}'s kind, refitted in this backtest "
                    f"({old_value:.4f})")
@@ -442,14 +449,49 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
                                                for c in bundle.feature_columns):
         # The model was trained without attributes: the table given changes nothing.
         notes["account_attributes_unused"] = inputs.accounts.shape[1]
-    warnings = silent_flags(scores, scoring_flags(bundle, config))
+    warnings = silent_flags(scores, scoring_flags(bundle, config)) + scoring_warnings(
+        inputs, bundle, model_version, notes, prev)
+    return ScoreResult(scores, model_version, notes, config.seed, warnings)
+
+
+# A log whose last line is older than this before --as-of is likely an export that did
+# not refresh: every account then looks idle (a monthly export is at most 31 days old).
+STALE_LOG_DAYS = 31
+
+
+def scoring_warnings(inputs: Inputs, bundle: KeyLTVModel, model_version: str,
+                     notes: dict[str, int], previous: pd.Series | None = None) -> list[str]:
+    """What an unattended scoring job must say although its output is valid, in words.
+
+    A job that exits 0 on a stale export, a model from another time, an earlier file of
+    another book or a log that lost its margins gives numbers that look fine and are
+    not comparable with last month's.
+    """
+    lines = []
+    stale = notes.get("days_after_last_transaction", 0)
+    if stale > STALE_LOG_DAYS:
+        lines.append(f"the log ends {inputs.log.last_date}, {stale} days before --as-of "
+                     f"{inputs.as_of}: every account looks that long idle; check that the "
+                     "export is complete")
     trained = getattr(bundle, "trained_as_of", None)
     if trained is not None and (inputs.as_of - trained).days > bundle.horizon_days:
         # Older than its own horizon: the model's world has moved on (retrain, see README).
-        warnings.append(f"model {model_version} was trained as of {trained}, "
-                        f"{(inputs.as_of - trained).days} days before --as-of "
-                        f"{inputs.as_of}: more than its {bundle.horizon_days}-day horizon")
-    return ScoreResult(scores, model_version, notes, config.seed, warnings)
+        lines.append(f"model {model_version} was trained as of {trained}, "
+                     f"{(inputs.as_of - trained).days} days before --as-of "
+                     f"{inputs.as_of}: more than its {bundle.horizon_days}-day horizon")
+    if trained is not None and inputs.as_of < trained:
+        lines.append(f"model {model_version} was trained as of {trained}, after --as-of "
+                     f"{inputs.as_of}: it learned from the period it now predicts")
+    if notes.get("accounts_without_margins"):
+        lines.append("the model was trained with margins and this log has none: tiers rank "
+                     "by predicted value, and predicted_profit and low_margin_key are left out")
+    if previous is not None and len(previous):
+        shared = len(previous) - notes.get("previous_accounts_not_scored", 0)
+        if shared < len(previous) / 2:
+            lines.append(f"only {shared} of the {len(previous)} accounts of --previous are "
+                         "scored now: most accounts are marked new; check that it scored "
+                         "the same book")
+    return lines
 
 
 def evaluate(inputs: Inputs, config: Config, last_origin: date) -> list[OriginResult]:
@@ -495,27 +537,46 @@ def write_score_report(result: ScoreResult, inputs: Inputs, path: str | Path) ->
     return write_report(html, path)
 
 
-def log_scoring(store: Store, result: ScoreResult, out: Path, inputs: Inputs,
-                report: Path | None = None) -> str:
-    """Record a scoring run: counts per tier, segment and flag, input and output rows."""
-    scores = result.scores
+def publish_scores(store: Store, result: ScoreResult, inputs: Inputs, out: Path,
+                   report: Path | None = None, previous: Path | None = None) -> str:
+    """Write the score file (and the report) inside the MLflow scoring run that records it.
+
+    The run is opened first, so a store that cannot record it (read-only, locked)
+    stops the job before any file is replaced; each file is written atomically.
+
+    Returns
+    -------
+    str
+        The scoring run's id.
+    """
     with store.run("score", tags={"keyltv.job": "score"}) as run_id:
+        write_scores(result.scores, out)
         if report is not None:
-            store.log_artifact(report)
-        store.log_params({"as_of": inputs.as_of, "model_version": result.model_version,
-                          "output": str(out), "data_hash": inputs.log.fingerprint,
-                          "seed": result.seed})
-        counts = {"input_lines": inputs.log.n_lines, "output_rows": len(scores),
-                  **{f"tier_{k}": v for k, v in scores["tier"].value_counts().items()},
-                  **{f"segment_{k}": v for k, v in scores["segment"].value_counts().items()},
-                  **{f"flag_{c}": int(scores[c].sum()) for c in
-                     ("key_account", "at_risk", "high_potential", "low_margin_key")
-                     if c in scores},
-                  **result.notes}
-        store.log_metrics({k: float(v) for k, v in counts.items()})
-        if result.warnings:
-            store.log_dict({"warnings": result.warnings}, "warnings.json")
+            write_score_report(result, inputs, report)
+        log_scoring(store, result, out, inputs, report, previous)
     return run_id
+
+
+def log_scoring(store: Store, result: ScoreResult, out: Path, inputs: Inputs,
+                report: Path | None = None, previous: Path | None = None) -> None:
+    """Record a scoring in the active run: counts per tier, segment and flag, rows, sources."""
+    scores = result.scores
+    if report is not None:
+        store.log_artifact(report)
+    store.log_params({"as_of": inputs.as_of, "model_version": result.model_version,
+                      "output": str(Path(out).resolve()), "data_hash": inputs.log.fingerprint,
+                      "transactions": inputs.log.source, "seed": result.seed,
+                      "previous": str(Path(previous).resolve()) if previous else None})
+    counts = {"input_lines": inputs.log.n_lines, "output_rows": len(scores),
+              **{f"tier_{k}": v for k, v in scores["tier"].value_counts().items()},
+              **{f"segment_{k}": v for k, v in scores["segment"].value_counts().items()},
+              **{f"flag_{c}": int(scores[c].sum()) for c in
+                 ("key_account", "at_risk", "high_potential", "low_margin_key")
+                 if c in scores},
+              **result.notes}
+    store.log_metrics({k: float(v) for k, v in counts.items()})
+    if result.warnings:
+        store.log_dict({"warnings": result.warnings}, "warnings.json")
 
 
 def write_scores(scores: pd.DataFrame, out: str | Path) -> Path:

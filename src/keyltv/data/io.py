@@ -862,8 +862,10 @@ def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
     -------
     dict
         ``lines``, ``blank`` (lines without an id), ``broken`` (lines breaking a rule),
-        ``accounts``, ``first_day``, ``last_day`` and ``fingerprint`` (an integer).
+        ``accounts``, ``first_day``, ``last_day``, ``fingerprint`` (an integer) and
+        ``padded_ids`` (distinct ids written with whitespace at an edge, then stripped).
     """
+    padded_ids = 0
     for strip in (False, True):
         _create_parsed_view(con, mapping, date_format, numbers, strip)
         _create_lines(con, mapping, drop_blank_ids)
@@ -880,10 +882,11 @@ def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
             "FROM (SELECT DISTINCT customer_id FROM lines WHERE NOT blank_id)").fetchall()[0]
         if strip or (broken == 0 and padded == 0):
             break
+        padded_ids = int(padded)  # ids read with whitespace at an edge, stripped below
         _drop_lines(con)
     return {"lines": int(lines), "blank": int(blank), "broken": int(broken),
             "accounts": int(accounts), "first_day": first, "last_day": last,
-            "fingerprint": int(fingerprint)}
+            "fingerprint": int(fingerprint), "padded_ids": padded_ids}
 
 
 def _drop_lines(con: duckdb.DuckDBPyConnection) -> None:
@@ -986,6 +989,8 @@ def _check_rules(
         notes["missing_margin_lines"] = int(row["missing_margin"])
         notes["margin_above_amount_lines"] = int(row["margin_above_amount"])
     notes["duplicate_lines"] = int(row["duplicate_lines"])
+    if counts.get("padded_ids"):  # ' 7 ' and '7' are one account: say that they were merged
+        notes["ids_stripped_of_whitespace"] = int(counts["padded_ids"])
     if row["amount_below_precision"]:  # a note only when it happens: it almost never does
         notes["amount_below_precision_lines"] = int(row["amount_below_precision"])
     notes["outlier_lines"] = _count_outliers(con, row["max_amount"], _median_positive_line(con))

@@ -134,7 +134,7 @@ def score_accounts(
         check_feature_schema(bundle.feature_columns, features, source, bundle, accounts_source)
         features = features[bundle.feature_columns]
     if previous is not None:
-        match_previous(previous, features.index, previous_source)
+        match_previous(previous, features.index, previous_source, as_of)
     outputs = bundle.predict(features)
     outputs["trailing_value"] = features["trailing_value"].clip(lower=0.0)
     scored = apply_flags(outputs, scoring_flags(bundle, config), config.tiers)
@@ -181,17 +181,23 @@ def scoring_flags(bundle: object, config: Config) -> Flags:
         update={k: v for k, v in learned.items() if targets.get(k) is not None})
 
 
-def match_previous(previous: pd.Series, scored: pd.Index, path: str | Path) -> None:
-    """Refuse an earlier score file that shares no account with the accounts scored now.
+def match_previous(previous: pd.Series, scored: pd.Index, path: str | Path,
+                   as_of: date | None = None) -> None:
+    """Refuse an earlier score file with no account in common, or of a later day.
 
     A file with no account in common (ids that lost their leading zeros, another book's
-    scores) would mark every account ``new`` without a word.
+    scores) would mark every account ``new`` without a word; a later file (this month's
+    given as last month's) would run every migration backwards.
 
     Raises
     ------
     InputError
-        When no id of ``previous`` is among ``scored``.
+        When no id of ``previous`` is among ``scored``, or its ``as_of`` is after ``as_of``.
     """
+    earlier = previous.attrs.get("as_of")
+    if as_of is not None and earlier is not None and earlier > as_of:
+        raise InputError(f"{path}: column 'as_of': the file is as of {earlier}, after --as-of "
+                         f"{as_of}; --previous takes the score file of an earlier run")
     shared = previous.index.isin(scored)
     if len(previous) and not shared.any():
         raise InputError(
@@ -215,4 +221,9 @@ def read_previous_tiers(path: str | Path) -> pd.Series:
     bad = tiers[~tiers.isin(TIER_ORDER) & tiers.notna()]
     if len(bad):
         raise InputError(f"{path}: column 'tier': unknown tier {bad.iloc[0]!r}; allowed A, B, C, D")
-    return tiers.astype(object)
+    tiers = tiers.astype(object)
+    if "as_of" in frame.columns:  # a keyltv score file has one; kept to check the order of runs
+        days = pd.to_datetime(frame["as_of"].astype("string"), errors="coerce").dropna().unique()
+        if len(days) == 1:
+            tiers.attrs["as_of"] = days[0].date()
+    return tiers

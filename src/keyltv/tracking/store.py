@@ -36,14 +36,22 @@ _RUNTIME_PACKAGES = ("pandas", "numpy", "scipy", "scikit-learn", "lightgbm", "li
                      "autograd", "duckdb", "pyarrow", "cloudpickle", "pydantic", "pyyaml")
 
 
-def resolve_tracking_uri(config_uri: str | None, project_dir: str | Path) -> str:
-    """``MLFLOW_TRACKING_URI``, else the config's URI, else SQLite in the project folder."""
+def resolve_tracking_uri(config_uri: str | None, project_dir: str | Path | None = None) -> str:
+    """The tracking store's URI, the most explicit source first.
+
+    A ``project_dir`` given on the command line (``--project-dir``) names its own SQLite
+    store and wins: ``MLFLOW_TRACKING_URI``, often set machine-wide on a scheduler's
+    hosts, silently sent such a job to another store. Without it:
+    ``MLFLOW_TRACKING_URI``, else the config's URI, else SQLite in the working directory.
+    """
+    if project_dir is not None:
+        return f"sqlite:///{Path(project_dir).resolve() / 'mlflow.db'}"
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
     if config_uri:
         return config_uri
-    return f"sqlite:///{Path(project_dir).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def check_store_exists(uri: str) -> None:
@@ -106,6 +114,11 @@ class Store:
     model_name: str
 
     @property
+    def display_uri(self) -> str:
+        """The store's address for logs, any password masked."""
+        return redact_uri(self.uri)
+
+    @property
     def client(self) -> MlflowClient:
         """A client bound to this store's URI."""
         return MlflowClient(self.uri)
@@ -113,10 +126,21 @@ class Store:
     @contextmanager
     def run(self, name: str, *, parent_id: str | None = None,
             tags: Mapping[str, str] | None = None) -> Iterator[str]:
-        """Start a (child) run and yield its id; the run ends when the block exits."""
-        with mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
-                              nested=parent_id is not None, parent_run_id=parent_id,
-                              tags=dict(tags or {})) as active:
+        """Start a (child) run and yield its id; the run ends when the block exits.
+
+        Raises
+        ------
+        StoreError
+            If the store cannot record a run (a read-only or locked SQLite file).
+        """
+        try:
+            active = mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
+                                      nested=parent_id is not None, parent_run_id=parent_id,
+                                      tags=dict(tags or {}))
+        except Exception as exc:  # MLflow's and SQLAlchemy's errors, whatever the backend
+            raise StoreError(f"MLflow tracking store {self.display_uri!r}: cannot record a "
+                             f"run ({_root_cause(exc)})") from exc
+        with active:
             yield active.info.run_id
 
     def log_params(self, params: Mapping[str, object]) -> None:
@@ -279,6 +303,18 @@ def _check_reachable(uri: str) -> None:
                          f"({reason}); check MLFLOW_TRACKING_URI or tracking.uri") from None
 
 
+class StoreError(RuntimeError):
+    """The tracking store exists but cannot be written (exit code 1, one line)."""
+
+
+def _root_cause(exc: BaseException) -> str:
+    """First line of the innermost cause: ``database is locked``, not MLflow's wrapper."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = str(exc).strip().splitlines()
+    return redact_text(text[0][:200] if text else exc.__class__.__name__)
+
+
 def _headline(exc: Exception) -> str:
     """First line of an error, with any ``user:password@`` masked."""
     text = str(exc).strip().splitlines()
@@ -302,7 +338,12 @@ def load_bundle(model_uri: str) -> tuple[object, dict[str, str]]:
     """
     _check_model_uri(model_uri)
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        # An alias or "latest" is resolved to a number once, and that version is loaded:
+        # resolving it again to name the scores let a training that moved @champion in
+        # between label one version's scores with another's number.
+        version = _version_of(model_uri)
+        pinned = f"models:/{version}" if model_uri.lower().startswith("models:/") else model_uri
+        model = mlflow.pyfunc.load_model(pinned)
         python_model = model.unwrap_python_model()
     except (MlflowException, OSError) as exc:
         hint = ("; train one first, or point MLFLOW_TRACKING_URI or --project-dir at the store "
@@ -314,7 +355,7 @@ def load_bundle(model_uri: str) -> tuple[object, dict[str, str]]:
                          f"keyltv version: {_headline(exc)})") from None
     if not isinstance(python_model, KeyLTVPyfunc):
         raise InputError(f"model {model_uri!r}: is not a keyltv model")
-    info = {"model_uri": model_uri, "model_version": _version_of(model_uri)}
+    info = {"model_uri": model_uri, "model_version": version}
     return python_model.bundle, info
 
 
@@ -347,14 +388,23 @@ def _check_model_uri(model_uri: str) -> None:
 
 
 def _version_of(model_uri: str) -> str:
-    """Registry version number behind a ``models:/NAME@ALIAS`` or ``models:/NAME/N`` URI."""
-    if not model_uri.startswith("models:/"):
+    """``NAME/N`` behind a ``models:/NAME@ALIAS``, ``models:/NAME/latest`` or ``models:/NAME/N``.
+
+    Other URIs (``runs:/``, a folder) are returned as they are.
+    """
+    if not model_uri.lower().startswith("models:/"):
         return model_uri
     ref = model_uri[len("models:/"):]
     client = MlflowClient()
     if "@" in ref:
         name, alias = ref.split("@", 1)
         return f"{name}/{client.get_model_version_by_alias(name, alias).version}"
+    name, _, number = ref.rpartition("/")
+    if number.lower() == "latest":
+        versions = client.search_model_versions(f"name = '{name.replace(chr(39), '')}'")
+        if not versions:
+            raise MlflowException(f"Registered model {name!r} not found")
+        return f"{name}/{max(int(v.version) for v in versions)}"
     return ref
 
 

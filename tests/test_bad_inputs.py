@@ -499,6 +499,8 @@ HANDLED = [
          "duplicate_lines=7", code=0),
     Case("id-padded-with-whitespace", lambda ws: score(ws, log_csv(
         ws, set_cell("customer_id", " 000001 "))), "ids_stripped_of_whitespace=1", code=0),
+    Case("ids-written-as-decimals", lambda ws: score(ws, log_csv(
+        ws, set_cell("customer_id", "000001.0"))), "ids_ending_in_point_zero=1", code=0),
     Case("returns-and-fully-returned-account", lambda ws: score(ws, log_csv(ws, returned_account)),
          "return_lines=724", code=0),
     Case("zero-amounts", lambda ws: score(ws, log_csv(ws, lambda f: f.assign(

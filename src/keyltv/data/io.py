@@ -863,7 +863,8 @@ def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
     dict
         ``lines``, ``blank`` (lines without an id), ``broken`` (lines breaking a rule),
         ``accounts``, ``first_day``, ``last_day``, ``fingerprint`` (an integer) and
-        ``padded_ids`` (distinct ids written with whitespace at an edge, then stripped).
+        ``padded_ids`` (distinct ids written with whitespace at an edge, then stripped)
+        and ``point_zero_ids`` (distinct ids such as ``17850.0``).
     """
     padded_ids = 0
     for strip in (False, True):
@@ -877,8 +878,10 @@ def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
                       -- in which two identical lines would cancel out.
                       COALESCE(sum(line_hash) FILTER (WHERE NOT blank_id), 0)
                FROM lines""").fetchall()[0]
-        accounts, padded = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE {_edges('customer_id')}) "
+        accounts, padded, point_zero = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE {_edges('customer_id')}), "
+            # '17850.0': an integer id that a spreadsheet or pandas wrote as a float.
+            "count(*) FILTER (WHERE regexp_full_match(customer_id, '-?[0-9]+[.]0+')) "
             "FROM (SELECT DISTINCT customer_id FROM lines WHERE NOT blank_id)").fetchall()[0]
         if strip or (broken == 0 and padded == 0):
             break
@@ -886,7 +889,8 @@ def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
         _drop_lines(con)
     return {"lines": int(lines), "blank": int(blank), "broken": int(broken),
             "accounts": int(accounts), "first_day": first, "last_day": last,
-            "fingerprint": int(fingerprint), "padded_ids": padded_ids}
+            "fingerprint": int(fingerprint), "padded_ids": padded_ids,
+            "point_zero_ids": int(point_zero)}
 
 
 def _drop_lines(con: duckdb.DuckDBPyConnection) -> None:
@@ -991,6 +995,10 @@ def _check_rules(
     notes["duplicate_lines"] = int(row["duplicate_lines"])
     if counts.get("padded_ids"):  # ' 7 ' and '7' are one account: say that they were merged
         notes["ids_stripped_of_whitespace"] = int(counts["padded_ids"])
+    if counts.get("point_zero_ids"):
+        # Kept as written (ids are opaque text), but they will not join to a CRM's 17850:
+        # a float column exported as text. Typed float columns are read as 17850.
+        notes["ids_ending_in_point_zero"] = int(counts["point_zero_ids"])
     if row["amount_below_precision"]:  # a note only when it happens: it almost never does
         notes["amount_below_precision_lines"] = int(row["amount_below_precision"])
     notes["outlier_lines"] = _count_outliers(con, row["max_amount"], _median_positive_line(con))

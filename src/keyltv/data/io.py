@@ -1163,7 +1163,7 @@ def load_accounts(
     if len(dup):
         raise InputError(
             f"{name}: column {id_column!r}: duplicated customer id {describe_value(dup.iloc[0])} "
-            f"({len(dup)} duplicate row(s)); the account table needs one row per account"
+            f"({len(dup)} duplicate row(s)); the file needs one row per account"
         )
     frame = frame.set_index(id_column)
     frame.index = frame.index.astype(str)

@@ -77,6 +77,19 @@ def test_score_with_previous_gives_migrations(workspace):
     scores = pd.read_csv(root / "q2.csv", dtype={"customer_id": str})
     assert set(scores["tier_change"]) <= {"up", "down", "same", "new"}
     assert (scores["tier_change"] != "new").sum() > 0
+    assert "note: --previous" not in second.stdout  # same model, same horizon
+    # An earlier file of another model version and horizon: the migrations are said to mix.
+    earlier = pd.read_csv(root / "q1.csv", dtype={"customer_id": str})
+    earlier.assign(model_version="keyltv/0", horizon_days=365).to_csv(root / "q0.csv",
+                                                                      index=False)
+    third = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
+                    "--out", "q3.csv", "--as-of", "2024-07-01", "--previous", "q0.csv",
+                    cwd=root, uri=uri)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert ("note: --previous was scored by keyltv/0, this run by keyltv/1: tier changes mix "
+            "account and model changes") in third.stdout
+    assert ("note: --previous predicted a 365-day horizon, this run a 182-day one: its tiers "
+            "rank another quantity") in third.stdout
 
 
 @pytest.mark.parametrize(

@@ -491,6 +491,15 @@ def scoring_warnings(inputs: Inputs, bundle: KeyLTVModel, model_version: str,
             lines.append(f"only {shared} of the {len(previous)} accounts of --previous are "
                          "scored now: most accounts are marked new; check that it scored "
                          "the same book")
+        # Tier changes then mix what the accounts did with what the model changed.
+        earlier_model = previous.attrs.get("model_version")
+        if earlier_model is not None and earlier_model != model_version:
+            lines.append(f"--previous was scored by {earlier_model}, this run by "
+                         f"{model_version}: tier changes mix account and model changes")
+        earlier_h = previous.attrs.get("horizon_days")
+        if earlier_h is not None and earlier_h != str(bundle.horizon_days):
+            lines.append(f"--previous predicted a {earlier_h}-day horizon, this run a "
+                         f"{bundle.horizon_days}-day one: its tiers rank another quantity")
     return lines
 
 

@@ -226,4 +226,9 @@ def read_previous_tiers(path: str | Path) -> pd.Series:
         days = pd.to_datetime(frame["as_of"].astype("string"), errors="coerce").dropna().unique()
         if len(days) == 1:
             tiers.attrs["as_of"] = days[0].date()
+    for column in ("model_version", "horizon_days"):  # to say when the runs differ
+        if column in frame.columns:
+            values = frame[column].dropna().astype("string").unique()
+            if len(values) == 1:
+                tiers.attrs[column] = str(values[0]).removesuffix(".0")
     return tiers

@@ -399,6 +399,8 @@ class ScoreResult:
     seed: int | None = None
     # Things an operator should read (a flag that marked nobody, an old model), in words.
     warnings: list[str] = field(default_factory=list)
+    # Accounts of --previous not scored now, per their earlier tier (for the report).
+    previous_not_scored: dict[str, int] = field(default_factory=dict)
 
 
 def score(inputs: Inputs, config: Config, store: Store, model_uri: str,
@@ -436,9 +438,12 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
                             accounts_source=accounts_source, previous_source=str(previous))
     notes = {**inputs.notes, "attribute_values_unseen_in_training":
              count_unseen_levels(bundle, features), "accounts_scored": len(scores)}
+    lost: dict[str, int] = {}
     if prev is not None:
         # Accounts of the earlier run that are not scored now (no line before --as-of).
-        notes["previous_accounts_not_scored"] = int((~prev.index.isin(features.index)).sum())
+        gone = prev[~prev.index.isin(features.index)]
+        notes["previous_accounts_not_scored"] = len(gone)
+        lost = {str(t): int(n) for t, n in gone.value_counts().items()}
     margins = int(features["margin_rate"].notna().sum())
     if bundle.margin_rate is not None and margins == 0:
         # A model trained with margins, a log without: no profit is predicted (see predict).
@@ -451,7 +456,7 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
         notes["account_attributes_unused"] = inputs.accounts.shape[1]
     warnings = silent_flags(scores, scoring_flags(bundle, config)) + scoring_warnings(
         inputs, bundle, model_version, notes, prev)
-    return ScoreResult(scores, model_version, notes, config.seed, warnings)
+    return ScoreResult(scores, model_version, notes, config.seed, warnings, lost)
 
 
 # A log whose last line is older than this before --as-of is likely an export that did
@@ -542,7 +547,8 @@ def evaluation_json(results: list[OriginResult]) -> dict[str, object]:
 def write_score_report(result: ScoreResult, inputs: Inputs, path: str | Path) -> Path:
     """The self-contained HTML report of a scoring run, written atomically."""
     html = render_report(result.scores, title=f"keyltv key accounts as of {inputs.as_of}",
-                         notes=result.notes, warnings=result.warnings)
+                         notes=result.notes, warnings=result.warnings,
+                         previous_not_scored=result.previous_not_scored)
     return write_report(html, path)
 
 

@@ -78,6 +78,13 @@ def test_optional_sections_appear_only_with_their_columns(page):
     assert "total predicted profit" in html
     assert "up: 1, down: 1, same: 0, new: 3" in html
     assert "orders slowing; &lt;no&gt; margin" in html
+    assert "not scored now" not in html
+    # Accounts of the earlier file that are gone: a column, so each row adds up.
+    gone = render_report(scores, title="t", previous_not_scored={"A": 2, "D": 1})
+    rows = re.findall(r"<tr><td>(\w+)</td>(?:<td[^>]*>\d+</td>){4}<td[^>]*>(\d+)</td></tr>",
+                      gone[gone.index("<h2>Tier migrations</h2>"):])
+    assert "<th>not scored now</th>" in gone
+    assert dict(rows) == {"A": "2", "B": "0", "D": "1", "new": "0"}
 
 
 def test_missing_required_column_is_named():

@@ -52,7 +52,8 @@ _CSS = """
 
 
 def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] | None = None,
-                  warnings: Sequence[str] = (), top_n: int = 25) -> str:
+                  warnings: Sequence[str] = (), top_n: int = 25,
+                  previous_not_scored: Mapping[str, int] | None = None) -> str:
     """Render a score table as one self-contained HTML page.
 
     Parameters
@@ -70,6 +71,9 @@ def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] 
         model), shown under the title.
     top_n : int, default 25
         Rows per account table.
+    previous_not_scored : mapping of str to int, optional
+        Accounts of the earlier score file not scored now, per their earlier tier; a
+        column of the migration table.
 
     Returns
     -------
@@ -94,7 +98,7 @@ def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] 
         *_account_sections(scores, top_n),
     ]
     if "tier_change" in scores.columns:
-        sections.append(_section("Tier migrations", _migrations(scores)))
+        sections.append(_section("Tier migrations", _migrations(scores, previous_not_scored)))
     sections.append(_section("Input notes", _notes_table(notes)))
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -181,14 +185,24 @@ def _tiers_and_segments(scores: pd.DataFrame) -> str:
             + _table(counts.rename_axis("segment").reset_index()))
 
 
-def _migrations(scores: pd.DataFrame) -> str:
-    """Previous tier x current tier counts, accounts new since the last run in row ``new``."""
+def _migrations(scores: pd.DataFrame, not_scored: Mapping[str, int] | None = None) -> str:
+    """Previous tier x current tier counts, accounts new since the last run in row ``new``.
+
+    ``not_scored`` counts, per previous tier, the accounts of the earlier file that are
+    not scored now (no line before ``--as-of``): column ``not scored now``, so that each
+    row adds up to the earlier file's accounts of that tier.
+    """
     previous = (scores["previous_tier"] if "previous_tier" in scores.columns
                 else pd.Series(np.nan, index=scores.index)).astype(object)
     previous = previous.where(previous.notna(), "new")
     table = pd.crosstab(previous.rename("previous tier"), scores["tier"].rename("tier"))
     order = [t for t in (*TIER_ORDER, "new") if t in table.index]
+    if not_scored:
+        order = list(dict.fromkeys([*order, *(t for t in TIER_ORDER if not_scored.get(t))]))
+        order.sort(key=lambda t: (*TIER_ORDER, "new").index(t))
     table = table.reindex(index=order, columns=list(TIER_ORDER), fill_value=0)
+    if not_scored:
+        table["not scored now"] = [int(not_scored.get(t, 0)) for t in table.index]
     changes = scores["tier_change"].value_counts().reindex(
         ["up", "down", "same", "new"], fill_value=0)
     summary = ", ".join(f"{k}: {v:,}" for k, v in changes.items())

@@ -103,8 +103,10 @@ TABLE = __import__("pandas").DataFrame(
     ({"trained_as_of": "2024-07-01", "champion": "lightgbm"}, {}, False,
      "trained on later data (2024-07-01) than this model (2024-01-01); @champion stays on "
      "version 3"),
-    # A backfill never takes the alias, whatever its kind and its gain.
+    # A backfill never takes the alias, whatever its kind, gain or horizon.
     ({"trained_as_of": "2024-07-01", "metric_value": "0.5"}, {}, False,
+     "trained on later data (2024-07-01) than this model (2024-01-01)"),
+    ({"trained_as_of": "2024-07-01", "horizon_days": "365"}, {}, False,
      "trained on later data (2024-07-01) than this model (2024-01-01)"),
     # Another metric, on the same data: compared on the new metric's row of its kind.
     ({}, {"metric": "mae", "metric_value": "10"}, False,

@@ -58,6 +58,7 @@ from keyltv.tracking.store import (
     connect,
     load_bundle,
     resolve_tracking_uri,
+    sigterm_held,
 )
 
 log = logging.getLogger("keyltv")
@@ -349,16 +350,16 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
     if current is None:
         return True, "no earlier version held @champion"
     old, metric = current.tags, tags["metric"]
-    if old.get("horizon_days") != tags["horizon_days"]:
-        return True, (f"version {current.version} predicts another horizon "
-                      f"({old.get('horizon_days')} days); replaced")
     # ISO dates compare as text. A model of older data (a backfill, a rerun of an earlier
-    # month) never takes the alias from one trained on later data, whatever its kind:
-    # the scheduled jobs score the present.
+    # month) never takes the alias from one trained on later data, whatever its kind or
+    # horizon: the scheduled jobs score the present.
     if tags["trained_as_of"] < old.get("trained_as_of", ""):
         return False, (f"version {current.version} was trained on later data "
                        f"({old.get('trained_as_of')}) than this model ({tags['trained_as_of']}); "
                        f"@champion stays on version {current.version}")
+    if old.get("horizon_days") != tags["horizon_days"]:
+        return True, (f"version {current.version} predicts another horizon "
+                      f"({old.get('horizon_days')} days); replaced")
     sign = HIGHER_IS_BETTER[metric]
     new_value = float(tags["metric_value"])
     same_holdout = (old.get("data_hash") == tags["data_hash"]
@@ -473,7 +474,7 @@ def scoring_warnings(inputs: Inputs, bundle: KeyLTVModel, model_version: str,
     not comparable with last month's.
     """
     lines = []
-    stale = notes.get("days_after_last_transaction", 0)
+    stale = (inputs.as_of - inputs.log.last_date).days
     if stale > STALE_LOG_DAYS:
         lines.append(f"the log ends {inputs.log.last_date}, {stale} days before --as-of "
                      f"{inputs.as_of}: every account looks that long idle; check that the "
@@ -492,10 +493,14 @@ def scoring_warnings(inputs: Inputs, bundle: KeyLTVModel, model_version: str,
                      "by predicted value, and predicted_profit and low_margin_key are left out")
     if previous is not None and len(previous):
         shared = len(previous) - notes.get("previous_accounts_not_scored", 0)
+        scored = notes.get("accounts_scored", 0)
         if shared < len(previous) / 2:
-            lines.append(f"only {shared} of the {len(previous)} accounts of --previous are "
-                         "scored now: most accounts are marked new; check that it scored "
-                         "the same book")
+            lines.append(f"only {shared:,} of the {len(previous):,} accounts of --previous are "
+                         "scored now (the others have no line before --as-of); check that "
+                         "it scored the same book")
+        if scored - shared > scored / 2:
+            lines.append(f"{scored - shared:,} of the {scored:,} accounts scored now are not in "
+                         "--previous and are marked new; check that it scored the same book")
         # Tier changes then mix what the accounts did with what the model changed.
         earlier_model = previous.attrs.get("model_version")
         if earlier_model is not None and earlier_model != model_version:
@@ -544,40 +549,48 @@ def evaluation_json(results: list[OriginResult]) -> dict[str, object]:
     }
 
 
-def write_score_report(result: ScoreResult, inputs: Inputs, path: str | Path) -> Path:
-    """The self-contained HTML report of a scoring run, written atomically."""
-    html = render_report(result.scores, title=f"keyltv key accounts as of {inputs.as_of}",
+def score_report_html(result: ScoreResult, inputs: Inputs) -> str:
+    """The self-contained HTML report of a scoring run."""
+    return render_report(result.scores, title=f"keyltv key accounts as of {inputs.as_of}",
                          notes=result.notes, warnings=result.warnings,
                          previous_not_scored=result.previous_not_scored)
-    return write_report(html, path)
+
+
+def write_score_report(result: ScoreResult, inputs: Inputs, path: str | Path) -> Path:
+    """The self-contained HTML report of a scoring run, written atomically."""
+    return write_report(score_report_html(result, inputs), path)
 
 
 def publish_scores(store: Store, result: ScoreResult, inputs: Inputs, out: Path,
                    report: Path | None = None, previous: Path | None = None) -> str:
-    """Write the score file (and the report) inside the MLflow scoring run that records it.
+    """Record the scoring in MLflow, then write the score file (and the report).
 
-    The run is opened first, so a store that cannot record it (read-only, locked)
-    stops the job before any file is replaced; each file is written atomically.
+    Everything goes to the store first, so a store that cannot take it (read-only,
+    locked) stops the job before any file is replaced. SIGTERM is held from the first
+    write to the end of the run (a few seconds): a job stopped by a scheduler then
+    leaves either the earlier files or the new ones with their finished run, never new
+    files beside a failed run. Each file is written atomically.
 
     Returns
     -------
     str
         The scoring run's id.
     """
-    with store.run("score", tags={"keyltv.job": "score"}) as run_id:
+    html = score_report_html(result, inputs) if report is not None else None
+    with sigterm_held(), store.run("score", tags={"keyltv.job": "score"}) as run_id:
+        log_scoring(store, result, out, inputs, html, previous)
         write_scores(result.scores, out)
         if report is not None:
-            write_score_report(result, inputs, report)
-        log_scoring(store, result, out, inputs, report, previous)
+            write_report(html, report)
     return run_id
 
 
 def log_scoring(store: Store, result: ScoreResult, out: Path, inputs: Inputs,
-                report: Path | None = None, previous: Path | None = None) -> None:
+                report_html: str | None = None, previous: Path | None = None) -> None:
     """Record a scoring in the active run: counts per tier, segment and flag, rows, sources."""
     scores = result.scores
-    if report is not None:
-        store.log_artifact(report)
+    if report_html is not None:
+        store.log_text(report_html, "report.html")
     store.log_params({"as_of": inputs.as_of, "model_version": result.model_version,
                       "output": str(Path(out).resolve()), "data_hash": inputs.log.fingerprint,
                       "transactions": inputs.log.source, "seed": result.seed,

@@ -72,6 +72,10 @@ def test_a_flag_that_marks_nobody_says_why():
         f"{flags.high_potential_growth:.3f} are not predicted above their trailing value, "
         "so none is flagged")
     assert silent_flags(apply_flags(scores().head(0), flags, Tiers()), flags) == []
+    # A threshold just above the highest score is printed with the digits that tell them apart.
+    close = flags.model_copy(update={"at_risk_decline": 0.80004})
+    assert silent_flags(apply_flags(scores(), close, Tiers()), close)[0].startswith(
+        "at_risk: no valuable account reached decline_risk >= 0.80004 (the highest is 0.80000)")
 
 
 def test_migrations():

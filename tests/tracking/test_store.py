@@ -23,3 +23,27 @@ def test_a_missing_sqlite_store_is_refused_without_creating_it(tmp_path):
     assert not db.exists()
     db.touch()
     check_store_exists(f"sqlite:///{db}")  # an existing file is left to MLflow
+
+
+def test_sigterm_is_held_during_a_store_write_and_delivered_after():
+    import os
+    import signal
+
+    from keyltv.tracking.store import sigterm_held
+
+    class Stop(BaseException):
+        pass
+
+    def stop(signum, frame):
+        raise Stop()
+
+    before = signal.signal(signal.SIGTERM, stop)
+    finished = False
+    try:
+        with pytest.raises(Stop):
+            with sigterm_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                finished = True  # the write is not cut in the middle
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert finished

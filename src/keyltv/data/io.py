@@ -863,7 +863,7 @@ def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
     dict
         ``lines``, ``blank`` (lines without an id), ``broken`` (lines breaking a rule),
         ``accounts``, ``first_day``, ``last_day``, ``fingerprint`` (an integer) and
-        ``padded_ids`` (distinct ids written with whitespace at an edge, then stripped)
+        ``padded_ids`` (accounts whose id was written with whitespace at an edge)
         and ``point_zero_ids`` (distinct ids such as ``17850.0``).
     """
     padded_ids = 0
@@ -879,7 +879,9 @@ def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
                       COALESCE(sum(line_hash) FILTER (WHERE NOT blank_id), 0)
                FROM lines""").fetchall()[0]
         accounts, padded, point_zero = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE {_edges('customer_id')}), "
+            # Padded ids counted as the accounts they become (' 7' and '7\t' are one).
+            f"SELECT count(*), count(DISTINCT {_stripped('customer_id')}) "
+            f"FILTER (WHERE {_edges('customer_id')}), "
             # '17850.0': an integer id that a spreadsheet or pandas wrote as a float.
             "count(*) FILTER (WHERE regexp_full_match(customer_id, '-?[0-9]+[.]0+')) "
             "FROM (SELECT DISTINCT customer_id FROM lines WHERE NOT blank_id)").fetchall()[0]

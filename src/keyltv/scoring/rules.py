@@ -112,12 +112,21 @@ def silent_flags(scores: pd.DataFrame, flags: Flags) -> list[str]:
         if among.empty:
             lines.append(f"{flag}: no account is valuable enough to be flagged")
         elif among.max() < threshold:
-            lines.append(f"{flag}: no {who} reached {score} >= {threshold:.3f} (the highest "
-                         f"is {among.max():.3f}), so none is flagged")
+            digits = _digits_apart(threshold, float(among.max()))
+            lines.append(f"{flag}: no {who} reached {score} >= {threshold:.{digits}f} (the "
+                         f"highest is {among.max():.{digits}f}), so none is flagged")
         else:  # high potential also needs a predicted rise over the trailing value
             lines.append(f"{flag}: the accounts with {score} >= {threshold:.3f} are not "
                          "predicted above their trailing value, so none is flagged")
     return lines
+
+
+def _digits_apart(a: float, b: float, least: int = 3, most: int = 8) -> int:
+    """Decimals that tell ``a`` from ``b`` when printed (0.466 and 0.466 are not apart)."""
+    digits = least
+    while digits < most and f"{a:.{digits}f}" == f"{b:.{digits}f}":
+        digits += 1
+    return digits
 
 
 def tier_migrations(current: pd.Series, previous: pd.Series) -> pd.DataFrame:

@@ -223,9 +223,9 @@ def read_previous_tiers(path: str | Path) -> pd.Series:
         raise InputError(f"{path}: column 'tier': unknown tier {bad.iloc[0]!r}; allowed A, B, C, D")
     tiers = tiers.astype(object)
     if "as_of" in frame.columns:  # a keyltv score file has one; kept to check the order of runs
-        days = pd.to_datetime(frame["as_of"].astype("string"), errors="coerce").dropna().unique()
-        if len(days) == 1:
-            tiers.attrs["as_of"] = days[0].date()
+        days = pd.to_datetime(frame["as_of"].astype("string"), errors="coerce").dropna()
+        if len(days):  # the latest: a file mixing days is as late as its latest row
+            tiers.attrs["as_of"] = days.max().date()
     for column in ("model_version", "horizon_days"):  # to say when the runs differ
         if column in frame.columns:
             values = frame[column].dropna().astype("string").unique()

@@ -7,16 +7,20 @@ aliases (``@champion``) are used, not the deprecated stages.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
+import signal
 import socket
 import tempfile
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -105,6 +109,38 @@ def bundle_outputs(bundle: object, model_input: pd.DataFrame) -> pd.DataFrame:
     return bundle.predict(frame).reset_index()
 
 
+T = TypeVar("T")
+
+
+@contextmanager
+def sigterm_held() -> Iterator[None]:
+    """Hold SIGTERM during a write to the store and deliver it right after.
+
+    keyltv's CLI turns SIGTERM (a scheduler's timeout) into an exception, so that the
+    run ends as failed; raised in the middle of an MLflow write, it left the SQLite
+    transaction holding its lock, and ending the run then failed with "database is
+    locked" (runs stayed RUNNING; a black-box audit at stop 19). Outside the main thread,
+    where no handler runs, this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _held(method: Callable[..., T]) -> Callable[..., T]:
+    """A store method that writes, run with SIGTERM held (see :func:`sigterm_held`)."""
+    @functools.wraps(method)
+    def wrapper(*args: object, **kwargs: object) -> T:
+        with sigterm_held():
+            return method(*args, **kwargs)
+    return wrapper
+
+
 @dataclass
 class Store:
     """A connected MLflow store with keyltv's experiment and model name."""
@@ -134,29 +170,45 @@ class Store:
             If the store cannot record a run (a read-only or locked SQLite file).
         """
         try:
-            active = mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
-                                      nested=parent_id is not None, parent_run_id=parent_id,
-                                      tags=dict(tags or {}))
+            with sigterm_held():
+                active = mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
+                                          nested=parent_id is not None,
+                                          parent_run_id=parent_id, tags=dict(tags or {}))
         except Exception as exc:  # MLflow's and SQLAlchemy's errors, whatever the backend
             raise StoreError(f"MLflow tracking store {self.display_uri!r}: cannot record a "
                              f"run ({_root_cause(exc)})") from exc
-        with active:
+        try:
             yield active.info.run_id
+        except BaseException:  # an error, an interrupt or SIGTERM: the run failed
+            with sigterm_held():
+                mlflow.end_run("FAILED")
+            raise
+        with sigterm_held():
+            mlflow.end_run()
 
+    @_held
     def log_params(self, params: Mapping[str, object]) -> None:
         """Log flat params (values stringified by MLflow)."""
         mlflow.log_params({k: v for k, v in params.items() if v is not None})
 
+    @_held
     def log_metrics(self, metrics: Mapping[str, float], prefix: str = "") -> None:
         """Log finite metrics; NaN (undefined, e.g. one class only) is left out."""
         finite = {prefix + k: float(v) for k, v in metrics.items()
                   if v is not None and pd.notna(v)}
         mlflow.log_metrics(finite)
 
+    @_held
     def log_dict(self, data: object, name: str) -> None:
         """Log a JSON or YAML artifact (by extension)."""
         mlflow.log_dict(data, name)
 
+    @_held
+    def log_text(self, text: str, name: str) -> None:
+        """Log text (a rendered report, say) as an artifact file."""
+        mlflow.log_text(text, name)
+
+    @_held
     def log_table(self, frame: pd.DataFrame, name: str) -> None:
         """Log a table as CSV and HTML artifacts, readable in the UI."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -164,18 +216,22 @@ class Store:
             frame.to_html(Path(tmp) / f"{name}.html", float_format=lambda v: f"{v:.4f}")
             mlflow.log_artifacts(tmp)
 
+    @_held
     def set_description(self, markdown: str) -> None:
         """The run's description, shown at the top of the run page in the MLflow UI."""
         mlflow.set_tag("mlflow.note.content", markdown)
 
+    @_held
     def log_figure(self, figure: object, name: str) -> None:
         """Log a matplotlib figure as a PNG artifact."""
         mlflow.log_figure(figure, name)
 
+    @_held
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         """Log a local file."""
         mlflow.log_artifact(str(path), folder)
 
+    @_held
     def log_bundle(self, bundle: object, example: pd.DataFrame, tags: Mapping[str, str]) -> str:
         """Log the bundle as a pyfunc model, register it, return the new version.
 
@@ -213,14 +269,17 @@ class Store:
         except MlflowException:
             return None
 
+    @_held
     def set_champion(self, version: str) -> None:
         """Point ``@champion`` at ``version``."""
         self.client.set_registered_model_alias(self.model_name, CHAMPION_ALIAS, version)
 
+    @_held
     def describe_version(self, version: str, markdown: str) -> None:
         """The model version's description, shown on its page in the registry."""
         self.client.update_model_version(self.model_name, version, description=markdown)
 
+    @_held
     def set_version_tag(self, version: str, key: str, value: str) -> None:
         """Annotate a model version (e.g. why it did not become champion)."""
         self.client.set_model_version_tag(self.model_name, version, key, value)
@@ -273,13 +332,22 @@ def connect(uri: str, experiment: str, model_name: str, artifact_root: Path | No
             location = Path(artifact_root).resolve().as_uri()
         return Store(uri, client.create_experiment(experiment, artifact_location=location),
                      model_name)
-    except (MlflowException, OSError) as exc:
-        raise InputError(f"MLflow tracking store {redact_uri(uri)!r}: cannot be reached "
-                         f"({_headline(exc)})") from None
     except ImportError as exc:  # a database URI whose driver is not installed
         raise InputError(f"MLflow tracking store {redact_uri(uri)!r}: needs the Python module "
                          f"{exc.name!r}, which keyltv does not install; install it into the "
                          "environment, or use a sqlite:/// or http(s):// URI") from None
+    except Exception as exc:  # MLflow's, SQLAlchemy's or the OS's, whatever the backend
+        cause = _root_cause(exc)
+        if any(word in cause.lower() for word in _BUSY):
+            # The store is there but another job holds it: retry later, not a bad input.
+            raise StoreError(f"MLflow tracking store {redact_uri(uri)!r}: cannot be used now "
+                             f"({cause})") from exc
+        raise InputError(f"MLflow tracking store {redact_uri(uri)!r}: cannot be reached "
+                         f"({_headline(exc)})") from None
+
+
+# Root causes of a store that exists but cannot be written at the moment.
+_BUSY = ("database is locked", "readonly database", "read-only", "database is busy")
 
 
 def _check_reachable(uri: str) -> None:

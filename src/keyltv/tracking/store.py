@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import pickle
 import signal
@@ -35,6 +36,7 @@ from keyltv.data.schema import InputError, redact_text, redact_uri
 
 CHAMPION_ALIAS = "champion"
 BUNDLE_ARTIFACT = "bundle.pkl"
+log = logging.getLogger("keyltv")
 # Packages a fresh environment needs to load the pyfunc model (pinned as installed).
 _RUNTIME_PACKAGES = ("pandas", "numpy", "scipy", "scikit-learn", "lightgbm", "lifetimes",
                      "autograd", "duckdb", "pyarrow", "cloudpickle", "pydantic", "pyyaml")
@@ -181,7 +183,11 @@ class Store:
             yield active.info.run_id
         except BaseException:  # an error, an interrupt or SIGTERM: the run failed
             with sigterm_held():
-                mlflow.end_run("FAILED")
+                try:
+                    mlflow.end_run("FAILED")
+                except Exception as exc:  # the first error is the one to report
+                    log.warning("MLflow run %s could not be marked failed (%s)",
+                                active.info.run_id, _root_cause(exc))
             raise
         with sigterm_held():
             mlflow.end_run()
@@ -315,6 +321,8 @@ def connect(uri: str, experiment: str, model_name: str, artifact_root: Path | No
     ------
     InputError
         If the store cannot be reached or opened.
+    StoreError
+        If it exists but another job holds it (a locked SQLite file).
     """
     if uri.startswith(("http://", "https://")):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

@@ -862,9 +862,9 @@ def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
     -------
     dict
         ``lines``, ``blank`` (lines without an id), ``broken`` (lines breaking a rule),
-        ``accounts``, ``first_day``, ``last_day``, ``fingerprint`` (an integer) and
-        ``padded_ids`` (accounts whose id was written with whitespace at an edge)
-        and ``point_zero_ids`` (distinct ids such as ``17850.0``).
+        ``accounts``, ``first_day``, ``last_day``, ``fingerprint`` (an integer),
+        ``padded_ids`` (accounts whose id was written with whitespace at an edge) and
+        ``point_zero_ids`` (distinct ids such as ``17850.0``).
     """
     padded_ids = 0
     for strip in (False, True):

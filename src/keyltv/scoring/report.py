@@ -196,13 +196,11 @@ def _migrations(scores: pd.DataFrame, not_scored: Mapping[str, int] | None = Non
                 else pd.Series(np.nan, index=scores.index)).astype(object)
     previous = previous.where(previous.notna(), "new")
     table = pd.crosstab(previous.rename("previous tier"), scores["tier"].rename("tier"))
-    order = [t for t in (*TIER_ORDER, "new") if t in table.index]
-    if not_scored:
-        order = list(dict.fromkeys([*order, *(t for t in TIER_ORDER if not_scored.get(t))]))
-        order.sort(key=lambda t: (*TIER_ORDER, "new").index(t))
+    gone = not_scored or {}
+    order = [t for t in (*TIER_ORDER, "new") if t in table.index or gone.get(t)]
     table = table.reindex(index=order, columns=list(TIER_ORDER), fill_value=0)
-    if not_scored:
-        table["not scored now"] = [int(not_scored.get(t, 0)) for t in table.index]
+    if gone:
+        table["not scored now"] = [int(gone.get(t, 0)) for t in table.index]
     changes = scores["tier_change"].value_counts().reindex(
         ["up", "down", "same", "new"], fill_value=0)
     summary = ", ".join(f"{k}: {v:,}" for k, v in changes.items())

@@ -101,10 +101,12 @@ def silent_flags(scores: pd.DataFrame, flags: Flags) -> list[str]:
     a later period; an empty at-risk list then reads like good news. Says nothing when
     a flag marked at least one account, or when there is no account at all.
     """
+    if scores.empty:
+        return []
     lines = []
-    valuable = valuable_mask(scores, flags) if len(scores) else None
+    valuable = valuable_mask(scores, flags)
     for flag, (score, field, _) in THRESHOLDED_FLAGS.items():
-        if flag not in scores or not len(scores) or scores[flag].any():
+        if flag not in scores or scores[flag].any():
             continue
         threshold = getattr(flags, field)
         among = scores[score][valuable] if flag == "at_risk" else scores[score]

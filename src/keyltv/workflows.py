@@ -31,7 +31,7 @@ from keyltv.evaluation.backtest import (
 from keyltv.evaluation.metrics import HIGHER_IS_BETTER
 from keyltv.evaluation.review import backtest_figures, explained_model
 from keyltv.features import account_features, with_attributes
-from keyltv.features.accounts import ATTRIBUTE_PREFIX
+from keyltv.features.accounts import ATTRIBUTE_PREFIX, margin_day_moments
 from keyltv.inputs import Inputs, feature_table, load_inputs  # noqa: F401 (jobs' API)
 from keyltv.models.blend import BlendedLTV, components_of
 from keyltv.models.bundle import (
@@ -41,6 +41,7 @@ from keyltv.models.bundle import (
     book_medians,
     fit_event_models,
     fit_value_model,
+    margin_credibility,
     training_data,
 )
 from keyltv.models.interval import BandedIntervals
@@ -111,6 +112,8 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     with store.run("train", tags={"keyltv.job": "train"}) as run_id:
         _log_training(store, run_id, inputs, config, result, champion)
         store.log_params({f"learned_{k}": v for k, v in bundle.flag_thresholds.items()})
+        if bundle.margin_credibility is not None:  # how far own margin rates are trusted
+            store.log_params({"margin_credibility": bundle.margin_credibility})
         store.log_metrics({"interval_holdout_coverage": bundle.intervals.holdout_coverage_})
         example = bundle_example(bundle, inputs, config, features=data.current)
         tags = {
@@ -215,6 +218,7 @@ def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestRe
         trained_as_of=inputs.as_of,
         feature_columns=list(data.current.columns),
         margin_rate=book_margin_rate(data.current),
+        margin_credibility=margin_credibility(margin_day_moments(inputs.log, inputs.as_of)),
         book_medians=book_medians(data.current),
         metrics={k: float(v) for k, v in result.table.loc[champion].items()},
         flag_thresholds=learn_flag_thresholds(result, champion, config),

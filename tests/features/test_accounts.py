@@ -13,6 +13,7 @@ from keyltv.features import (
     training_frame,
     with_attributes,
 )
+from keyltv.features.accounts import margin_day_moments
 from tests.conftest import frame, random_frame
 
 AS_OF = date(2024, 3, 1)  # 2024 is a leap year: 2024-01-01 is 60 days before
@@ -179,3 +180,24 @@ def test_attributes_with_an_id_column_or_matching_nothing(tiny_log):
     # Text ids that match no account yet (a new account's row at an early cutoff) are fine.
     later = with_attributes(features, as_column.assign(customer_id=["new1", "new2"]))
     assert later["attr_size"].isna().all()
+
+
+def test_margin_day_moments_weigh_each_order_day_by_its_value():
+    cols = ("customer_id", "date", "amount", "margin")
+    log = load_transactions(frame([
+        ("a", "2024-01-02", 100.0, 10.0), ("a", "2024-01-02", 100.0, 30.0),  # one day: 20%
+        ("a", "2024-01-09", 50.0, 25.0),                                      # 50%
+        ("a", "2024-01-10", -20.0, -2.0),                                     # a return: no order
+        ("b", "2024-01-05", 10.0, 40.0),   # margin above amount: rate clipped to 1
+        ("b", "2024-03-05", 10.0, 1.0),    # on the cutoff: left out
+    ], columns=cols))
+    got = margin_day_moments(log, AS_OF)
+    expected = pd.DataFrame({"days": [2.0, 1.0], "weight": [250.0, 10.0],
+                             "margin": [40.0 + 25.0, 10.0],
+                             "margin_sq": [200 * 0.2**2 + 50 * 0.5**2, 10.0]},
+                            index=pd.Index(["a", "b"], name="customer_id"))
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_margin_day_moments_are_empty_without_margins(tiny_log):
+    assert margin_day_moments(tiny_log, AS_OF).empty

@@ -1,13 +1,21 @@
 from datetime import date
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from keyltv.config import Config
 from keyltv.data.io import load_transactions
 from keyltv.data.simulate import simulate_b2b
 from keyltv.features import future_values
-from keyltv.models.bundle import event_labels, fit_value_model, full_trailing_windows, training_data
+from keyltv.models.bundle import (
+    KeyLTVModel,
+    event_labels,
+    fit_value_model,
+    full_trailing_windows,
+    margin_credibility,
+    training_data,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +63,45 @@ def test_run_rate_offset_only_where_training_cutoffs_have_a_whole_horizon(short_
     assert (max(whole.cutoffs) - whole.first_date).days >= 182
     assert full_trailing_windows(whole, 182)
     assert fit_value_model("hybrid", whole, config).run_rate_offset
+
+
+def moments(rows):
+    """margin_day_moments' frame from (account, [(value, rate), ...]) rows."""
+    return pd.DataFrame(
+        {"days": [float(len(days)) for _, days in rows],
+         "weight": [sum(v for v, _ in days) for _, days in rows],
+         "margin": [sum(v * r for v, r in days) for _, days in rows],
+         "margin_sq": [sum(v * r * r for v, r in days) for _, days in rows]},
+        index=[name for name, _ in rows])
+
+
+def test_margin_credibility_by_hand():
+    # Rates 10%/30% and 50%/70% on days of 100: within-account variance per unit of
+    # value (100 * 0.1^2 * 4) / 2 = 2; between accounts (2 * 200 * 0.2^2 - 1 * 2) /
+    # (400 - (200^2 + 200^2) / 400) = 14 / 200 = 0.07; k = 2 / 0.07.
+    k = margin_credibility(moments([("a", [(100, 0.1), (100, 0.3)]),
+                                    ("b", [(100, 0.5), (100, 0.7)])]))
+    assert k == pytest.approx(2 / 0.07)
+
+
+def test_margin_credibility_at_its_limits():
+    steady = moments([("a", [(100, 0.1), (50, 0.1)]), ("b", [(80, 0.4), (10, 0.4)])])
+    assert margin_credibility(steady) == 0.0  # no noise: every account keeps its own rate
+    noise = moments([("a", [(100, 0.1), (100, 0.5)]), ("b", [(100, 0.5), (100, 0.1)])])
+    assert margin_credibility(noise) == np.inf  # same mean rate: all noise, pool everything
+    assert margin_credibility(moments([("a", [(100, 0.1)]), ("b", [(50, 0.3)])])) is None
+    assert margin_credibility(moments([("a", [(100, 0.1), (100, 0.3)])])) is None
+
+
+def test_profit_rate_shrinks_by_the_learned_credibility():
+    features = pd.DataFrame({"margin_rate": [0.02, 0.02, np.nan], "value_total": [300.0, 100.0, 50.0]})
+    model = KeyLTVModel("trailing", None, None, None, None, 365, date(2024, 1, 1), [],
+                        margin_rate=0.2, margin_credibility=100.0,
+                        book_medians={"value_total": 1e6})
+    rates = model._shrunk_margin_rate(features)
+    np.testing.assert_allclose(rates, [0.75 * 0.02 + 0.25 * 0.2, 0.5 * 0.02 + 0.5 * 0.2, 0.2])
+    model.margin_credibility = np.inf
+    np.testing.assert_allclose(model._shrunk_margin_rate(features), [0.2, 0.2, 0.2])
+    del model.margin_credibility  # a bundle saved before the field: the median rule
+    np.testing.assert_allclose(model._shrunk_margin_rate(features)[0],
+                               300 / (300 + 1e6) * 0.02 + 1e6 / (300 + 1e6) * 0.2)

@@ -53,6 +53,46 @@ def account_features(log: TransactionLog, as_of: date, horizon_days: int) -> pd.
     return frame.astype(float)  # DOUBLE arrives as float64; this only pins the promise
 
 
+# Per account, over its order days before the cutoff that carry a margin: the days, their
+# value and the value-weighted first and second moments of the day's margin rate. Rates
+# are clipped to [-1, 1]: a day whose margin exceeds its amount (a credit or a
+# mis-keyed cost) would otherwise dominate the second moment. Each row's products are
+# rounded to DECIMAL before summing, as in the feature query, so that the sums (and the
+# model trained on them) are the same on every run.
+_MARGIN_DAYS_SQL = """
+SELECT customer_id, count(*) AS days,
+       CAST(sum(amount) AS DOUBLE) AS weight,
+       CAST(sum(CAST(amount * rate AS DECIMAL(38, 12))) AS DOUBLE) AS margin,
+       CAST(sum(CAST(amount * rate * rate AS DECIMAL(38, 12))) AS DOUBLE) AS margin_sq
+FROM (SELECT customer_id, amount,
+             least(greatest(CAST(margin AS DOUBLE) / CAST(amount AS DOUBLE), -1.0), 1.0) AS rate
+      FROM daily WHERE day < $as_of AND amount > 0 AND margin IS NOT NULL)
+GROUP BY customer_id
+ORDER BY customer_id
+"""
+
+
+def margin_day_moments(log: TransactionLog, as_of: date) -> pd.DataFrame:
+    """Moments of each account's daily margin rate before ``as_of`` (value-weighted).
+
+    The inputs of a credibility estimate of how far an account's own margin rate can be
+    trusted (:func:`keyltv.models.bundle.margin_credibility`): how much the rate varies
+    from day to day within accounts, against how much it differs between accounts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``customer_id``; columns ``days`` (order days with a margin),
+        ``weight`` (their value), ``margin`` (sum of value x rate) and ``margin_sq``
+        (sum of value x rate squared), the rate clipped to [-1, 1]. Empty for a log
+        without margins.
+    """
+    frame = log.con.execute(_MARGIN_DAYS_SQL, {"as_of": as_date(as_of)}).df()
+    frame = frame.set_index("customer_id")
+    frame.index = frame.index.astype(str)
+    return frame.astype(float)
+
+
 def future_values(
     log: TransactionLog, as_of: date, horizon_days: int, index: pd.Index
 ) -> pd.DataFrame:

@@ -80,8 +80,10 @@ def test_score_with_previous_gives_migrations(workspace):
     assert "note: --previous" not in second.stdout  # same model, same horizon
     # An earlier file of another model version and horizon: the migrations are said to mix.
     earlier = pd.read_csv(root / "q1.csv", dtype={"customer_id": str})
-    earlier.assign(model_version="keyltv/0", horizon_days=365).to_csv(root / "q0.csv",
-                                                                      index=False)
+    assert earlier["predicted_profit"].notna().all()  # the simulator's log has margins
+    # ... and ranked by value (a run on a log without margins).
+    earlier.assign(model_version="keyltv/0", horizon_days=365).drop(
+        columns="predicted_profit").to_csv(root / "q0.csv", index=False)
     third = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
                     "--out", "q3.csv", "--as-of", "2024-07-01", "--previous", "q0.csv",
                     cwd=root, uri=uri)
@@ -90,6 +92,8 @@ def test_score_with_previous_gives_migrations(workspace):
             "account and model changes") in third.stdout
     assert ("note: --previous predicted a 365-day horizon, this run a 182-day one: its tiers "
             "rank another quantity") in third.stdout
+    assert ("note: --previous ranked its tiers by predicted value, this run by predicted "
+            "profit: tier changes compare two rankings") in third.stdout
 
 
 @pytest.mark.parametrize(
@@ -177,3 +181,17 @@ def test_a_store_that_cannot_record_the_run_stops_score_before_any_file(
     assert "Traceback" not in stderr
     assert f"MLflow store sqlite:///{root / 'mlflow.db'}" in caplog.text
     assert out.read_text() == "OLD\n" and not (tmp_path / "elsewhere.db").exists()
+
+
+def test_train_prints_every_flag_threshold_and_where_it_came_from():
+    from keyltv.cli import flag_threshold_summary
+    from keyltv.config import Config
+
+    config = Config(flags={"at_risk_precision": None})
+    assert flag_threshold_summary({"high_potential_growth": 0.2599561}, config) == (
+        "at_risk_decline=0.5 (the config's; no precision target); "
+        "high_potential_growth=0.2599561 (learned: precision 0.5 among valuable accounts "
+        "in the backtest)")
+    assert flag_threshold_summary({}, Config()).startswith(
+        "at_risk_decline=0.5 (the config's: no decline_risk threshold reached precision 0.6 "
+        "in the backtest)")

@@ -228,7 +228,9 @@ def test_scoring_with_a_model_older_than_its_horizon_says_so(fitted):
     assert (f"model v was trained as of {bundle.trained_as_of}, 183 days before --as-of "
             f"{later}: more than its 182-day horizon") in warnings
     # The export stopped long before --as-of: every account only looks idle.
-    assert any(w.startswith(f"the log ends {late_inputs.log.last_date}, ") for w in warnings)
+    idle = late_inputs.notes["days_after_last_transaction"]  # the same count as the note's
+    assert any(w.startswith(f"the log ends {late_inputs.log.last_date}: the {idle} days up to "
+                            f"--as-of {later} have no line") for w in warnings)
     # A model of a later day, and a log that lost the margins the model was trained with.
     earlier = bundle.trained_as_of - timedelta(days=30)
     no_margin = transactions.drop(columns="margin")

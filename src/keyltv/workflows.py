@@ -46,7 +46,7 @@ from keyltv.models.bundle import (
 )
 from keyltv.models.interval import BandedIntervals
 from keyltv.scoring.report import render_report, write_report
-from keyltv.scoring.rules import silent_flags
+from keyltv.scoring.rules import crowded_flags, silent_flags
 from keyltv.scoring.score import (
     count_unseen_levels,
     read_previous_tiers,
@@ -459,8 +459,11 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
                                                for c in bundle.feature_columns):
         # The model was trained without attributes: the table given changes nothing.
         notes["account_attributes_unused"] = inputs.accounts.shape[1]
-    warnings = silent_flags(scores, scoring_flags(bundle, config)) + scoring_warnings(
-        inputs, bundle, model_version, notes, prev)
+    flags = scoring_flags(bundle, config)
+    learned = frozenset(k for k, v in getattr(bundle, "flag_thresholds", {}).items()
+                        if getattr(flags, k) == v)
+    warnings = silent_flags(scores, flags) + crowded_flags(scores, flags, learned) + \
+        scoring_warnings(inputs, bundle, model_version, notes, prev)
     return ScoreResult(scores, model_version, notes, config.seed, warnings, lost)
 
 
@@ -480,9 +483,10 @@ def scoring_warnings(inputs: Inputs, bundle: KeyLTVModel, model_version: str,
     lines = []
     stale = (inputs.as_of - inputs.log.last_date).days
     if stale > STALE_LOG_DAYS:
-        lines.append(f"the log ends {inputs.log.last_date}, {stale} days before --as-of "
-                     f"{inputs.as_of}: every account looks that long idle; check that the "
-                     "export is complete")
+        # Counted as days_after_last_transaction is: the days in between, with no line.
+        lines.append(f"the log ends {inputs.log.last_date}: the {stale - 1} days up to "
+                     f"--as-of {inputs.as_of} have no line, and every account looks that "
+                     "long idle; check that the export is complete")
     trained = getattr(bundle, "trained_as_of", None)
     if trained is not None and (inputs.as_of - trained).days > bundle.horizon_days:
         # Older than its own horizon: the model's world has moved on (retrain, see README).
@@ -510,6 +514,12 @@ def scoring_warnings(inputs: Inputs, bundle: KeyLTVModel, model_version: str,
         if earlier_model is not None and earlier_model != model_version:
             lines.append(f"--previous was scored by {earlier_model}, this run by "
                          f"{model_version}: tier changes mix account and model changes")
+        earlier_basis = previous.attrs.get("ranked_by")
+        basis = "value" if notes.get("accounts_without_margins") or bundle.margin_rate is None \
+            else "profit"
+        if earlier_basis is not None and earlier_basis != basis:
+            lines.append(f"--previous ranked its tiers by predicted {earlier_basis}, this run "
+                         f"by predicted {basis}: tier changes compare two rankings")
         earlier_h = previous.attrs.get("horizon_days")
         if earlier_h is not None and earlier_h != str(bundle.horizon_days):
             lines.append(f"--previous predicted a {earlier_h}-day horizon, this run a "

@@ -120,5 +120,5 @@ def test_tier_counts_keep_empty_tiers_in_order():
 def test_segment_counts_follow_rule_order_then_unknown():
     ax = plots.plot_segment_counts(["ordinary", "key", "key", "zzz"])
     labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert labels == ["at_risk", "key", "growing", "sleeping", "cultivate", "ordinary", "zzz"]
-    assert bar_heights(ax) == [0, 2, 0, 0, 0, 1, 1]
+    assert labels == ["at_risk", "sleeping", "key", "growing", "cultivate", "ordinary", "zzz"]
+    assert bar_heights(ax) == [0, 0, 2, 0, 0, 1, 1]

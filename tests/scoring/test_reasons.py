@@ -66,3 +66,39 @@ def test_a_low_margin_account_is_told_its_margin_first():
     assert got["a"] == ("predicted profit only 3% of its predicted value; "
                         "value 50 over the last horizon")
     assert got["b"] == "value 50 over the last horizon"
+
+
+def test_value_change_is_quoted_from_the_two_horizons():
+    # ln(1 + 202.0) - ln(1 + 100.0) reads as +99%; the value itself rose by 102%.
+    row = pd.Series({"trend": np.log(203 / 101), "previous_value": 100.0, "trailing_value": 202.0})
+    assert describe_feature("trend", row) == "value up 102% on the horizon before"
+    gone = pd.Series({"trend": -np.log(101), "previous_value": 100.0, "trailing_value": -3.0})
+    assert describe_feature("trend", gone) == "value down 100% on the horizon before"
+
+
+def test_a_fact_that_points_against_its_flag_says_why_it_pushes_towards_it():
+    features = pd.DataFrame([ROW], index=["a"])  # value halved, 3x overdue, slow rhythm
+    contributions = pd.DataFrame({"trend": [1.0], "recency_ratio": [0.5], "rhythm_90d": [0.2]},
+                                 index=["a"])
+    assert top_reasons(features, contributions, target="growth")["a"] == (
+        "value down 50% on the horizon before (a low base to grow from); "
+        "no order for 120 days, 3.0x its usual gap (a low base to grow from); "
+        "orders in the last 90 days at 0.5x its usual rhythm (a low base to grow from)")
+    # The same facts point the way of a decline: told as they are.
+    assert top_reasons(features, contributions, target="decline")["a"] == (
+        "value down 50% on the horizon before; no order for 120 days, 3.0x its usual gap; "
+        "orders in the last 90 days at 0.5x its usual rhythm")
+    peak = features.assign(trailing_value=300.0, rhythm_90d=2.0)
+    assert top_reasons(peak, contributions, target="decline")["a"] == (
+        "value up 200% on the horizon before (a peak to fall back from); "
+        "no order for 120 days, 3.0x its usual gap; "
+        "orders in the last 90 days at 2.0x its usual rhythm (a peak to fall back from)")
+    assert top_reasons(peak, contributions)["a"].startswith("value up 200% on the horizon before;")
+
+
+def test_a_profit_share_just_under_the_rule_is_not_rounded_up_to_it():
+    from keyltv.scoring.reasons import _percent_below
+
+    assert _percent_below(0.0496, 0.05) == "4.96%"
+    assert _percent_below(0.03, 0.05) == "3%"
+    assert _percent_below(0.0496, None) == "5%"

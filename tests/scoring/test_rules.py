@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 
 from keyltv.config import Flags, Tiers
-from keyltv.scoring.rules import apply_flags, assign_tiers, silent_flags, tier_migrations
+from keyltv.scoring.rules import (
+    apply_flags,
+    assign_tiers,
+    crowded_flags,
+    silent_flags,
+    tier_migrations,
+)
 
 IDS = pd.Index([f"{i:03d}" for i in range(10)])
 
@@ -50,6 +56,13 @@ def test_flags_and_segments():
     assert "low_margin_key" not in out
 
 
+def test_a_key_account_that_has_probably_left_is_sleeping():
+    out = apply_flags(scores(p_alive=[0.05, 0.5, 0.9, 0.8, 0.1]), Flags(valuable_share=0.4),
+                      Tiers())
+    assert out["key_account"].iloc[0]
+    assert out["segment"].tolist() == ["sleeping", "at_risk", "growing", "cultivate", "sleeping"]
+
+
 def test_low_margin_key_needs_profit():
     out = apply_flags(scores(predicted_profit=[30.0, 2.0, 1.0, 0.1, 0.0]),
                       Flags(valuable_share=0.4), Tiers())
@@ -76,6 +89,24 @@ def test_a_flag_that_marks_nobody_says_why():
     close = flags.model_copy(update={"at_risk_decline": 0.80004})
     assert silent_flags(apply_flags(scores(), close, Tiers()), close)[0].startswith(
         "at_risk: no valuable account reached decline_risk >= 0.80004 (the highest is 0.80000)")
+
+
+def test_a_flag_that_marks_most_of_its_accounts_says_so():
+    flags = Flags(valuable_share=0.4)
+    assert crowded_flags(apply_flags(scores(), flags, Tiers()), flags) == []
+    low = flags.model_copy(update={"at_risk_decline": 0.05})  # both valuable accounts
+    assert crowded_flags(apply_flags(scores(), low, Tiers()), low) == [
+        "at_risk: marks 2 of the 2 valuable accounts (100%) at decline_risk >= 0.050 "
+        "(flags.at_risk_decline in the config): too many to call; work them by "
+        "decline_risk, highest first"]
+    grow = flags.model_copy(update={"high_potential_growth": 0.05})
+    rising = scores(trailing_value=[1.0, 1.0, 1.0, 0.0, 0.0], predicted_value=[9.0, 9.0, 9.0, 1.0, 0.0])
+    lines = crowded_flags(apply_flags(rising, grow, Tiers()), grow,
+                          frozenset({"high_potential_growth"}))
+    assert lines == ["high_potential: marks 4 of the 5 accounts (80%) at growth_potential "
+                     ">= 0.050 (learned in training): too many to call; work them by "
+                     "growth_potential, highest first"]
+    assert crowded_flags(apply_flags(scores().head(0), flags, Tiers()), flags) == []
 
 
 def test_migrations():

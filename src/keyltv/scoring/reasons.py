@@ -51,11 +51,22 @@ def _rhythm_phrase(row: pd.Series) -> str | None:
     return f"orders in the last 90 days at {rhythm:.1f}x its usual rhythm"
 
 
+def _value_change(row: pd.Series) -> float:
+    """Trailing over previous horizon's value, minus 1 (NaN without a previous value).
+
+    From the two sums themselves: the model's ``trend`` is a difference of ln(1 + value),
+    which read "up 99%" for a rise of 102%.
+    """
+    previous, trailing = _num(row.get("previous_value")), _num(row.get("trailing_value"))
+    if np.isnan(previous) or np.isnan(trailing) or previous <= 0:
+        return float("nan")
+    return max(trailing, 0.0) / previous - 1.0
+
+
 def _trend_phrase(row: pd.Series) -> str | None:
-    trend = _num(row.get("trend"))
-    if np.isnan(trend) or _num(row.get("previous_value")) <= 0:
+    change = _value_change(row) * 100
+    if np.isnan(change):
         return None
-    change = np.expm1(trend) * 100
     return f"value {'up' if change >= 0 else 'down'} {abs(change):.0f}% on the horizon before"
 
 
@@ -126,6 +137,34 @@ for _kind, _what in (("value", "value"), ("order", "orders")):
         f"{_kind}_centroid_ratio_730d", _what, " of the last two years")
 
 
+def _sign(value: float, level: float) -> int:
+    """+1 above ``level``, -1 below, 0 at it or unknown."""
+    return 0 if np.isnan(value) or value == level else (1 if value > level else -1)
+
+
+# Which way a fact about the account points: +1 a rise of its recent value or orders
+# over its own past, -1 a fall (a feature not listed points nowhere).
+DIRECTIONS: dict[str, Callable[[pd.Series], int]] = {
+    "trend": lambda r: _sign(_value_change(r), 0.0),
+    "previous_value": lambda r: _sign(_value_change(r), 0.0),
+    "rhythm_90d": lambda r: _sign(_num(r.get("rhythm_90d")), 1.0),
+    "orders_90d": lambda r: _sign(_num(r.get("rhythm_90d")), 1.0),
+    # Overdue against its own rhythm is a fall; an order sooner than usual says little.
+    "recency_ratio": lambda r: min(0, -_sign(_num(r.get("recency_ratio")), 1.0)),
+    "days_since_last_order": lambda r: min(0, -_sign(_num(r.get("recency_ratio")), 1.0)),
+    **{f"{kind}_centroid_ratio{span}":
+       (lambda r, c=f"{kind}_centroid_ratio{span}": -_sign(_num(r.get(c)), 1.0))
+       for kind in ("value", "order") for span in ("", "_730d")},
+}
+
+# The decline and growth events compare the next horizon with the last one (see
+# ``Events``), so a fall in the last horizon makes growth likelier (a low base) and a
+# rise makes decline likelier (a peak). The classifiers learn that; a fact that seems
+# to point the other way from its flag says so, or managers read it as a contradiction
+# (the audit found "value down 74%" behind 379 of 790 growing accounts).
+AGAINST = {"growth": (-1, "a low base to grow from"), "decline": (1, "a peak to fall back from")}
+
+
 def describe_feature(name: str, row: pd.Series) -> str | None:
     """One phrase for ``name`` quoting ``row``'s values, or None when nothing to say."""
     if name in PHRASES:
@@ -140,8 +179,14 @@ def describe_feature(name: str, row: pd.Series) -> str | None:
     return None  # a feature without words (a new one) is left out, not misquoted
 
 
-def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, n: int = 3) -> pd.Series:
-    """The ``n`` features pushing each row's output up the most, as '; '-joined phrases."""
+def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, n: int = 3,
+                target: str = "value") -> pd.Series:
+    """The ``n`` features pushing each row's output up the most, as '; '-joined phrases.
+
+    For the ``decline`` and ``growth`` targets a fact that points the other way from the
+    event carries why it pushes towards it (see :data:`AGAINST`).
+    """
+    against, why = AGAINST.get(target, (None, ""))
     drivers = contributions.drop(columns="bias", errors="ignore")
     names = list(drivers.columns)
     values = drivers.to_numpy(dtype=float)
@@ -160,6 +205,9 @@ def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, n: int = 3)
             if contrib[j] <= 0 or len(phrases) == n:
                 break
             phrase = describe_feature(names[j], row)
+            if phrase and against is not None and names[j] in DIRECTIONS \
+                    and DIRECTIONS[names[j]](row) == against:
+                phrase = f"{phrase} ({why})"
             if phrase and phrase not in phrases:
                 phrases.append(phrase)
         out[account] = "; ".join(phrases)
@@ -167,12 +215,15 @@ def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, n: int = 3)
 
 
 def explain_flags(bundle: object, features: pd.DataFrame, scored: pd.DataFrame,
-                  max_accounts: int = MAX_EXPLAINED) -> pd.Series:
+                  max_accounts: int = MAX_EXPLAINED, low_margin_rate: float | None = None
+                  ) -> pd.Series:
     """Compute ``reasons`` per account.
 
     At-risk accounts by decline drivers, high-potential ones by growth drivers, other
     key or low-margin accounts by value drivers; empty for the rest, and beyond the
     ``max_accounts`` of highest predicted value in each of those three groups.
+    ``low_margin_rate`` (the flag's threshold) sets the digits of a low-margin
+    account's profit share, so that 4.96% under a 5% rule does not read "5%".
     """
     reasons = pd.Series("", index=scored.index, dtype=object)
     low_margin = scored.get("low_margin_key", pd.Series(False, index=scored.index))
@@ -193,12 +244,23 @@ def explain_flags(bundle: object, features: pd.DataFrame, scored: pd.DataFrame,
         contributions = bundle.explain(features.loc[ids], target)
         if contributions is None:
             continue
-        reasons.loc[ids] = top_reasons(features.loc[ids], contributions).to_numpy()
+        reasons.loc[ids] = top_reasons(features.loc[ids], contributions,
+                                       target=target).to_numpy()
     if low_margin.any() and "predicted_profit" in scored:
         # The flag's own reason first: the drivers above explain value, not margin.
         thin = low_margin.to_numpy(dtype=bool)
         share = scored.loc[thin, "predicted_profit"] / scored.loc[thin, "predicted_value"]
-        first = [f"predicted profit only {s:.0%} of its predicted value" for s in share]
+        first = [f"predicted profit only {_percent_below(s, low_margin_rate)} of its "
+                 "predicted value" for s in share]
         rest = reasons[thin]
         reasons[thin] = [f + ("; " + r if r else "") for f, r in zip(first, rest, strict=True)]
     return reasons
+
+
+def _percent_below(share: float, limit: float | None) -> str:
+    """``share`` as a percentage with the decimals that keep it below ``limit``'s."""
+    for digits in range(5):
+        text = f"{share:.{digits}%}"
+        if limit is None or text != f"{limit:.{digits}%}" and float(text[:-1]) < limit * 100:
+            return text
+    return f"{share:.4%}"

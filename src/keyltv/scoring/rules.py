@@ -18,9 +18,13 @@ low_margin_key
     Valuable, but the predicted profit share of value is below ``flags.low_margin_rate``
     ("false key account": volume without profit). Only with margins.
 segment
-    First rule that holds: ``at_risk``, ``key`` (key account), ``growing`` (high
-    potential), ``sleeping`` (P(alive) below ``flags.sleeping_p_alive``), ``cultivate``
-    (tier B or C), else ``ordinary``.
+    First rule that holds: ``at_risk``, ``sleeping`` (P(alive) below
+    ``flags.sleeping_p_alive``), ``key`` (key account), ``growing`` (high potential),
+    ``cultivate`` (tier B or C), else ``ordinary``. Sleeping comes before key: a tier A
+    account that the model thinks has probably left (on CDNOW, 82 of the demo's key
+    segment, P(alive) down to 0.00002) needs waking up, not account care; it keeps
+    ``key_account``. (It cannot be ``at_risk`` when it bought nothing over the last
+    horizon: with no trailing value there is nothing left to decline.)
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import pandas as pd
 from keyltv.config import Flags, Tiers
 
 TIER_ORDER = ("A", "B", "C", "D")
-SEGMENTS = ("at_risk", "key", "growing", "sleeping", "cultivate", "ordinary")
+SEGMENTS = ("at_risk", "sleeping", "key", "growing", "cultivate", "ordinary")
 # Flags that threshold a model score: flag -> (score, ``Flags`` field of the threshold,
 # ``Flags`` field of the precision target that a learned threshold must meet).
 THRESHOLDED_FLAGS = {
@@ -86,9 +90,9 @@ def apply_flags(scores: pd.DataFrame, flags: Flags, tiers: Tiers) -> pd.DataFram
     if "predicted_profit" in out:
         margin_share = out["predicted_profit"] / out["predicted_value"].where(out["predicted_value"] > 0)
         out["low_margin_key"] = valuable & (margin_share.fillna(0.0) < flags.low_margin_rate)
-    conditions = [
-        out["at_risk"], out["key_account"], out["high_potential"],
-        out["p_alive"] < flags.sleeping_p_alive, out["tier"].isin(["B", "C"]),
+    conditions = [  # in the order of SEGMENTS
+        out["at_risk"], out["p_alive"] < flags.sleeping_p_alive, out["key_account"],
+        out["high_potential"], out["tier"].isin(["B", "C"]),
     ]
     out["segment"] = np.select(conditions, SEGMENTS[:-1], default=SEGMENTS[-1])
     return out
@@ -120,6 +124,39 @@ def silent_flags(scores: pd.DataFrame, flags: Flags) -> list[str]:
         else:  # high potential also needs a predicted rise over the trailing value
             lines.append(f"{flag}: the accounts with {score} >= {threshold:.3f} are not "
                          "predicted above their trailing value, so none is flagged")
+    return lines
+
+
+# A flag that marks more than this share of the accounts it may flag is no short list.
+CROWDED_SHARE = 0.5
+
+
+def crowded_flags(scores: pd.DataFrame, flags: Flags, learned: frozenset[str] = frozenset()
+                  ) -> list[str]:
+    """Why a thresholded flag that marks most of the accounts it may flag says little.
+
+    ``at_risk`` may flag the valuable accounts, ``high_potential`` every account. When
+    the event is that common (a book where most customers lapse within a horizon, such
+    as CDNOW, where the fixed 0.5 threshold marked 84% of the valuable accounts), the
+    flag is a ranking, not a call list. ``learned`` names the ``Flags`` fields that
+    training learned, so that the line says where the threshold came from.
+    """
+    if scores.empty:
+        return []
+    lines = []
+    valuable = valuable_mask(scores, flags)
+    for flag, (score, field, _) in THRESHOLDED_FLAGS.items():
+        if flag not in scores:
+            continue
+        pool = valuable if flag == "at_risk" else pd.Series(True, index=scores.index)
+        marked, size = int((scores[flag] & pool).sum()), int(pool.sum())
+        if size == 0 or marked <= CROWDED_SHARE * size:
+            continue
+        who = "valuable accounts" if flag == "at_risk" else "accounts"
+        source = "learned in training" if field in learned else f"flags.{field} in the config"
+        lines.append(f"{flag}: marks {marked:,} of the {size:,} {who} ({marked / size:.0%}) "
+                     f"at {score} >= {getattr(flags, field):.3f} ({source}): too many to "
+                     f"call; work them by {score}, highest first")
     return lines
 
 

@@ -137,8 +137,10 @@ def score_accounts(
         match_previous(previous, features.index, previous_source, as_of)
     outputs = bundle.predict(features)
     outputs["trailing_value"] = features["trailing_value"].clip(lower=0.0)
-    scored = apply_flags(outputs, scoring_flags(bundle, config), config.tiers)
-    scored["reasons"] = explain_flags(bundle, features, scored)
+    flags = scoring_flags(bundle, config)
+    scored = apply_flags(outputs, flags, config.tiers)
+    scored["reasons"] = explain_flags(bundle, features, scored,
+                                      low_margin_rate=flags.low_margin_rate)
     if previous is not None:
         scored = scored.join(tier_migrations(scored["tier"], previous))
     scored["as_of"] = as_date(as_of).isoformat()
@@ -226,6 +228,9 @@ def read_previous_tiers(path: str | Path) -> pd.Series:
         days = pd.to_datetime(frame["as_of"].astype("string"), errors="coerce").dropna()
         if len(days):  # the latest: a file mixing days is as late as its latest row
             tiers.attrs["as_of"] = days.max().date()
+    if "predicted_value" in frame.columns:  # a score file: what its tiers ranked
+        profit = "predicted_profit" in frame.columns and frame["predicted_profit"].notna().any()
+        tiers.attrs["ranked_by"] = "profit" if profit else "value"
     for column in ("model_version", "horizon_days"):  # to say when the runs differ
         if column in frame.columns:
             values = frame[column].dropna().astype("string").unique()

@@ -78,6 +78,7 @@ def test_score_with_previous_gives_migrations(workspace):
     assert set(scores["tier_change"]) <= {"up", "down", "same", "new"}
     assert (scores["tier_change"] != "new").sum() > 0
     assert "note: --previous" not in second.stdout  # same model, same horizon
+    assert "tier_moves_held_near_cuts=" in second.stdout  # counted, even when 0
     # An earlier file of another model version and horizon: the migrations are said to mix.
     earlier = pd.read_csv(root / "q1.csv", dtype={"customer_id": str})
     assert earlier["predicted_profit"].notna().all()  # the simulator's log has margins

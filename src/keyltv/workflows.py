@@ -46,7 +46,7 @@ from keyltv.models.bundle import (
 )
 from keyltv.models.interval import BandedIntervals
 from keyltv.scoring.report import render_report, write_report
-from keyltv.scoring.rules import crowded_flags, silent_flags
+from keyltv.scoring.rules import assign_tiers, crowded_flags, silent_flags, tier_basis
 from keyltv.scoring.score import (
     count_unseen_levels,
     read_previous_tiers,
@@ -449,6 +449,10 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
         gone = prev[~prev.index.isin(features.index)]
         notes["previous_accounts_not_scored"] = len(gone)
         lost = {str(t): int(n) for t, n in gone.value_counts().items()}
+        # Accounts that the tolerance band kept in their earlier tier (tiers.hysteresis).
+        by_rank = assign_tiers(tier_basis(scores), config.tiers)
+        notes["tier_moves_held_near_cuts"] = int(((scores["tier"] == scores["previous_tier"])
+                                                  & (by_rank != scores["tier"])).sum())
     margins = int(features["margin_rate"].notna().sum())
     if bundle.margin_rate is not None and margins == 0:
         # A model trained with margins, a log without: no profit is predicted (see predict).

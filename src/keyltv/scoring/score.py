@@ -138,7 +138,7 @@ def score_accounts(
     outputs = bundle.predict(features)
     outputs["trailing_value"] = features["trailing_value"].clip(lower=0.0)
     flags = scoring_flags(bundle, config)
-    scored = apply_flags(outputs, flags, config.tiers)
+    scored = apply_flags(outputs, flags, config.tiers, previous)
     scored["reasons"] = explain_flags(bundle, features, scored,
                                       low_margin_rate=flags.low_margin_rate)
     if previous is not None:

@@ -207,6 +207,19 @@ def test_contract_edges_from_the_api_audit(stacked):
     np.testing.assert_array_equal(prob.predict_orders(X.head(3), horizon_days=0), 0.0)
 
 
+def test_gbm_refuses_a_target_without_value_before_lightgbm_sees_it(stacked):
+    # LightGBM's Tweedie objective fails on a zero total with its own error (not a
+    # ValueError) and a "[LightGBM] [Fatal]" line; a backtest then died instead of
+    # skipping the model.
+    X, y = stacked
+    for model in (GBMRegressor(n_estimators=5), HybridRegressor(n_estimators=5, horizon_days=182)):
+        with pytest.raises(ValueError, match=r"y has no positive value in its \d+ rows"):
+            model.fit(X, np.where(y > 0, -1.0, 0.0))
+        with pytest.raises(ValueError, match=rf"y must be one value per row of X \({len(X)}\), "
+                                             rf"got shape \({len(X) - 5},\)"):
+            model.fit(X, y[:-5])
+
+
 def test_infinite_features_are_refused_and_missing_ones_are_documented(stacked):
     X, y = stacked
     with pytest.raises(ValueError, match="GBMRegressor: feature column 'trailing_value' has 2 "

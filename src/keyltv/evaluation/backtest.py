@@ -141,11 +141,13 @@ def _evaluate_events(
     events = pd.DataFrame({"decline": decline, "growth": growth}, index=predictions.index)
     metrics: dict[str, float] = {}
     # Decline AUCs are measured where decline can happen: accounts with trailing value.
+    # A cutoff after a quiet spell may have none: NaN then, as for a single class.
     had_value = predictions["trailing_value"].to_numpy() > 0
     peer = fitted.get("bgnbd")  # lifetimes' 1 - P(alive) is the peer for decline risk
     if peer is not None:
         metrics["decline_auc_1_minus_p_alive"] = auc(
-            decline[had_value], 1 - peer.predict_p_alive(data.current)[had_value])
+            decline[had_value], 1 - peer.predict_p_alive(data.current)[had_value]) \
+            if had_value.any() else float("nan")
     companion = fitted.get("mbgnbd")
     if companion is None:
         try:
@@ -164,7 +166,8 @@ def _evaluate_events(
         events["decline_risk"], events["growth_potential"] = fallback_event_scores(
             predictions["trailing_value"], companion.predict(data.current), events["p_alive"])
     if "decline_risk" in events:
-        metrics["decline_auc"] = auc(decline[had_value], events["decline_risk"][had_value])
+        metrics["decline_auc"] = auc(decline[had_value], events["decline_risk"][had_value]) \
+            if had_value.any() else float("nan")
         metrics["growth_auc"] = auc(growth, events["growth_potential"])
     metrics["event_classifiers"] = 1.0 if classifiers is not None else 0.0  # 0: fallback
     metrics["decline_rate"] = float(np.mean(decline[had_value])) if had_value.any() else float("nan")

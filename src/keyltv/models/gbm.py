@@ -233,13 +233,17 @@ class GBMRegressor(RegressorMixin, _LGBMBase):
 
         ``X``'s index is the account id: early stopping holds out whole accounts by a
         hash of it (rows of one account stacked from several cutoffs stay together).
+
+        Raises
+        ------
+        ValueError
+            If ``y`` is not one finite value per row of ``X``, or has no positive value
+            (nothing to learn; LightGBM's Tweedie objective fails on a zero total), or
+            a feature is infinite. The message says which, so that a backtest can
+            report the model as skipped.
         """
         frame = self._prepare(X, fit=True)
-        target = np.clip(np.asarray(y, dtype=float), 0.0, None)
-        if target.ndim != 1 or not np.isfinite(target).all():
-            raise ValueError(f"{type(self).__name__}: y must be one finite value per row; "
-                             f"got shape {target.shape} with "
-                             f"{int((~np.isfinite(target)).sum())} missing or infinite")
+        target = self._value_target(X, y)
         offset = None
         if self.run_rate_offset:
             if self.objective not in LOG_LINK_OBJECTIVES:
@@ -252,6 +256,21 @@ class GBMRegressor(RegressorMixin, _LGBMBase):
         self.model_ = self._fit_lgbm(lgb.LGBMRegressor, self.objective, X.index, frame, target,
                                      sample_weight, offset)
         return self
+
+    def _value_target(self, X: pd.DataFrame, y: object) -> np.ndarray:
+        """``y`` as one non-negative float per row of ``X``, with some positive value."""
+        owner, target = type(self).__name__, np.asarray(y, dtype=float)
+        if target.ndim != 1 or len(target) != len(X):
+            raise ValueError(f"{owner}: y must be one value per row of X ({len(X)}), "
+                             f"got shape {target.shape}")
+        if not np.isfinite(target).all():
+            raise ValueError(f"{owner}: y must be one finite value per row; got "
+                             f"{int((~np.isfinite(target)).sum())} missing or infinite")
+        target = np.clip(target, 0.0, None)
+        if not (target > 0).any():
+            raise ValueError(f"{owner}: y has no positive value in its {len(target)} rows "
+                             "(negatives count as 0); there is no value to learn from")
+        return target
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Predicted value per account, >= 0."""
@@ -442,6 +461,7 @@ class HybridRegressor(GBMRegressor):
         for a cutoff without repeat buyers, without a word.
         """
         require_columns(X, [], type(self).__name__)
+        self._value_target(X, y)  # before the probabilistic fits, which take a while
         check_inputs(X, type(self).__name__)
         groups = X["cutoff"].to_numpy() if "cutoff" in X.columns else np.zeros(len(X))
         enriched = X.copy()

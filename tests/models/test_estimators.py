@@ -220,6 +220,23 @@ def test_gbm_refuses_a_target_without_value_before_lightgbm_sees_it(stacked):
             model.fit(X, y[:-5])
 
 
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_no_rows_predict_no_values(estimator, stacked):
+    X, y = stacked
+    model = clone(estimator).fit(X, y)
+    assert model.predict(X.head(0)).shape == (0,)
+    if hasattr(model, "contributions"):
+        contributions = model.contributions(X.head(0))
+        assert contributions.shape[0] == 0 and contributions.columns[-1] == "bias"
+
+
+def test_classifier_on_no_rows(stacked):
+    X, y = stacked
+    model = GBMClassifier(n_estimators=5).fit(X, y > np.median(y))
+    assert model.predict_proba(X.head(0)).shape == (0, 2)
+    assert model.predict(X.head(0)).shape == (0,)
+
+
 def test_infinite_features_are_refused_and_missing_ones_are_documented(stacked):
     X, y = stacked
     with pytest.raises(ValueError, match="GBMRegressor: feature column 'trailing_value' has 2 "

@@ -62,8 +62,15 @@ class _LGBMBase(BaseEstimator):
         require_finite(frame, numeric, type(self).__name__, missing_ok=True)
         return frame
 
-    def _predict_batched(self, X: pd.DataFrame, predict) -> np.ndarray:
-        """``predict`` on the prepared frame, :data:`PREDICT_BATCH_ROWS` rows at a time."""
+    def _predict_batched(self, X: pd.DataFrame, predict, width: int | None = None) -> np.ndarray:
+        """``predict`` on the prepared frame, :data:`PREDICT_BATCH_ROWS` rows at a time.
+
+        ``width`` is the number of values per row (None: one), for the empty result of
+        a frame without rows, which LightGBM itself refuses to predict on.
+        """
+        if len(X) == 0:
+            self._prepare(X, fit=False)  # the same column checks as for a full frame
+            return np.empty((0,) if width is None else (0, width))
         if len(X) <= PREDICT_BATCH_ROWS:
             return predict(self._prepare(X, fit=False))
         return np.concatenate([
@@ -79,8 +86,10 @@ class _LGBMBase(BaseEstimator):
         """
         check_is_fitted(self, "model_")
         frame = self._prepare(X, fit=False)
-        values = self.model_.predict(frame, pred_contrib=True)
-        return pd.DataFrame(values, index=X.index, columns=[*frame.columns, "bias"])
+        columns = [*frame.columns, "bias"]
+        values = self.model_.predict(frame, pred_contrib=True) if len(frame) else \
+            np.empty((0, len(columns)))
+        return pd.DataFrame(values, index=X.index, columns=columns)
 
     def _fit_lgbm(self, lgbm_class: type, objective: str, index: pd.Index, frame: pd.DataFrame,
                   target: np.ndarray, sample_weight: np.ndarray | None = None,
@@ -273,7 +282,7 @@ class GBMRegressor(RegressorMixin, _LGBMBase):
         return target
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Predicted value per account, >= 0."""
+        """Predicted value per account, >= 0 (an empty array for a frame without rows)."""
         check_is_fitted(self, "model_")
         return np.clip(self._predict_batched(X, self._predict_frame), 0.0, None)
 
@@ -410,9 +419,9 @@ class GBMClassifier(ClassifierMixin, _LGBMBase):
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """Probabilities of [no event, event]."""
+        """Probabilities of [no event, event], shape ``(len(X), 2)``."""
         check_is_fitted(self, "model_")
-        return self._predict_batched(X, self.model_.predict_proba)
+        return self._predict_batched(X, self.model_.predict_proba, width=len(self.classes_))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Most likely class."""

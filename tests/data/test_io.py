@@ -456,7 +456,13 @@ def test_bad_quantity_or_price_names_its_column_and_value(tmp_path, cell, value,
     [
         ({"quantity": "Quantity"}, "set both columns.quantity and columns.unit_price"),
         ({"quantity": "Quantity", "unit_price": "Price", "amount": "Price"},
-         "columns.amount and columns.quantity x unit_price are both set"),
+         "columns.amount and columns.quantity x unit_price are both mapped; set columns.amount "
+         "to None"),
+        ({"quantity": "Quantity", "unit_price": "Price", "unit_cost": "Cost", "margin": "Cost"},
+         "columns.margin and columns.unit_cost are both mapped; set columns.margin to None"),
+        ({"quantity": "Quantity", "unit_price": "Price", "unit_prize": "Price"},
+         r"columns.unit_prize is not a column role \(did you mean 'unit_price'\?\); roles: "
+         "customer_id, date"),
         ({"amount": "Price", "unit_cost": "Cost"}, "columns.unit_cost needs columns.quantity"),
         ({"quantity": "Qty", "unit_price": "Price"}, "column 'Qty' .*is missing"),
     ],

@@ -21,6 +21,7 @@ so a ragged row, a stray quote or a non-UTF-8 byte stops the job with its line n
 from __future__ import annotations
 
 import csv
+import difflib
 import glob
 import math
 import os
@@ -144,8 +145,13 @@ def load_transactions(
     source : path or DataFrame
         CSV (``.csv``, ``.txt``, ``.tsv``) or Parquet file, or an in-memory frame.
     columns : mapping, optional
-        Contract role -> column name in the source, e.g. ``{"customer_id": "Kunde"}``.
-        ``margin`` is used only if that column exists.
+        Contract role -> column name in the source, e.g. ``{"customer_id": "Kunde"}``;
+        the roles are :data:`ROLES`, and another key is an error. ``margin`` is used
+        only if that column exists. As in the config's ``columns``
+        (:class:`keyltv.config.Columns`), a line's amount is ``amount``, or with both
+        ``quantity`` and ``unit_price`` mapped their product (``amount`` then left
+        out or None, whatever columns the source has; mapping it too is an error),
+        and ``unit_cost`` replaces ``margin`` the same way.
     date_format : str, optional
         ``strptime`` format of the date column; ISO 8601 when omitted.
     decimal_separator, thousands_separator : str, optional
@@ -550,7 +556,19 @@ def _resolve_columns(
     columns: Mapping[str, str | None],
     duplicated: list[str] | None = None,
 ) -> dict[str, str]:
-    """Map contract roles to source columns; fail on a missing or ambiguous column."""
+    """Map contract roles to source columns; fail on a missing or ambiguous column.
+
+    The rules are the config's (:class:`keyltv.config.Columns`), with its wording, for
+    callers of the Python API: a role that is not one of :data:`ROLES` (a typo such as
+    ``customr_id``) is refused, as the config refuses an unknown field, rather than
+    left unread while the default column is used.
+    """
+    unknown = [str(role) for role in columns if role not in ROLES]
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], ROLES, n=1)
+        maybe = f" (did you mean {near[0]!r}?)" if near else ""
+        raise InputError(f"{name}: columns.{unknown[0]} is not a column role{maybe}; roles: "
+                         f"{', '.join(ROLES)}")
     found = _source_columns(con)
     mapping: dict[str, str] = {}
     priced = columns.get("quantity") is not None or columns.get("unit_price") is not None
@@ -559,7 +577,12 @@ def _resolve_columns(
                          "amount is their product), or neither")
     if priced and columns.get("amount") is not None:
         raise InputError(f"{name}: columns.amount and columns.quantity x unit_price are both "
-                         "set; give one source of the line's amount")
+                         "mapped; set columns.amount to None to use the product, or drop "
+                         "quantity and unit_price")
+    if columns.get("unit_cost") is not None and columns.get("margin") is not None:
+        raise InputError(f"{name}: columns.margin and columns.unit_cost are both mapped; set "
+                         "columns.margin to None to use quantity x (unit_price - unit_cost), or "
+                         "drop unit_cost")
     defaults = {"customer_id": "customer_id", "date": "date",
                 "amount": None if priced else "amount",
                 "margin": None if columns.get("unit_cost") is not None else "margin"}

@@ -1,6 +1,8 @@
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -454,7 +456,13 @@ def test_bad_quantity_or_price_names_its_column_and_value(tmp_path, cell, value,
     [
         ({"quantity": "Quantity"}, "set both columns.quantity and columns.unit_price"),
         ({"quantity": "Quantity", "unit_price": "Price", "amount": "Price"},
-         "columns.amount and columns.quantity x unit_price are both set"),
+         "columns.amount and columns.quantity x unit_price are both mapped; set columns.amount "
+         "to None"),
+        ({"quantity": "Quantity", "unit_price": "Price", "unit_cost": "Cost", "margin": "Cost"},
+         "columns.margin and columns.unit_cost are both mapped; set columns.margin to None"),
+        ({"quantity": "Quantity", "unit_price": "Price", "unit_prize": "Price"},
+         r"columns.unit_prize is not a column role \(did you mean 'unit_price'\?\); roles: "
+         "customer_id, date"),
         ({"amount": "Price", "unit_cost": "Cost"}, "columns.unit_cost needs columns.quantity"),
         ({"quantity": "Qty", "unit_price": "Price"}, "column 'Qty' .*is missing"),
     ],
@@ -721,6 +729,31 @@ def test_whole_float_ids_read_as_the_csv_export_writes_them():
     assert log.daily()["customer_id"].tolist() == ["1.5", "17850", "3"]
     accounts = load_accounts(pd.DataFrame({"customer_id": [17850.0, 3.0], "x": ["a", "b"]}))
     assert accounts.index.tolist() == ["17850", "3"]
+
+
+def test_whole_float_ids_are_written_in_full_and_inexact_ones_refused():
+    def ids(values, dtype="float64"):
+        rows = pd.DataFrame({"customer_id": np.array(values, dtype=dtype), "date": "2024-01-01",
+                             "amount": 1.0})
+        return sorted(load_transactions(rows).daily()["customer_id"])
+
+    # DuckDB writes 1e15 as '1000000000000000.0' and larger floats in scientific notation.
+    assert ids([1e15, 2.0**53 - 1, -5.0]) == ["-5", "1000000000000000", "9007199254740991"]
+    assert ids([0.5, 1e-5]) == ["0.5", "1e-05"]  # not whole numbers: DuckDB's text
+    assert ids([2.0**24 - 1], dtype="float32") == ["16777215"]
+    # From 2**53 on, floats skip whole numbers: 123456789012345678 is stored as ...680.
+    with pytest.raises(InputError, match=r"column 'customer_id': 1 id\(s\) stored as floats at "
+                                         r"or beyond 9,007,199,254,740,992 \(such as "
+                                         r"1.2345678901234568e\+17\)"):
+        ids([123456789012345678.0, 7.0])
+    with pytest.raises(InputError, match=r"at or beyond 16,777,216 \(such as 16777218\)"):
+        ids([2.0**24 + 2], dtype="float32")
+    with pytest.raises(InputError, match="stored as floats at or beyond"):
+        load_accounts(pd.DataFrame({"customer_id": [1e17, 3.0], "x": ["a", "b"]}))
+    # A DECIMAL is exact at any size.
+    rows = pd.DataFrame({"customer_id": [Decimal("123456789012345678901234.00")],
+                         "date": ["2024-01-01"], "amount": [1.0]})
+    assert load_transactions(rows).daily()["customer_id"].tolist() == ["123456789012345678901234"]
 
 
 def test_what_is_not_a_frame_or_cannot_be_scanned_is_refused_by_name():

@@ -52,6 +52,24 @@ def test_backtest_needs_a_full_holdout(sim):
         backtest(log, "2024-01-01", FAST, models=("trailing", "foo"))
 
 
+def test_a_model_without_value_to_learn_is_skipped_not_fatal():
+    # Forty accounts order twice early in 2022, go quiet, and every fourth returns
+    # after the cutoff: LightGBM's training labels (after 2022-04 and 2022-07) are all
+    # 0, which LightGBM itself answered with an error that ended the whole backtest.
+    rows = [(f"C{i:02d}", day, 20.0 + i) for i in range(40)
+            for day in ("2022-01-10", f"2022-03-{1 + i % 28:02d}")]
+    rows += [(f"C{i:02d}", "2023-02-01", 50.0) for i in range(0, 40, 4)]
+    rows += [("C00", "2023-07-01", 5.0)]  # the log covers the evaluation window
+    log = load_transactions(pd.DataFrame(rows, columns=["customer_id", "date", "amount"]))
+    config = Config(horizon_days=182, models=("trailing", "mbgnbd", "lightgbm"),
+                    training={"n_cutoffs": 2, "cutoff_step_days": 91})
+    result = backtest(log, date(2023, 1, 1), config)
+    assert list(result.table.index) == ["trailing", "mbgnbd"]
+    assert result.skipped["lightgbm"].startswith("GBMRegressor: y has no positive value")
+    # No account has trailing value at the cutoff: no decline AUC, and no error either.
+    assert np.isnan(result.event_metrics["decline_auc"])
+
+
 def test_validation_horizon_is_half_the_usable_history():
     cfg = Config(horizon_days=365)
     assert validation_horizon(date(2020, 1, 1), date(2023, 1, 1), cfg) == 182

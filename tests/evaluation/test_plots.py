@@ -6,6 +6,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
 from keyltv.evaluation import plots
@@ -36,6 +37,20 @@ def test_decile_chart_bars_are_the_bin_means():
     assert bar_heights(ax, 0) == pytest.approx([2.0, 7.0, 12.0, 17.0])
     assert bar_heights(ax, 1) == pytest.approx([4.0, 14.0, 24.0, 34.0])
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["mean predicted", "mean actual"]
+
+
+def test_decile_chart_pairs_two_series_by_account():
+    actual = pd.Series([100.0, 10.0, 0.0], index=["x", "y", "z"])
+    predicted = pd.Series([1.0, 2.0, 3.0], index=["z", "y", "x"])
+    ax = plots.plot_decile_chart(actual, predicted, n_bins=3)
+    # z is predicted lowest and bought nothing; x highest and bought 100.
+    assert bar_heights(ax, 1) == pytest.approx([0.0, 10.0, 100.0])
+    x, y = plots.gain_curve(actual, predicted)
+    assert y == pytest.approx([0.0, 100 / 110, 1.0, 1.0])
+    with pytest.raises(ValueError, match="different index labels"):
+        plots.decile_means(actual, predicted.set_axis(["z", "y", "w"]))
+    with pytest.raises(ValueError, match="equal length"):
+        plots.decile_means(actual, predicted.iloc[:2])
 
 
 def test_gains_have_one_line_per_model_plus_perfect_and_random():

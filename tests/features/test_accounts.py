@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from keyltv.data.io import load_transactions
+from keyltv.data.schema import InputError
 from keyltv.features import (
     FEATURE_COLUMNS,
     account_features,
@@ -92,6 +93,14 @@ def test_future_values_window_is_half_open(tiny_log):
     # 2024-01-11 and 2024-02-10 are 30 days apart: the second is outside [as_of, +30).
     assert got["value"].tolist() == [50.0, -40.0, 0.0]
     assert got["orders"].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_future_values_refuse_ids_that_are_not_text(tiny_log):
+    # 7 read back from a file as a number matches no account: every label would be 0.
+    with pytest.raises(InputError, match=r"future_values: index holds integer values such as "
+                                         r"7, not the log's account ids \(text such as '00042'\)"):
+        future_values(tiny_log, date(2024, 1, 11), 30, pd.Index([7, 42]))
+    assert future_values(tiny_log, date(2024, 1, 11), 30, pd.Index([], dtype=object)).empty
 
 
 def test_training_frame_stacks_cutoffs(tiny_log):

@@ -89,11 +89,11 @@ class _Explained(_Const):
 def test_blended_model_sums_weighted_predictions_and_explains_its_heaviest_tree():
     X = pd.DataFrame({"x": [1.0, 2.0, 3.0]}, index=["a", "b", "c"])
     blend = BlendedLTV({"p": _Const(10.0), "g": _Explained(-4.0), "h": _Explained(2.0)},
-                       {"p": 0.5, "g": 0.1, "h": 2.0})
+                       {"p": 0.5, "g": 0.1, "h": 0.4})
     # Negative component predictions are floored at zero before weighting.
-    np.testing.assert_allclose(blend.predict(X), [9.0, 9.0, 9.0])
+    np.testing.assert_allclose(blend.predict(X), [5.8, 5.8, 5.8])
     assert blend.contributions(X)["f"].tolist() == [2.0, 2.0, 2.0]
-    assert blend.tracking_params() == {"weight_p": 0.5, "weight_g": 0.1, "weight_h": 2.0}
+    assert blend.tracking_params() == {"weight_p": 0.5, "weight_g": 0.1, "weight_h": 0.4}
 
 
 def test_blended_model_needs_every_weighted_component():
@@ -104,11 +104,11 @@ def test_blended_model_needs_every_weighted_component():
 def test_stratified_weights_apply_to_their_own_accounts_only():
     X = pd.DataFrame({"trailing_value": [0.0, 5.0, 0.0]}, index=["a", "b", "c"])
     blend = BlendedLTV({"p": _Const(10.0), "g": _Explained(4.0)},
-                       {"p.active": 0.5, "g.idle": 2.0, "p.idle": 0.1})
-    # b is active (0.5 x 10); a and c are idle (2 x 4 + 0.1 x 10).
-    np.testing.assert_allclose(blend.predict(X), [9.0, 5.0, 9.0])
+                       {"p.active": 1.0, "g.idle": 0.8, "p.idle": 0.2})
+    # b is active (1 x 10); a and c are idle (0.8 x 4 + 0.2 x 10).
+    np.testing.assert_allclose(blend.predict(X), [5.2, 10.0, 5.2])
     assert components_of(blend.weights) == ["p", "g"]
-    assert blend.contributions(X)["f"].tolist() == [4.0, 4.0, 4.0]  # g: 2.0 over strata
+    assert blend.contributions(X)["f"].tolist() == [4.0, 4.0, 4.0]  # g: 0.8 over strata
 
 
 def test_blend_columns_mask_each_stratum_and_weights_recover_a_stratified_truth():
@@ -127,3 +127,36 @@ def test_blend_columns_mask_each_stratum_and_weights_recover_a_stratified_truth(
     # Too few idle accounts, or none of them buying: one set of weights.
     assert not can_stratify(np.r_[np.zeros(10), np.ones(n)], np.ones(n + 10))
     assert not can_stratify(P["trailing_value"], np.where(active, 1.0, 0.0))
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    ({"p": 1.5, "g": -0.5}, "blend weight g = -0.5: weights must be finite and >= 0"),
+    ({"p": np.nan, "g": 1.0}, "blend weight p = nan"),
+    ({"p": 0.6, "g": 0.6}, "blend weights sum to 1.2, not 1"),
+    ({"p": 0.0, "g": 0.0}, "blend weights sum to 0, not 1"),
+    ({"p.active": 1.0, "g.idle": 0.5}, "blend weights of the idle accounts sum to 0.5, not 1"),
+    ({"p.active": 1.0, "p.idle": 0.5, "g": 0.5}, r"key 'g': expected <model>.active or <model>.idle"),
+    ({"p.active": 1.0, "p.idle": 1.0, "p.other": 0.0}, r"key 'p.other'"),
+], ids=["negative", "nan", "sum", "zero", "stratum-sum", "mixed-keys", "unknown-stratum"])
+def test_blend_weights_must_be_a_mixture(weights, message):
+    # {"lightgbm": 1.5, "trailing": -0.5} was accepted and predicted 1.5 x LightGBM.
+    with pytest.raises(ValueError, match=message):
+        BlendedLTV({"p": _Const(1.0), "g": _Const(2.0)}, weights)
+
+
+def test_negligible_weights_count_as_zero_and_their_models_are_not_kept():
+    # The solver leaves ~1e-17 on excluded models (CDNOW's selection blend had four).
+    blend = BlendedLTV({"p": _Const(10.0), "g": _Const(4.0), "h": _Const(1.0)},
+                       {"p": 0.25, "g": 0.75 - 3e-17, "h": 3e-17, "x": 1e-17})
+    assert blend.weights == {"p": 0.25, "g": 0.75 - 3e-17}
+    assert list(blend.components) == ["p", "g"]  # "x" needs no model, "h" is dropped
+    np.testing.assert_allclose(blend.predict(pd.DataFrame({"x": [0.0]})), [5.5])
+    assert repr(blend) == "BlendedLTV(p=0.25, g=0.75)"
+
+
+def test_fitted_weights_are_exactly_zero_below_the_floor_and_pass_the_check():
+    P = _holdout()
+    P["noise"] = P["a"].max() - P["a"]
+    w = blend_weights(P, 0.3 * P["a"] + 0.7 * P["b"])
+    assert w["noise"] == 0.0  # a residue of 1e-21 before the floor
+    BlendedLTV({m: _Const(1.0) for m in P.columns}, w.to_dict())

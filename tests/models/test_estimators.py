@@ -135,6 +135,8 @@ def test_run_rate_annualizes_young_accounts_only():
     # Full history: as is; 73 days: x5; a day-old account counts as MIN_RUN_RATE_DAYS
     # old; missing value is 0; missing tenure means a full horizon.
     np.testing.assert_allclose(rate, [365, 365, 50, 50 * 365 / MIN_RUN_RATE_DAYS, 0, 7])
+    with pytest.raises(ValueError, match="run_rate: trailing_value has 1 infinite"):
+        run_rate([np.inf, 1.0], [10, 10], 365)
 
 
 def test_run_rate_offset_is_where_the_boosting_starts(stacked):
@@ -203,3 +205,70 @@ def test_contract_edges_from_the_api_audit(stacked):
                                   GBMClassifier(n_estimators=5).fit(X, events).predict_proba(X))
     prob = ProbabilisticLTV(kind="bgnbd", horizon_days=182).fit(X)
     np.testing.assert_array_equal(prob.predict_orders(X.head(3), horizon_days=0), 0.0)
+
+
+def test_gbm_refuses_a_target_without_value_before_lightgbm_sees_it(stacked):
+    # LightGBM's Tweedie objective fails on a zero total with its own error (not a
+    # ValueError) and a "[LightGBM] [Fatal]" line; a backtest then died instead of
+    # skipping the model.
+    X, y = stacked
+    for model in (GBMRegressor(n_estimators=5), HybridRegressor(n_estimators=5, horizon_days=182)):
+        with pytest.raises(ValueError, match=r"y has no positive value in its \d+ rows"):
+            model.fit(X, np.where(y > 0, -1.0, 0.0))
+        with pytest.raises(ValueError, match=rf"y must be one value per row of X \({len(X)}\), "
+                                             rf"got shape \({len(X) - 5},\)"):
+            model.fit(X, y[:-5])
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_no_rows_predict_no_values(estimator, stacked):
+    X, y = stacked
+    model = clone(estimator).fit(X, y)
+    assert model.predict(X.head(0)).shape == (0,)
+    if hasattr(model, "contributions"):
+        contributions = model.contributions(X.head(0))
+        assert contributions.shape[0] == 0 and contributions.columns[-1] == "bias"
+
+
+def test_classifier_on_no_rows(stacked):
+    X, y = stacked
+    model = GBMClassifier(n_estimators=5).fit(X, y > np.median(y))
+    assert model.predict_proba(X.head(0)).shape == (0, 2)
+    assert model.predict(X.head(0)).shape == (0,)
+
+
+def test_infinite_features_are_refused_and_missing_ones_are_documented(stacked):
+    X, y = stacked
+    with pytest.raises(ValueError, match="GBMRegressor: feature column 'trailing_value' has 2 "
+                                         "infinite value"):
+        GBMRegressor(n_estimators=5).fit(
+            X.assign(trailing_value=np.where(np.arange(len(X)) < 2, np.inf, X["trailing_value"])), y)
+    classifier = GBMClassifier(n_estimators=5).fit(X, y > np.median(y))
+    with pytest.raises(ValueError, match="GBMClassifier: feature column 'value_90d' has 1 "
+                                         "infinite value"):
+        classifier.predict_proba(X.head(3).assign(value_90d=[1.0, np.inf, 2.0]))
+    offset = GBMRegressor(n_estimators=5, run_rate_offset=True, horizon_days=182).fit(X, y)
+    rows = X.head(3).copy()
+    with pytest.raises(ValueError, match="'tenure_days' has 1 infinite"):
+        offset.predict(rows.assign(tenure_days=[1.0, -np.inf, 3.0]))
+    # LightGBM takes missing features natively; the offset reads a missing trailing
+    # value as 0 (the floor), so no prediction is NaN or infinite.
+    gaps = rows.assign(trailing_value=np.nan, tenure_days=np.nan)
+    predicted = offset.predict(gaps)
+    assert np.isfinite(predicted).all() and (predicted > 0).all()
+    assert np.isfinite(offset.contributions(gaps).to_numpy()).all()
+    # The naive peer: a missing trailing value is nothing in the window, not NaN.
+    trailing = TrailingValueRegressor().fit(X)
+    assert trailing.predict(rows.assign(trailing_value=[np.nan, -3.0, 5.0])).tolist() == [0.0, 0.0, 5.0]
+    with pytest.raises(ValueError, match="TrailingValueRegressor: feature column 'trailing_value' has "
+                                         "1 infinite"):
+        trailing.predict(rows.assign(trailing_value=[np.inf, 1.0, 5.0]))
+
+
+def test_hybrid_refuses_missing_probabilistic_inputs_instead_of_dropping_them(stacked):
+    # A cutoff whose BG/NBD could not be fitted left its inputs missing without a word.
+    X, y = stacked
+    with pytest.raises(ValueError, match="HybridRegressor: feature column 'frequency' has 1 "
+                                         "missing or infinite"):
+        HybridRegressor(n_estimators=5, horizon_days=182).fit(
+            X.assign(frequency=np.where(np.arange(len(X)) == 0, np.nan, X["frequency"])), y)

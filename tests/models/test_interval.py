@@ -63,3 +63,16 @@ def test_holdout_coverage_is_cross_fitted_not_judged_on_its_own_rows():
     low, high = narrow.predict(predicted)
     in_sample = np.mean((actual >= low) & (actual <= high))
     assert in_sample >= 0.8 > narrow.holdout_coverage_
+
+
+def test_lengths_and_non_finite_values_are_refused():
+    with pytest.raises(ValueError, match=r"actual must be one value per prediction \(3\), got 2"):
+        BandedIntervals().fit([1.0, 2.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="actual has 1 missing or infinite"):
+        BandedIntervals().fit([1.0, 2.0], [1.0, np.nan])
+    model = BandedIntervals().fit(np.arange(1.0, 11.0), np.arange(1.0, 11.0))
+    # An infinite prediction had an infinite interval, a missing one a NaN interval.
+    with pytest.raises(ValueError, match="predicted has 2 missing or infinite"):
+        model.predict([1.0, np.inf, np.nan])
+    low, high = model.predict([])
+    assert low.shape == high.shape == (0,)

@@ -88,3 +88,20 @@ def test_no_repeat_buyer_is_a_clear_error(cdnow_summary):
         ProbabilisticLTV().fit(one_timers)
     with pytest.raises(ValueError, match="kind='nbd' is not one of"):
         ProbabilisticLTV(kind="nbd").fit(cdnow_summary)
+
+
+def test_missing_or_infinite_inputs_are_refused_not_dropped(cdnow_summary, fitted):
+    gaps = cdnow_summary.copy()
+    gaps.loc[:299, "frequency"] = np.nan  # grouping identical histories dropped these rows
+    with pytest.raises(ValueError, match="column 'frequency' has 300 missing or infinite"):
+        ProbabilisticLTV(kind="bgnbd", horizon_days=273).fit(gaps)
+    # At predict time a NaN row came out as 0 and an infinite T as NaN.
+    rows = cdnow_summary.head(3).copy()
+    rows.loc[0, "recency"] = np.nan
+    rows.loc[1, "T"] = np.inf
+    for predict in (fitted.predict, fitted.predict_orders, fitted.predict_p_alive):
+        with pytest.raises(ValueError, match="column 'recency' has 1 missing or infinite"):
+            predict(rows)
+    with pytest.raises(ValueError, match="column 'repeat_order_value' has 1 missing"):
+        fitted.predict_spend(cdnow_summary.head(2).assign(repeat_order_value=[1.0, np.nan]))
+    assert fitted.predict(cdnow_summary.head(0)).shape == (0,)

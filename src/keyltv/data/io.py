@@ -21,6 +21,7 @@ so a ragged row, a stray quote or a non-UTF-8 byte stops the job with its line n
 from __future__ import annotations
 
 import csv
+import difflib
 import glob
 import math
 import os
@@ -144,8 +145,13 @@ def load_transactions(
     source : path or DataFrame
         CSV (``.csv``, ``.txt``, ``.tsv``) or Parquet file, or an in-memory frame.
     columns : mapping, optional
-        Contract role -> column name in the source, e.g. ``{"customer_id": "Kunde"}``.
-        ``margin`` is used only if that column exists.
+        Contract role -> column name in the source, e.g. ``{"customer_id": "Kunde"}``;
+        the roles are :data:`ROLES`, and another key is an error. ``margin`` is used
+        only if that column exists. As in the config's ``columns``
+        (:class:`keyltv.config.Columns`), a line's amount is ``amount``, or with both
+        ``quantity`` and ``unit_price`` mapped their product (``amount`` then left
+        out or None, whatever columns the source has; mapping it too is an error),
+        and ``unit_cost`` replaces ``margin`` the same way.
     date_format : str, optional
         ``strptime`` format of the date column; ISO 8601 when omitted.
     decimal_separator, thousands_separator : str, optional
@@ -179,6 +185,7 @@ def load_transactions(
     con = _connect(memory_limit)
     name, duplicated, n_files = _attach_source(con, source, label, encoding)
     mapping = _resolve_columns(con, name, columns or {}, duplicated)
+    _check_float_ids(con, name, mapping["customer_id"])
     if date_format:
         _check_date_format(con, date_format, name)
     if date_format and _source_types(con).get(mapping["date"], "").startswith(("DATE",
@@ -549,7 +556,19 @@ def _resolve_columns(
     columns: Mapping[str, str | None],
     duplicated: list[str] | None = None,
 ) -> dict[str, str]:
-    """Map contract roles to source columns; fail on a missing or ambiguous column."""
+    """Map contract roles to source columns; fail on a missing or ambiguous column.
+
+    The rules are the config's (:class:`keyltv.config.Columns`), with its wording, for
+    callers of the Python API: a role that is not one of :data:`ROLES` (a typo such as
+    ``customr_id``) is refused, as the config refuses an unknown field, rather than
+    left unread while the default column is used.
+    """
+    unknown = [str(role) for role in columns if role not in ROLES]
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], ROLES, n=1)
+        maybe = f" (did you mean {near[0]!r}?)" if near else ""
+        raise InputError(f"{name}: columns.{unknown[0]} is not a column role{maybe}; roles: "
+                         f"{', '.join(ROLES)}")
     found = _source_columns(con)
     mapping: dict[str, str] = {}
     priced = columns.get("quantity") is not None or columns.get("unit_price") is not None
@@ -558,7 +577,12 @@ def _resolve_columns(
                          "amount is their product), or neither")
     if priced and columns.get("amount") is not None:
         raise InputError(f"{name}: columns.amount and columns.quantity x unit_price are both "
-                         "set; give one source of the line's amount")
+                         "mapped; set columns.amount to None to use the product, or drop "
+                         "quantity and unit_price")
+    if columns.get("unit_cost") is not None and columns.get("margin") is not None:
+        raise InputError(f"{name}: columns.margin and columns.unit_cost are both mapped; set "
+                         "columns.margin to None to use quantity x (unit_price - unit_cost), or "
+                         "drop unit_cost")
     defaults = {"customer_id": "customer_id", "date": "date",
                 "amount": None if priced else "amount",
                 "margin": None if columns.get("unit_cost") is not None else "margin"}
@@ -644,12 +668,61 @@ def _id_text(column: str, column_type: str) -> str:
 
     pandas stores an integer id column with a blank as float64: 17850 would become the
     id '17850.0', which matches neither the CSV export's '17850' nor an account table.
+    Every whole number of a typed float or DECIMAL column is written as the integer it
+    holds, in full: 1e15 reads '1000000000000000' (DuckDB's own text is
+    '1000000000000000.0', and 1.2345678901234568e17 stays in scientific notation).
+    A float at or beyond the range where floats hold every whole number is refused
+    before this runs (:func:`_check_float_ids`); a DECIMAL is exact at any size.
+
+    Other values keep DuckDB's text of the number, as before: a float that is not a
+    whole number reads as its shortest exact text ('1.5', '0.0001', but '1e-05' below
+    that), a DECIMAL as written with its scale ('1.50'), NaN as 'nan'. Such ids are
+    unusual enough to be left as they are rather than guessed at.
     """
     quoted = _quoted(column)
-    if not column_type.startswith(("DOUBLE", "FLOAT", "DECIMAL")):
+    whole = f"CASE WHEN {quoted} = trunc({quoted}) "
+    if column_type.startswith("DECIMAL"):
+        return whole + (f"THEN CAST(CAST({quoted} AS HUGEINT) AS VARCHAR) "
+                        f"ELSE CAST({quoted} AS VARCHAR) END")
+    if column_type not in EXACT_FLOAT_IDS:
         return f"CAST({quoted} AS VARCHAR)"
-    return (f"CASE WHEN {quoted} = trunc({quoted}) AND abs({quoted}) < 1e15 "
-            f"THEN CAST(CAST({quoted} AS BIGINT) AS VARCHAR) ELSE CAST({quoted} AS VARCHAR) END")
+    # The bound also keeps NaN (equal to its trunc in DuckDB) and infinity from the cast.
+    return whole + (f"AND abs({quoted}) < {EXACT_FLOAT_IDS[column_type]} "
+                    f"THEN CAST(CAST({quoted} AS BIGINT) AS VARCHAR) "
+                    f"ELSE CAST({quoted} AS VARCHAR) END")
+
+
+# Float types of an id column, and the bound (2**53 for float64, 2**24 for float32)
+# below which each holds every whole number exactly.
+EXACT_FLOAT_IDS = {"DOUBLE": 2**53, "FLOAT": 2**24}
+
+
+def _check_float_ids(con: duckdb.DuckDBPyConnection, name: str, column: str) -> None:
+    """Refuse ids of a float column at or beyond its exact range (see :data:`EXACT_FLOAT_IDS`).
+
+    Beyond it a float cannot hold every whole number: the ids were rounded when they
+    were stored as floats (123456789012345678 became 123456789012345680), and two
+    accounts may have become one. No text of the float can undo that, so the log is
+    refused rather than read with ids that may be wrong.
+
+    Raises
+    ------
+    InputError
+        Naming the column, the count and the largest such id.
+    """
+    bound = EXACT_FLOAT_IDS.get(_source_types(con).get(column, ""))
+    if bound is None:
+        return
+    quoted = _quoted(column)
+    with _read_errors(name):
+        count, largest = con.execute(
+            f"SELECT count(*), max(abs({quoted})) FROM src "
+            f"WHERE NOT isnan({quoted}) AND abs({quoted}) >= {bound}").fetchone()
+    if count:
+        raise InputError(
+            f"{name}: column {column!r}: {count} id(s) stored as floats at or beyond "
+            f"{bound:,} (such as {largest:.17g}), where floats skip whole numbers: the ids may "
+            "have been rounded, two accounts into one; store the ids as text or integers")
 
 
 def _quoted(column: str) -> str:
@@ -1140,6 +1213,7 @@ def load_accounts(
     found = _source_columns(con)
     if id_column not in found:
         raise InputError(_missing_column_message(name, "customer_id", id_column, found))
+    _check_float_ids(con, name, id_column)
     types = _source_types(con)
     # Of several files, the column that names each row's file is no attribute.
     attributes = [c for c in found if c not in (id_column, FILE_COLUMN)]

@@ -52,16 +52,45 @@ class BacktestResult:
 
     Attributes
     ----------
+    cutoff : datetime.date
+        The models saw transactions before it; they are judged on
+        ``[cutoff, cutoff + horizon_days)``.
+    horizon_days : int
+        Length of that evaluation window (the config's horizon, or the shorter
+        validation horizon of :func:`select_champion`).
     table : pandas.DataFrame
-        One row per fitted model: value metrics and ``fit_seconds``.
+        One row per fitted model (index ``model``, in the order fitted): the columns of
+        :func:`~keyltv.evaluation.metrics.value_metrics` and ``fit_seconds``. After
+        :func:`add_blend` or :func:`apply_blend`, also a ``blend`` row (``fit_seconds``
+        0).
     predictions : pandas.DataFrame
-        Per account: ``actual``, ``trailing_value`` and one column per fitted model.
+        One row per account seen before ``cutoff`` (index ``customer_id``): ``actual``
+        (net value in the window), ``actual_orders`` (order days in the window: days
+        with a positive net amount), ``trailing_value`` (net value over the horizon
+        before ``cutoff``), one column of predicted value per fitted model, and
+        ``blend`` when a blend was added.
     events : pandas.DataFrame
-        Per account: realized ``decline``/``growth`` and their scores.
-    skipped : dict
-        Models that could not be fitted, with the reason.
+        Same rows: the realized ``decline`` and ``growth`` events (bool); ``p_alive``
+        when MBG/NBD could be fitted; ``decline_risk`` and ``growth_potential`` from the
+        event classifiers, or their fallback, when either exists.
+    event_metrics : dict of str to float
+        AUCs of the event scores: ``decline_auc`` and ``growth_auc`` (when scored),
+        ``decline_auc_1_minus_p_alive`` (BG/NBD's peer, when ``bgnbd`` was fitted),
+        ``p_alive_auc_orders_again``; the decline AUCs only over accounts with
+        trailing value, NaN when there are none or with one class. Also
+        ``event_classifiers`` (1.0, or 0.0 for the fallback scores), ``decline_rate``
+        and ``growth_rate``.
+    skipped : dict of str to str
+        Models that could not be fitted, with the reason (the ValueError's message).
+    models : dict of str to object
+        The fitted models by name, ``blend`` (a
+        :class:`~keyltv.models.blend.BlendedLTV`) included after :func:`add_blend`.
     data : TrainingData
         The training cut, reused by callers (no recomputation).
+    blend_weights : dict of str to float
+        Weight per model (or ``<model>.<stratum>``) of the blend: fitted on the whole
+        holdout by :func:`add_blend`, or the weights given to :func:`apply_blend`;
+        empty without a blend.
     """
 
     cutoff: date
@@ -141,11 +170,13 @@ def _evaluate_events(
     events = pd.DataFrame({"decline": decline, "growth": growth}, index=predictions.index)
     metrics: dict[str, float] = {}
     # Decline AUCs are measured where decline can happen: accounts with trailing value.
+    # A cutoff after a quiet spell may have none: NaN then, as for a single class.
     had_value = predictions["trailing_value"].to_numpy() > 0
     peer = fitted.get("bgnbd")  # lifetimes' 1 - P(alive) is the peer for decline risk
     if peer is not None:
         metrics["decline_auc_1_minus_p_alive"] = auc(
-            decline[had_value], 1 - peer.predict_p_alive(data.current)[had_value])
+            decline[had_value], 1 - peer.predict_p_alive(data.current)[had_value]) \
+            if had_value.any() else float("nan")
     companion = fitted.get("mbgnbd")
     if companion is None:
         try:
@@ -164,7 +195,8 @@ def _evaluate_events(
         events["decline_risk"], events["growth_potential"] = fallback_event_scores(
             predictions["trailing_value"], companion.predict(data.current), events["p_alive"])
     if "decline_risk" in events:
-        metrics["decline_auc"] = auc(decline[had_value], events["decline_risk"][had_value])
+        metrics["decline_auc"] = auc(decline[had_value], events["decline_risk"][had_value]) \
+            if had_value.any() else float("nan")
         metrics["growth_auc"] = auc(growth, events["growth_potential"])
     metrics["event_classifiers"] = 1.0 if classifiers is not None else 0.0  # 0: fallback
     metrics["decline_rate"] = float(np.mean(decline[had_value])) if had_value.any() else float("nan")

@@ -3,7 +3,13 @@
 Ranking metrics matter most to a key-account team (who gets attention), calibration
 metrics to finance (how much value the book holds). Ties in the prediction are shared
 fairly: tied accounts count with their mean actual value, so a constant prediction
-has a normalized Gini of exactly 0 whatever the row order.
+has a normalized Gini of exactly 0 whatever the row order (:func:`decile_mape` is the
+exception: its bins must hold whole accounts).
+
+Every metric takes one value per account on each side: arrays are paired by position,
+two pandas Series by index label (see :func:`~keyltv.evaluation._aligned.aligned`). A
+missing or infinite value is an error, not a row to drop: a metric over the other
+accounts would look like the model's score on the whole book.
 """
 
 from __future__ import annotations
@@ -13,13 +19,68 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
+from keyltv.evaluation._aligned import aligned
+
 
 def _arrays(actual: object, predicted: object) -> tuple[np.ndarray, np.ndarray]:
-    a = np.asarray(actual, dtype=float)
-    p = np.asarray(predicted, dtype=float)
-    if a.shape != p.shape or a.ndim != 1:
-        raise ValueError(f"actual and predicted must be 1-d of equal length, got {a.shape} and {p.shape}")
+    """``actual`` and ``predicted`` as checked float arrays with at least one account."""
+    a, p = _vectors(actual=actual, predicted=predicted)
+    if len(a) == 0:
+        raise ValueError("actual and predicted are empty; a metric needs at least one account")
     return a, p
+
+
+def _vectors(**values: object) -> list[np.ndarray]:
+    """Aligned 1-d float arrays of equal length, each value finite."""
+    arrays = [np.asarray(v, dtype=float) for v in aligned(**values)]
+    _check_shapes(dict(zip(values, arrays, strict=True)))
+    for name, array in zip(values, arrays, strict=True):
+        _check_finite(name, array)
+    return arrays
+
+
+def _check_shapes(arrays: dict[str, np.ndarray]) -> None:
+    """Raise a ValueError unless every array is 1-d and all have the same length."""
+    shapes = [a.shape for a in arrays.values()]
+    if any(len(shape) != 1 for shape in shapes) or len(set(shapes)) > 1:
+        names = list(arrays)
+        listed = ", ".join(names[:-1]) + " and " + names[-1]
+        raise ValueError(f"{listed} must be 1-d of equal length, got "
+                         f"{', '.join(map(str, shapes[:-1]))} and {shapes[-1]}")
+
+
+def _check_finite(name: str, values: np.ndarray) -> None:
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise ValueError(f"{name} has {bad} missing or infinite value(s); "
+                         "every account needs a finite value")
+
+
+def _binary(name: str, values: object) -> np.ndarray:
+    """Events as a bool array: bools, or numbers that are all 0 or 1."""
+    array = np.asarray(values)
+    missing = int(pd.isna(array).sum())
+    if missing:
+        raise ValueError(f"{name} has {missing} missing value(s); every account needs an event "
+                         "(0/1 or bool)")
+    kind = pd.api.types.infer_dtype(array.ravel(), skipna=False)
+    if kind not in ("boolean", "integer", "floating", "mixed-integer-float", "empty"):
+        raise ValueError(f"{name} must be 0/1 or bool, got {kind} values such as "
+                         f"{array.ravel().tolist()[0]!r}")
+    numbers = array.astype(float)
+    other = numbers[(numbers != 0) & (numbers != 1)]
+    if len(other):
+        raise ValueError(f"{name} must be 0/1 or bool, got {other[0]:g} in {len(other)} row(s)")
+    return numbers.astype(bool)
+
+
+def _events_and_scores(events: object, scores: object) -> tuple[np.ndarray, np.ndarray]:
+    """Checked binary events and finite scores, paired as :func:`_vectors` pairs values."""
+    events, scores = aligned(events=events, scores=scores)
+    e, s = _binary("events", events), np.asarray(scores, dtype=float)
+    _check_shapes({"events": e, "scores": s})
+    _check_finite("scores", s)
+    return e, s
 
 
 def _gini(actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -82,8 +143,13 @@ def top_share(actual: object, predicted: object, share: float) -> float:
 def decile_mape(actual: object, predicted: object, n_bins: int = 10) -> float:
     """Mean over predicted deciles of ``|mean predicted - mean actual| / mean actual``.
 
-    Deciles whose mean actual value is 0 are skipped (the ratio is undefined). Tied
-    predictions are split between deciles by row order (bins must be whole accounts).
+    The accounts are ranked by prediction and cut into ``n_bins`` bins of (nearly)
+    equal count: ``pandas.qcut`` of the rank, ``min(n_bins, n)`` bins for fewer
+    accounts than bins. Tied predictions are not shared as in the other metrics: they
+    are split between bins by row order (bins must hold whole accounts), so with ties
+    the value depends on the order of the rows. Bins whose mean actual value is 0 or
+    negative (net returns) are skipped, since the relative error is undefined or
+    meaningless there; NaN when every bin is skipped.
     """
     a, p = _arrays(actual, predicted)
     bins = pd.qcut(pd.Series(p).rank(method="first"), q=min(n_bins, len(p)), labels=False)
@@ -105,9 +171,16 @@ def mae(actual: object, predicted: object) -> float:
 
 
 def auc(events: object, scores: object) -> float:
-    """ROC AUC of ``scores`` for binary ``events`` (NaN with a single class)."""
-    e = np.asarray(events).astype(int)
-    s = np.asarray(scores, dtype=float)
+    """ROC AUC of ``scores`` for binary ``events`` (NaN with a single class).
+
+    Raises
+    ------
+    ValueError
+        If ``events`` are not all 0/1 or bool, a value is missing, or there is no account.
+    """
+    e, s = _events_and_scores(events, scores)
+    if len(e) == 0:
+        raise ValueError("events and scores are empty; AUC needs at least one account")
     if e.min() == e.max():
         return float("nan")
     return float(roc_auc_score(e, s))
@@ -117,12 +190,15 @@ def best_recall_at_precision(events: object, scores: object, precision: float) -
     """Highest recall of "flag the top k by score" whose precision is at least ``precision``.
 
     The best any threshold on ``scores`` can do for a flag with a precision floor; 0
-    when no threshold reaches it, NaN without events.
+    when no threshold reaches it, NaN without events (no account at all included:
+    :func:`keyltv.evaluation.backtest.flag_metrics` asks it about the valuable
+    accounts, and a book may have none). ``events`` and ``scores`` are checked as in
+    :func:`auc`.
     """
-    e = np.asarray(events).astype(bool)
+    e, s = _events_and_scores(events, scores)
     if not e.any():
         return float("nan")
-    hits = e[np.argsort(-np.asarray(scores, dtype=float), kind="stable")]
+    hits = e[np.argsort(-s, kind="stable")]
     true_positives = np.cumsum(hits)
     reached = true_positives / np.arange(1, len(hits) + 1) >= precision
     return float(true_positives[reached].max() / e.sum()) if reached.any() else 0.0
@@ -130,8 +206,10 @@ def best_recall_at_precision(events: object, scores: object, precision: float) -
 
 def interval_coverage(actual: object, low: object, high: object) -> float:
     """Share of accounts whose actual value lies in ``[low, high]``."""
-    a = np.asarray(actual, dtype=float)
-    return float(((a >= np.asarray(low)) & (a <= np.asarray(high))).mean())
+    a, lo, hi = _vectors(actual=actual, low=low, high=high)
+    if len(a) == 0:
+        raise ValueError("actual, low and high are empty; a metric needs at least one account")
+    return float(((a >= lo) & (a <= hi)).mean())
 
 
 def value_metrics(actual: object, predicted: object) -> dict[str, float]:

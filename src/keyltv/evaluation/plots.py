@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from sklearn.calibration import calibration_curve
 
+from keyltv.evaluation._aligned import aligned
 from keyltv.scoring.rules import SEGMENTS, TIER_ORDER
 
 
@@ -32,6 +33,17 @@ def _vector(name: str, values: object) -> np.ndarray:
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-d, got shape {array.shape}")
     return array
+
+
+def _vectors(**values: object) -> list[np.ndarray]:
+    """Per-account inputs as 1-d float arrays of equal length, two Series paired by label.
+
+    Positions pair arrays; two pandas Series are paired by index label, as the metrics
+    pair them (see :func:`~keyltv.evaluation._aligned.aligned`).
+    """
+    arrays = [_vector(name, v) for name, v in zip(values, aligned(**values), strict=True)]
+    _same_length(**dict(zip(values, arrays, strict=True)))
+    return arrays
 
 
 def _same_length(**arrays: np.ndarray) -> None:
@@ -51,8 +63,7 @@ def decile_means(actual: object, predicted: object, n_bins: int = 10) -> pd.Data
     pandas.DataFrame
         Index ``1..n_bins`` (1 = lowest predictions), columns ``predicted`` and ``actual``.
     """
-    a, p = _vector("actual", actual), _vector("predicted", predicted)
-    _same_length(actual=a, predicted=p)
+    a, p = _vectors(actual=actual, predicted=predicted)
     if len(p) == 0:
         return pd.DataFrame({"predicted": [], "actual": []})
     bins = pd.qcut(pd.Series(p).rank(method="first"), q=min(n_bins, len(p)), labels=False)
@@ -107,9 +118,8 @@ def gain_curve(actual: object, predicted: object) -> tuple[np.ndarray, np.ndarra
     share_of_accounts, share_of_value : numpy.ndarray
         ``n + 1`` points each, starting at (0, 0).
     """
-    a = np.clip(_vector("actual", actual), 0.0, None)
-    p = _vector("predicted", predicted)
-    _same_length(actual=a, predicted=p)
+    a, p = _vectors(actual=actual, predicted=predicted)
+    a = np.clip(a, 0.0, None)
     x = np.linspace(0.0, 1.0, len(a) + 1)
     if a.sum() <= 0:
         return x, np.zeros_like(x)
@@ -128,7 +138,8 @@ def plot_gains(actual: object, predictions: Mapping[str, object],
     actual : array-like
         Realized value per account.
     predictions : mapping of str to array-like
-        One prediction per model (champion and peers), same order as ``actual``.
+        One prediction per model (champion and peers), same order as ``actual`` (or
+        Series indexed by the same accounts as an ``actual`` Series).
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; a new figure when omitted.
 
@@ -178,6 +189,7 @@ def plot_calibration(events: object, scores: object, ax: Axes | None = None,
         First line: the curve (x = mean score, y = observed rate); second: the diagonal.
     """
     ax = _axes(ax)
+    events, scores = aligned(events=events, scores=scores)
     e = np.asarray(events, dtype=bool)
     s = _vector("scores", scores)
     _same_length(events=e, scores=s)
@@ -230,9 +242,7 @@ def p_alive_matrix(frequency: object, recency: object, T: object, p_alive: objec
     frequency_edges, recency_edges : numpy.ndarray
         Bin edges, ``n_bins + 1`` each.
     """
-    f, r, t, p = (_vector(n, v) for n, v in
-                  (("frequency", frequency), ("recency", recency), ("T", T), ("p_alive", p_alive)))
-    _same_length(frequency=f, recency=r, T=t, p_alive=p)
+    f, r, t, p = _vectors(frequency=frequency, recency=recency, T=T, p_alive=p_alive)
     if (r > t).any():
         raise ValueError("recency must not exceed T (both in the same time unit)")
     f_max = max(float(np.quantile(f, 0.99)) if len(f) else 1.0, 1.0)

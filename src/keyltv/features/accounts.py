@@ -101,15 +101,23 @@ def future_values(
     Parameters
     ----------
     index : pandas.Index
-        Accounts to return (those scored at ``as_of``); absent accounts get zeros, and
-        accounts first seen inside the window are left out (they were not scoreable).
+        Accounts to return (those scored at ``as_of``), as text ids like the log's;
+        absent accounts get zeros, and accounts first seen inside the window are left
+        out (they were not scoreable).
 
     Returns
     -------
     pandas.DataFrame
         Columns ``value``, ``orders``, ``profit`` (NaN without margins), one row per
         account of ``index``.
+
+    Raises
+    ------
+    InputError
+        When ``index`` holds ids that are not text: no account would match, and every
+        label would be a silent zero (ids read back from a file as numbers).
     """
+    _require_text_ids(index, "future_values: index")
     as_of = as_date(as_of)
     end = as_of + timedelta(days=as_horizon(horizon_days))
     frame = log.con.execute(_LABELS_SQL, {"as_of": as_of, "end": end}).df()
@@ -220,12 +228,9 @@ def with_attributes(features: pd.DataFrame, accounts: pd.DataFrame | None) -> pd
         accounts = accounts.set_index("customer_id")
     if accounts is None or accounts.shape[1] == 0:
         return features
-    kind = pd.api.types.infer_dtype(accounts.index, skipna=True)
-    if len(accounts) and kind not in ("string", "empty"):
-        raise InputError(
-            f"account table: its index holds {kind} values such as {accounts.index[0]!r}, "
-            "not the log's account ids (text such as '00042'); index it by customer_id, or "
-            "give it a customer_id column, with the ids as text")
+    _require_text_ids(accounts.index, "account table: its index",
+                      "index it by customer_id, or give it a customer_id column, with the ids "
+                      "as text")
     attrs = accounts.add_prefix(ATTRIBUTE_PREFIX)
     joined = features.join(attrs, how="left")
     # join() turns categoricals with missing rows into object in some pandas versions.
@@ -233,3 +238,11 @@ def with_attributes(features: pd.DataFrame, accounts: pd.DataFrame | None) -> pd
         if isinstance(attrs[column].dtype, pd.CategoricalDtype):
             joined[column] = joined[column].astype(attrs[column].dtype)
     return joined
+
+
+def _require_text_ids(index: pd.Index, what: str, advice: str = "pass the ids as text") -> None:
+    """Raise an InputError unless ``index`` holds text ids, as the log's are."""
+    kind = pd.api.types.infer_dtype(index, skipna=True)
+    if len(index) and kind not in ("string", "empty"):
+        raise InputError(f"{what} holds {kind} values such as {index[:1].tolist()[0]!r}, not "
+                         f"the log's account ids (text such as '00042'); {advice}")

@@ -45,10 +45,17 @@ import pandas as pd
 from scipy.optimize import minimize
 
 __all__ = ["BlendedLTV", "blend", "blend_columns", "blend_weights", "can_stratify",
-           "components_of", "cross_fitted_blend", "is_stratified", "stratify"]
+           "checked_weights", "components_of", "cross_fitted_blend", "is_stratified",
+           "stratify"]
 
 # Floor of a blended prediction inside the deviance (the log of zero is undefined).
 _EPS = 1e-6
+# Weights at or below this are zero: the solver leaves residues of 1e-18..1e-15 on the
+# models it excluded (CDNOW's selection blend had four), and each would keep a model
+# in the deployed blend, refitted at train and run at every score, for nothing.
+MIN_WEIGHT = 1e-9
+# How far the weights of a stratum may sum from one (rounding in a stored mapping).
+SUM_TOLERANCE = 1e-6
 # Strata of accounts with their own weights, by value in the trailing horizon.
 ACTIVE, IDLE = "active", "idle"
 MIN_STRATUM_ACCOUNTS = 300
@@ -113,7 +120,8 @@ def blend_weights(predictions: pd.DataFrame, actual: object) -> pd.Series:
     Returns
     -------
     pandas.Series
-        Weight per column of ``predictions``.
+        Weight per column of ``predictions``; those at or below :data:`MIN_WEIGHT`
+        (the solver's residues) are exactly 0.
     """
     P = np.clip(predictions.to_numpy(dtype=float), 0.0, None)
     y = np.clip(np.asarray(actual, dtype=float), 0.0, None)
@@ -139,9 +147,46 @@ def blend_weights(predictions: pd.DataFrame, actual: object) -> pd.Series:
     fit = minimize(deviance, start, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * len(start),
                    constraints=constraints, options={"maxiter": 500, "ftol": 1e-12})
     weights = np.clip(fit.x, 0.0, 1.0)
+    weights[weights <= MIN_WEIGHT] = 0.0
     for members in groups:  # exact sums despite the solver's tolerance
         weights[members] /= max(weights[members].sum(), 1e-12)
     return pd.Series(weights, index=predictions.columns)
+
+
+def checked_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """``weights`` as floats without the negligible ones, once checked to be a mixture.
+
+    Every weight is finite and >= 0; keys are all ``<model>`` or all
+    ``<model>.<stratum>`` with both strata; the weights of each stratum (of all keys
+    when not stratified) sum to one within :data:`SUM_TOLERANCE`, as
+    :func:`blend_weights` fits them (the module docstring says why). They are kept
+    as given, not rescaled: a sum far from one is a mistake to report, not to
+    repair. Weights at or below :data:`MIN_WEIGHT` are then dropped.
+
+    Raises
+    ------
+    ValueError
+        Naming the first weight or stratum that breaks a rule.
+    """
+    values = {str(key): float(w) for key, w in weights.items()}
+    for key, w in values.items():
+        if not np.isfinite(w) or w < 0:
+            raise ValueError(f"blend weight {key} = {w}: weights must be finite and >= 0")
+    keys = list(values)
+    strata = [key.split(_SEP, 1)[1] if _SEP in key else "" for key in keys]
+    expected = [ACTIVE, IDLE] if is_stratified(values) else [""]
+    unknown = [k for k, s in zip(keys, strata, strict=True) if s not in expected]
+    if unknown:
+        allowed = " or ".join(f"<model>.{s}" for s in expected) if expected != [""] else "<model>"
+        raise ValueError(f"blend weight key {unknown[0]!r}: expected {allowed}, "
+                         "for every key of one blend")
+    for stratum in expected:
+        total = sum(w for w, s in zip(values.values(), strata, strict=True) if s == stratum)
+        if abs(total - 1.0) > SUM_TOLERANCE:
+            which = f"of the {stratum} accounts " if stratum else ""
+            raise ValueError(f"blend weights {which}sum to {total:.6g}, not 1: a blend mixes "
+                             "its models, it does not rescale them")
+    return {key: w for key, w in values.items() if w > MIN_WEIGHT}
 
 
 def _stratum_groups(columns: list[str]) -> list[list[int]]:
@@ -174,26 +219,44 @@ def cross_fitted_blend(predictions: pd.DataFrame, actual: object, *, n_folds: in
 class BlendedLTV:
     """Fitted value models combined with fixed non-negative weights.
 
+    The blend has no ``fit``: it is made from models and weights fitted elsewhere
+    (see ``tracking_params`` for why it is not a scikit-learn estimator), so the
+    weights are checked here, when it is made.
+
     Parameters
     ----------
     components : mapping of str to fitted value model
-        Models by name, each with ``predict(features)``.
+        Models by name, each with ``predict(features)``. Only those with a weight
+        above :data:`MIN_WEIGHT` are kept.
     weights : mapping of str to float
         Weight per model, as returned by :func:`blend_weights` on :func:`blend_columns`:
         keyed by model, or by ``<model>.<stratum>`` for weights per stratum (the
-        features must then hold ``trailing_value``).
+        features must then hold ``trailing_value``). Checked by
+        :func:`checked_weights`: finite, >= 0, summing to one (per stratum); weights
+        at or below :data:`MIN_WEIGHT` count as 0 and are dropped.
+
+    Raises
+    ------
+    ValueError
+        If the weights are no mixture (see :func:`checked_weights`), or a weighted
+        model is not in ``components``.
     """
 
     def __init__(self, components: Mapping[str, object], weights: Mapping[str, float]) -> None:
-        missing = sorted(set(components_of(weights)) - set(components))
+        checked = checked_weights(weights)
+        missing = sorted(set(components_of(checked)) - set(components))
         if missing:
             raise ValueError(f"no fitted model for blend weights {missing}")
-        self.components = dict(components)
-        self.weights = {name: float(w) for name, w in weights.items()}
+        self.components = {name: components[name] for name in components_of(checked)}
+        self.weights = checked
+
+    def _weighted(self) -> dict[str, float]:
+        # A blend pickled before MIN_WEIGHT existed still holds the solver's residues.
+        return {key: w for key, w in self.weights.items() if w > MIN_WEIGHT}
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Weighted sum of the components' predictions, >= 0."""
-        weighted = {key: w for key, w in self.weights.items() if w > 0}
+        weighted = self._weighted()
         names = components_of(weighted)
         parts = pd.DataFrame({name: np.asarray(self.components[name].predict(X), dtype=float)
                               for name in names}, index=X.index)
@@ -217,7 +280,7 @@ class BlendedLTV:
         importance come from the tree model that carries the most weight in it.
         """
         total: dict[str, float] = {}
-        for key, w in self.weights.items():  # summed over strata
+        for key, w in self._weighted().items():  # summed over strata
             model = key.split(_SEP)[0]
             total[model] = total.get(model, 0.0) + w
         explained = [(w, n) for n, w in total.items()
@@ -230,5 +293,5 @@ class BlendedLTV:
         return component.contributions(X) if component is not None else None
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{n}={w:.3g}" for n, w in self.weights.items() if w > 0)
+        parts = ", ".join(f"{n}={w:.3g}" for n, w in self._weighted().items())
         return f"BlendedLTV({parts})"

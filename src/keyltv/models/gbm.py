@@ -14,8 +14,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from keyltv.models._frames import require_columns
-from keyltv.models.probabilistic import ProbabilisticLTV
+from keyltv.models._frames import require_columns, require_finite
+from keyltv.models.probabilistic import ProbabilisticLTV, check_inputs
 
 # Bookkeeping columns that travel with stacked training frames but are not features.
 NON_FEATURES = ("cutoff",)
@@ -30,7 +30,14 @@ REFIT_MAX_ROWS = 100_000
 
 
 class _LGBMBase(BaseEstimator):
-    """Shared frame preparation: column order and stable categorical levels."""
+    """Shared frame preparation: column order and stable categorical levels.
+
+    Missing feature values (NaN) are allowed, at fit and at predict time: LightGBM
+    learns at every split which side they go to, which is what a feature such as
+    ``gap_cv`` (undefined below three orders) or an account without attributes needs.
+    Infinite values are refused (ValueError naming the column): a tree would read
+    them as the largest value seen.
+    """
 
     def _prepare(self, X: pd.DataFrame, *, fit: bool) -> pd.DataFrame:
         require_columns(X, [], type(self).__name__)
@@ -52,10 +59,18 @@ class _LGBMBase(BaseEstimator):
             frame[column] = pd.Categorical(values.where(values.isin(levels)), categories=levels)
         numeric = [c for c in frame.columns if c not in self.categories_]
         frame[numeric] = frame[numeric].astype(float)
+        require_finite(frame, numeric, type(self).__name__, missing_ok=True)
         return frame
 
-    def _predict_batched(self, X: pd.DataFrame, predict) -> np.ndarray:
-        """``predict`` on the prepared frame, :data:`PREDICT_BATCH_ROWS` rows at a time."""
+    def _predict_batched(self, X: pd.DataFrame, predict, width: int | None = None) -> np.ndarray:
+        """``predict`` on the prepared frame, :data:`PREDICT_BATCH_ROWS` rows at a time.
+
+        ``width`` is the number of values per row (None: one), for the empty result of
+        a frame without rows, which LightGBM itself refuses to predict on.
+        """
+        if len(X) == 0:
+            self._prepare(X, fit=False)  # the same column checks as for a full frame
+            return np.empty((0,) if width is None else (0, width))
         if len(X) <= PREDICT_BATCH_ROWS:
             return predict(self._prepare(X, fit=False))
         return np.concatenate([
@@ -71,8 +86,10 @@ class _LGBMBase(BaseEstimator):
         """
         check_is_fitted(self, "model_")
         frame = self._prepare(X, fit=False)
-        values = self.model_.predict(frame, pred_contrib=True)
-        return pd.DataFrame(values, index=X.index, columns=[*frame.columns, "bias"])
+        columns = [*frame.columns, "bias"]
+        values = self.model_.predict(frame, pred_contrib=True) if len(frame) else \
+            np.empty((0, len(columns)))
+        return pd.DataFrame(values, index=X.index, columns=columns)
 
     def _fit_lgbm(self, lgbm_class: type, objective: str, index: pd.Index, frame: pd.DataFrame,
                   target: np.ndarray, sample_weight: np.ndarray | None = None,
@@ -180,7 +197,9 @@ class GBMRegressor(RegressorMixin, _LGBMBase):
         leaf of smaller ones (in an ad-hoc diagnostic on the simulator the growing
         accounts, 54% of the future value, got 46% of the predicted value). Needs the
         ``trailing_value`` and ``tenure_days`` features and an objective with a log
-        link (Tweedie, Poisson, gamma).
+        link (Tweedie, Poisson, gamma). A missing ``trailing_value`` counts as 0 and a
+        missing ``tenure_days`` as a full horizon (see :func:`run_rate`), so such a row
+        starts from the floor below, as an account with nothing in its window does.
     horizon_days : int, default=365
         Horizon of ``trailing_value``, for :func:`run_rate`.
     random_state : int, default=0
@@ -223,13 +242,17 @@ class GBMRegressor(RegressorMixin, _LGBMBase):
 
         ``X``'s index is the account id: early stopping holds out whole accounts by a
         hash of it (rows of one account stacked from several cutoffs stay together).
+
+        Raises
+        ------
+        ValueError
+            If ``y`` is not one finite value per row of ``X``, or has no positive value
+            (nothing to learn; LightGBM's Tweedie objective fails on a zero total), or
+            a feature is infinite. The message says which, so that a backtest can
+            report the model as skipped.
         """
         frame = self._prepare(X, fit=True)
-        target = np.clip(np.asarray(y, dtype=float), 0.0, None)
-        if target.ndim != 1 or not np.isfinite(target).all():
-            raise ValueError(f"{type(self).__name__}: y must be one finite value per row; "
-                             f"got shape {target.shape} with "
-                             f"{int((~np.isfinite(target)).sum())} missing or infinite")
+        target = self._value_target(X, y)
         offset = None
         if self.run_rate_offset:
             if self.objective not in LOG_LINK_OBJECTIVES:
@@ -243,8 +266,23 @@ class GBMRegressor(RegressorMixin, _LGBMBase):
                                      sample_weight, offset)
         return self
 
+    def _value_target(self, X: pd.DataFrame, y: object) -> np.ndarray:
+        """``y`` as one non-negative float per row of ``X``, with some positive value."""
+        owner, target = type(self).__name__, np.asarray(y, dtype=float)
+        if target.ndim != 1 or len(target) != len(X):
+            raise ValueError(f"{owner}: y must be one value per row of X ({len(X)}), "
+                             f"got shape {target.shape}")
+        if not np.isfinite(target).all():
+            raise ValueError(f"{owner}: y must be one finite value per row; got "
+                             f"{int((~np.isfinite(target)).sum())} missing or infinite")
+        target = np.clip(target, 0.0, None)
+        if not (target > 0).any():
+            raise ValueError(f"{owner}: y has no positive value in its {len(target)} rows "
+                             "(negatives count as 0); there is no value to learn from")
+        return target
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Predicted value per account, >= 0."""
+        """Predicted value per account, >= 0 (an empty array for a frame without rows)."""
         check_is_fitted(self, "model_")
         return np.clip(self._predict_batched(X, self._predict_frame), 0.0, None)
 
@@ -295,14 +333,23 @@ def run_rate(trailing_value: object, tenure_days: object, horizon_days: int) -> 
     trailing window; its run rate is three times that. Younger than
     :data:`MIN_RUN_RATE_DAYS`, an account counts as that old.
 
+    A missing trailing value counts as 0 (what the feature query writes for an account
+    with nothing in the window), a missing tenure as a full horizon (no scaling up),
+    so the rate is always finite; an infinite input is a ValueError.
+
     Examples
     --------
     >>> run_rate([1200.0, 100.0, -5.0], [730, 91.25, 400], 365).round(1).tolist()
     [1200.0, 400.0, 0.0]
     """
-    value = np.clip(np.nan_to_num(np.asarray(trailing_value, dtype=float)), 0.0, None)
-    days = np.clip(np.nan_to_num(np.asarray(tenure_days, dtype=float), nan=horizon_days),
-                   MIN_RUN_RATE_DAYS, horizon_days)
+    value = np.asarray(trailing_value, dtype=float)
+    days = np.asarray(tenure_days, dtype=float)
+    for name, values in (("trailing_value", value), ("tenure_days", days)):
+        if np.isinf(values).any():
+            raise ValueError(f"run_rate: {name} has {int(np.isinf(values).sum())} infinite "
+                             "value(s)")
+    value = np.clip(np.nan_to_num(value, nan=0.0), 0.0, None)
+    days = np.clip(np.nan_to_num(days, nan=horizon_days), MIN_RUN_RATE_DAYS, horizon_days)
     return value * horizon_days / days
 
 
@@ -372,9 +419,9 @@ class GBMClassifier(ClassifierMixin, _LGBMBase):
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """Probabilities of [no event, event]."""
+        """Probabilities of [no event, event], shape ``(len(X), 2)``."""
         check_is_fitted(self, "model_")
-        return self._predict_batched(X, self.model_.predict_proba)
+        return self._predict_batched(X, self.model_.predict_proba, width=len(self.classes_))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Most likely class."""
@@ -415,8 +462,16 @@ class HybridRegressor(GBMRegressor):
         self.kind = kind
 
     def fit(self, X: pd.DataFrame, y: object, sample_weight: object = None) -> HybridRegressor:
-        """Fit one probabilistic model per cutoff, then the GBM on the enriched frame."""
+        """Fit one probabilistic model per cutoff, then the GBM on the enriched frame.
+
+        ``X`` needs the probabilistic model's inputs, finite in every row (see
+        :func:`~keyltv.models.probabilistic.check_inputs`): a cutoff whose model could
+        not be fitted for want of them would otherwise leave its inputs missing, as
+        for a cutoff without repeat buyers, without a word.
+        """
         require_columns(X, [], type(self).__name__)
+        self._value_target(X, y)  # before the probabilistic fits, which take a while
+        check_inputs(X, type(self).__name__)
         groups = X["cutoff"].to_numpy() if "cutoff" in X.columns else np.zeros(len(X))
         enriched = X.copy()
         for group in np.unique(groups):  # sorted: the last one is the latest cutoff

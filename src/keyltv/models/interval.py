@@ -59,11 +59,27 @@ class BandedIntervals(BaseEstimator):
         self.n_bands = n_bands
 
     def fit(self, predicted: object, actual: object) -> BandedIntervals:
-        """Learn band edges and per-band ranges from a holdout."""
+        """Learn band edges and per-band ranges from a holdout.
+
+        Parameters
+        ----------
+        predicted, actual : array-like
+            Predicted and realized value per holdout account, paired by position;
+            every value finite (negative actual values count as 0).
+
+        Raises
+        ------
+        ValueError
+            If ``coverage`` is not in (0, 1), the two differ in length, or a value is
+            missing or infinite (it would fall in no band, or in the zero band).
+        """
         if not 0 < self.coverage < 1:
             raise ValueError(f"coverage must be in (0, 1), got {self.coverage}")
-        p = np.asarray(predicted, dtype=float)
-        a = np.clip(np.asarray(actual, dtype=float), 0.0, None)
+        p = _finite("predicted", predicted)
+        a = np.clip(_finite("actual", actual), 0.0, None)
+        if len(a) != len(p):
+            raise ValueError(f"BandedIntervals: actual must be one value per prediction "
+                             f"({len(p)}), got {len(a)}")
         self._learn(p, a)
         covered = np.zeros(len(p), dtype=bool)
         half = np.arange(len(p)) % 2 == 0
@@ -91,13 +107,31 @@ class BandedIntervals(BaseEstimator):
         return self
 
     def predict(self, predicted: object) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(low, high)`` with ``low <= predicted <= high``."""
+        """Return ``(low, high)`` with ``low <= predicted <= high``.
+
+        Raises
+        ------
+        ValueError
+            If a prediction is missing or infinite: it has no band, and its interval
+            would be NaN or infinite.
+        """
         check_is_fitted(self, "edges_")
-        p = np.asarray(predicted, dtype=float)
+        p = _finite("predicted", predicted)
         band = np.searchsorted(self.edges_, p, side="right")
         low = np.where(p > 0, p * self.ratio_bounds_[band, 0], self.zero_bounds_[0])
         high = np.where(p > 0, p * self.ratio_bounds_[band, 1], self.zero_bounds_[1])
         return np.minimum(low, p), np.maximum(high, p)
+
+
+def _finite(name: str, values: object) -> np.ndarray:
+    """``values`` as a 1-d float array; ValueError naming ``name`` unless all are finite."""
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1:
+        raise ValueError(f"BandedIntervals: {name} must be 1-d, got shape {array.shape}")
+    bad = int((~np.isfinite(array)).sum())
+    if bad:
+        raise ValueError(f"BandedIntervals: {name} has {bad} missing or infinite value(s)")
+    return array
 
 
 def _central_range(values: np.ndarray, level: float) -> tuple[float, float]:

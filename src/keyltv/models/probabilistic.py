@@ -23,7 +23,7 @@ from lifetimes.utils import ConvergenceError
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from keyltv.models._frames import require_columns
+from keyltv.models._frames import require_columns, require_finite
 
 # MBG/NBD lets one-time buyers drop out too; under BG/NBD their P(alive) is always 1,
 # which ranks long-gone one-time buyers as the most alive accounts of the book.
@@ -89,14 +89,25 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
         Identical (frequency, recency, T) rows are merged with weights, so the cost grows
         with distinct histories, not with accounts.
 
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            Features at one cutoff, with ``frequency``, ``recency``, ``T`` and
+            ``repeat_order_value`` (see :func:`check_inputs`).
+        y : ignored
+            The model learns from the history before the cutoff alone; ``y`` is
+            accepted for the scikit-learn contract (``fit(X, y)`` in a pipeline or a
+            cross-validation) and not read.
+
         Raises
         ------
         ValueError
-            Unknown ``kind``, or no account with a repeat order (nothing to fit).
+            Unknown ``kind``, a missing or non-finite input, or no account with a
+            repeat order (nothing to fit).
         """
         if self.kind not in _FITTERS:
             raise ValueError(f"kind={self.kind!r} is not one of {sorted(_FITTERS)}")
-        require_columns(X, _INPUTS, type(self).__name__)
+        check_inputs(X, type(self).__name__)
         if not (X["frequency"] > 0).any():
             raise ValueError(
                 "no account has a repeat order before the cutoff: "
@@ -166,7 +177,7 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
     def predict_spend(self, X: pd.DataFrame) -> np.ndarray:
         """Expected value of a future order (Gamma-Gamma posterior mean)."""
         check_is_fitted(self)
-        require_columns(X, _INPUTS, type(self).__name__)
+        check_inputs(X, type(self).__name__)
         if not self.spend_params_:
             return np.full(len(X), self.fallback_spend_)
         fitter = GammaGammaFitter()
@@ -196,15 +207,31 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def check_inputs(X: pd.DataFrame, owner: str = "ProbabilisticLTV") -> None:
+    """Raise ``ValueError`` unless ``X`` has every model input, each finite in every row.
+
+    Nothing here reads a missing value as a default: grouping identical histories
+    would drop the row from the fit without a word, and lifetimes' formulas turn it
+    into NaN (which used to become an expected value of 0). The feature query never
+    leaves these inputs missing (an account without repeat orders has ``frequency`` 0
+    and ``repeat_order_value`` 0), so a gap comes from a frame built elsewhere.
+    """
+    require_columns(X, _INPUTS, owner)
+    require_finite(X, _INPUTS, owner)
+
+
 def _in_weeks(X: pd.DataFrame) -> pd.DataFrame:
-    require_columns(X, _INPUTS, "ProbabilisticLTV")
+    check_inputs(X)
     out = X[["frequency", "recency", "T"]].astype(float)
     out[["recency", "T"]] = out[["recency", "T"]] / DAYS_PER_WEEK
     return out
 
 
 def _compress(weeks: pd.DataFrame) -> pd.DataFrame:
-    """Merge identical (frequency, recency, T) rows into one row with a weight."""
+    """Merge identical (frequency, recency, T) rows into one row with a weight.
+
+    ``groupby`` drops rows with a NaN key: :func:`check_inputs` refuses those first.
+    """
     return (
         weeks.groupby(["frequency", "recency", "T"], sort=True).size()
         .rename("weight").reset_index()

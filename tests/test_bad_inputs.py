@@ -177,6 +177,14 @@ def tz_parquet(ws: Workspace) -> list[str]:
     return score(ws, "tx.parquet")
 
 
+def float_ids_parquet(ws: Workspace) -> list[str]:
+    # Ids exported as floats; one beyond 2**53, where floats skip whole numbers.
+    ids = ws.tx["customer_id"].astype(float)
+    ids.iloc[3] = 123456789012345678.0
+    ws.tx.assign(customer_id=ids).to_parquet("tx.parquet")
+    return score(ws, "tx.parquet")
+
+
 def not_utf8(ws: Workspace) -> list[str]:
     # A name typed on a Windows-1252 machine, in the last line of a long file.
     body = ws.tx.to_csv(index=False).encode() + b"M\xfcller GmbH,2024-06-03,12.5,1.0\n"
@@ -300,6 +308,9 @@ REJECTED = [
     Case("unclosed-quote", lambda ws: score(ws, write(
         "tx.csv", 'customer_id,date,amount\n1,2024-01-02,"5\n2,2024-01-03,5\n')),
         "tx.csv: cannot read line 2: a quoted value is not closed"),
+    Case("ids-beyond-float-precision", float_ids_parquet,
+         "tx.parquet: column 'customer_id': 1 id(s) stored as floats at or beyond "
+         "9,007,199,254,740,992 (such as 1.2345678901234568e+17)"),
     Case("corrupt-parquet", lambda ws: score(ws, write("tx.parquet", b"PAR1 not really")),
          "tx.parquet: cannot read file:"),
     Case("path-is-empty-folder", lambda ws: score(ws, (Path("d").mkdir() or "d")),

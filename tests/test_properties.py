@@ -208,6 +208,16 @@ def test_score_accounts_takes_an_id_column_and_refuses_unmatched_previous_tiers(
     with pytest.raises(InputError, match="features: model input column 'trend' is missing"):
         score_accounts(bundle, features.drop(columns="trend"), as_of=inputs.as_of,
                        model_version="v", config=CONFIG)
+    # A hand-edited feature file: a blank input no model handles, or an infinite one.
+    blank, endless = features.copy(), features.copy()
+    blank.iloc[1, blank.columns.get_loc("frequency")] = np.nan
+    endless.iloc[2, endless.columns.get_loc("trend")] = np.inf
+    with pytest.raises(InputError, match=r"features: column 'frequency': blank or infinite "
+                                         rf"value in 1 row\(s\), the first for account "
+                                         rf"'{features.index[1]}'"):
+        score_accounts(bundle, blank, as_of=inputs.as_of, model_version="v", config=CONFIG)
+    with pytest.raises(InputError, match="features: column 'trend': infinite value in 1 row"):
+        score_accounts(bundle, endless, as_of=inputs.as_of, model_version="v", config=CONFIG)
     with pytest.raises(InputError, match="features: duplicated customer id"):
         score_accounts(bundle, pd.concat([features, features.head(1)]), as_of=inputs.as_of,
                        model_version="v", config=CONFIG)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from keyltv.config import Config, Flags
@@ -48,6 +49,7 @@ def check_feature_schema(feature_columns: list[str], features: pd.DataFrame, sou
                 "--accounts table with it") if column.startswith("attr_") else \
             "the model was trained by another keyltv version"
         raise InputError(f"{source}: model input column {column!r} is missing; {hint}")
+    _check_finite_inputs(feature_columns, features, source)
     for part in _gbm_parts(bundle):
         for column in part.feature_names_in_:
             if column in part.categories_ or column not in features.columns or \
@@ -63,6 +65,33 @@ def check_feature_schema(feature_columns: list[str], features: pd.DataFrame, sou
                 f"{where}: column {name!r}: value {describe_value(bad.iloc[0])} is not a "
                 "number; the model was trained with numbers in this column"
             )
+
+
+# Inputs of the probabilistic models, which have no missing-value branch; the feature
+# query writes a number there for every account (0 without repeat orders).
+REQUIRED_INPUTS = ("frequency", "recency", "T", "repeat_order_value")
+
+
+def _check_finite_inputs(feature_columns: list[str], features: pd.DataFrame, source: str
+                         ) -> None:
+    """Refuse an infinite model input, and a blank one where no model handles it.
+
+    LightGBM reads a blank feature as missing; an infinite one, or a blank
+    :data:`REQUIRED_INPUTS` (a hand-edited feature file), would otherwise stop scoring
+    with an internal error deep in a model.
+    """
+    for column in feature_columns:
+        if not pd.api.types.is_numeric_dtype(features[column]):
+            continue
+        values = features[column].to_numpy(dtype=float, na_value=np.nan)
+        required = column in REQUIRED_INPUTS
+        bad = np.isinf(values) | (np.isnan(values) if required else False)
+        if bad.any():
+            first = features.index[bad.argmax()]
+            raise InputError(
+                f"{source}: column {column!r}: {'blank or ' if required else ''}infinite "
+                f"value in {int(bad.sum())} row(s), the first for account {first!r}; "
+                "keyltv features writes a finite number there for every account")
 
 
 def count_unseen_levels(bundle: object, features: pd.DataFrame) -> int:

@@ -196,6 +196,12 @@ def test_accounts_types_and_duplicates(tmp_path):
     assert accounts.index.tolist() == ["007", "8"]
     assert isinstance(accounts["industry"].dtype, pd.CategoricalDtype)
     assert accounts["employees"].tolist() == [12.0, 40.0]
+    # Codes written with a leading zero stay as written: 01234 is a postcode, not 1234.0.
+    path = write_csv(tmp_path, "customer_id,zip,sic,score\n1,01234,0111,07.5\n2,80331,5812,3\n",
+                     "codes.csv")
+    codes = load_accounts(path)
+    assert codes["zip"].tolist() == ["01234", "80331"] and codes["sic"].tolist() == ["0111", "5812"]
+    assert codes["score"].tolist() == [7.5, 3.0]  # a leading zero before a decimal point: a number
     path = write_csv(tmp_path, "customer_id,industry\n007,retail\n007,food\n", "dup.csv")
     with pytest.raises(InputError, match="duplicated customer id '007'"):
         load_accounts(path)

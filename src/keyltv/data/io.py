@@ -1185,7 +1185,8 @@ def load_accounts(
     Columns whose every non-blank value parses as a number (in the form that
     ``decimal_separator`` and ``thousands_separator`` give, as for the transaction log;
     a numeric Parquet column as stored) become floats; the others become categoricals
-    (LightGBM uses both natively).
+    (LightGBM uses both natively). A text column with a whole number written with a
+    leading zero (``01234``) holds codes and stays text.
 
     Returns
     -------
@@ -1261,15 +1262,27 @@ def _typed_attribute(column: pd.Series, parsed: pd.Series | None = None) -> pd.S
     """Numeric if every non-blank value is a number, else a categorical.
 
     ``parsed`` holds a text column's values as numbers (NULL where they are none), read
-    in SQL in the configured number form; a typed column (Parquet) has none.
+    in SQL in the configured number form; a typed column (Parquet) has none. A text
+    column with a whole number written with a leading zero (a postcode ``01234``, an
+    industry code ``0111``) is a code, not a quantity: it stays text (a categorical), as
+    it was written, rather than becoming 1234.0.
     """
     import pandas as pd
 
     text = column.astype("string").str.strip().replace("", pd.NA)
+    if _is_text(column) and text.str.fullmatch(r"[+-]?0[0-9]+").fillna(False).any():
+        return text.astype("category")
     numbers = pd.to_numeric(text, errors="coerce") if parsed is None else parsed
     if numbers.notna().sum() == text.notna().sum():
         return numbers.astype(float)
     return text.astype("category")
+
+
+def _is_text(column: pd.Series) -> bool:
+    """Whether a column holds text (a CSV column, a Parquet string), not typed numbers."""
+    import pandas as pd
+
+    return not pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
 
 def check_writable(path: str | Path, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES,

@@ -143,9 +143,10 @@ class Tiers(_Frozen):
     # Cumulative predicted-value cut points for A, B, C when method is cumulative_value.
     value_cuts: tuple[float, float, float] = (0.8, 0.95, 0.99)
     # With --previous: an account stays in its earlier, neighbouring tier while its value
-    # lies within this share of the cut between the two (0 = no band). Near-tied accounts
-    # otherwise swap tiers every month: on CDNOW 1,541 accounts that bought nothing in a
-    # month changed tier, 317 with 0.05.
+    # lies within this share of the cut between the two and moved little (0 = no band;
+    # see keyltv.scoring.rules.hold_near_cuts). Near-tied accounts otherwise swap tiers
+    # every month: on CDNOW 1,541 accounts that bought nothing in a month changed tier,
+    # 343 with 0.05.
     hysteresis: float = Field(0.05, ge=0, lt=1)
 
     @model_validator(mode="after")

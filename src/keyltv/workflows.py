@@ -48,8 +48,9 @@ from keyltv.models.interval import BandedIntervals
 from keyltv.scoring.report import render_report, write_report
 from keyltv.scoring.rules import assign_tiers, crowded_flags, silent_flags, tier_basis
 from keyltv.scoring.score import (
+    comparable_previous,
     count_unseen_levels,
-    read_previous_tiers,
+    read_previous,
     score_accounts,
     scoring_flags,
 )
@@ -406,6 +407,9 @@ class ScoreResult:
     warnings: list[str] = field(default_factory=list)
     # Accounts of --previous not scored now, per their earlier tier (for the report).
     previous_not_scored: dict[str, int] = field(default_factory=dict)
+    # The tolerance band the tiers used (tiers.hysteresis); 0 without a comparable
+    # --previous (see keyltv.scoring.score.comparable_previous).
+    tiers_hysteresis: float = 0.0
 
 
 def score(inputs: Inputs, config: Config, store: Store, model_uri: str,
@@ -436,21 +440,24 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
         account_features(inputs.log, inputs.as_of, bundle.horizon_days), inputs.accounts
     )
     accounts_source = inputs.accounts.attrs.get("source") if inputs.accounts is not None else None
-    prev = read_previous_tiers(previous) if previous is not None else None
+    prev, prev_value = read_previous(previous) if previous is not None else (None, None)
     # score_accounts checks the inputs and the earlier file, naming these sources.
     scores = score_accounts(bundle, features, as_of=inputs.as_of, model_version=model_version,
                             config=config, previous=prev, source=inputs.log.source,
-                            accounts_source=accounts_source, previous_source=str(previous))
+                            accounts_source=accounts_source, previous_source=str(previous),
+                            previous_value=prev_value)
     notes = {**inputs.notes, "attribute_values_unseen_in_training":
              count_unseen_levels(bundle, features), "accounts_scored": len(scores)}
     lost: dict[str, int] = {}
+    band = config.tiers.hysteresis if prev_value is not None and comparable_previous(
+        prev, scores, model_version, bundle.horizon_days) else 0.0
     if prev is not None:
         # Accounts of the earlier run that are not scored now (no line before --as-of).
         gone = prev[~prev.index.isin(features.index)]
         notes["previous_accounts_not_scored"] = len(gone)
         lost = {str(t): int(n) for t, n in gone.value_counts().items()}
         # Accounts that the tolerance band kept in their earlier tier (tiers.hysteresis).
-        by_rank = assign_tiers(tier_basis(scores), config.tiers)
+        by_rank = assign_tiers(tier_basis(scores), config.tiers)  # without the band
         notes["tier_moves_held_near_cuts"] = int(((scores["tier"] == scores["previous_tier"])
                                                   & (by_rank != scores["tier"])).sum())
     margins = int(features["margin_rate"].notna().sum())
@@ -468,7 +475,7 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
                         if getattr(flags, k) == v)
     warnings = silent_flags(scores, flags) + crowded_flags(scores, flags, learned) + \
         scoring_warnings(inputs, bundle, model_version, notes, prev)
-    return ScoreResult(scores, model_version, notes, config.seed, warnings, lost)
+    return ScoreResult(scores, model_version, notes, config.seed, warnings, lost, band)
 
 
 # A log whose last line is older than this before --as-of is likely an export that did
@@ -612,7 +619,8 @@ def log_scoring(store: Store, result: ScoreResult, out: Path, inputs: Inputs,
     store.log_params({"as_of": inputs.as_of, "model_version": result.model_version,
                       "output": str(Path(out).resolve()), "data_hash": inputs.log.fingerprint,
                       "transactions": inputs.log.source, "seed": result.seed,
-                      "previous": str(Path(previous).resolve()) if previous else None})
+                      "previous": str(Path(previous).resolve()) if previous else None,
+                      "tiers_hysteresis": result.tiers_hysteresis})
     counts = {"input_lines": inputs.log.n_lines, "output_rows": len(scores),
               **{f"tier_{k}": v for k, v in scores["tier"].value_counts().items()},
               **{f"segment_{k}": v for k, v in scores["segment"].value_counts().items()},

@@ -100,6 +100,9 @@ def test_profit_rate_shrinks_by_the_learned_credibility():
                         book_medians={"value_total": 1e6})
     rates = model._shrunk_margin_rate(features)
     np.testing.assert_allclose(rates, [0.75 * 0.02 + 0.25 * 0.2, 0.5 * 0.02 + 0.5 * 0.2, 0.2])
+    above = features.assign(margin_rate=[3.0, -2.0, np.nan])  # margins beyond the amount
+    np.testing.assert_allclose(model._shrunk_margin_rate(above)[:2],
+                               [0.75 * 1.0 + 0.25 * 0.2, 0.5 * -1.0 + 0.5 * 0.2])
     model.margin_credibility = np.inf
     np.testing.assert_allclose(model._shrunk_margin_rate(features), [0.2, 0.2, 0.2])
     del model.margin_credibility  # a bundle saved before the field: the median rule

@@ -102,3 +102,24 @@ def test_a_profit_share_just_under_the_rule_is_not_rounded_up_to_it():
     assert _percent_below(0.0496, 0.05) == "4.96%"
     assert _percent_below(0.03, 0.05) == "3%"
     assert _percent_below(0.0496, None) == "5%"
+
+
+def test_a_fact_at_its_usual_level_points_nowhere():
+    on_rhythm = pd.DataFrame([ROW], index=["a"]).assign(recency_ratio=1.02, trailing_value=100.04)
+    contributions = pd.DataFrame({"trend": [1.0], "recency_ratio": [0.5]}, index=["a"])
+    assert top_reasons(on_rhythm, contributions, target="growth")["a"] == (
+        "value up 0% on the horizon before; no order for 120 days, 1.0x its usual gap")
+
+
+def test_a_predicted_loss_is_called_a_loss():
+    from keyltv.scoring.reasons import explain_flags
+
+    class Stub:
+        def explain(self, features, target):
+            return None
+
+    scored = pd.DataFrame({"at_risk": [False], "high_potential": [False], "key_account": [False],
+                           "low_margin_key": [True], "predicted_value": [200.0],
+                           "predicted_profit": [-78.0]}, index=["a"])
+    got = explain_flags(Stub(), pd.DataFrame([ROW], index=["a"]), scored, low_margin_rate=0.05)
+    assert got["a"] == "predicted loss of 39% of its predicted value"

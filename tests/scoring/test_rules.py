@@ -136,18 +136,27 @@ def test_scoring_uses_learned_thresholds_only_while_their_target_is_set():
     assert scoring_flags(SimpleNamespace(), Config()).at_risk_decline == 0.5  # older bundles
 
 
-def test_an_account_near_a_cut_stays_in_its_earlier_tier():
+def test_an_account_that_barely_moved_near_a_cut_stays_in_its_earlier_tier():
     # Shares 20/30/30/20 of ten accounts: A = 000-001, B = 002-004, C = 005-007, D = 008-009;
     # cuts A/B (90 + 50) / 2 = 70, B/C (40 + 39) / 2 = 39.5, C/D (19 + 18.5) / 2 = 18.75.
     value = pd.Series([100, 90, 50, 45, 40, 39, 20, 19, 18.5, 10], index=IDS, dtype=float)
     assert assign_tiers(value, Tiers()).tolist() == list("AABBBCCCDD")
     previous = pd.Series(list("ABBBBBCDCD"), index=IDS)
-    # 001 (90, 20 above its cut) moves up; 005, 007 and 008 lie within 5% of theirs and stay.
-    assert assign_tiers(value, Tiers(), previous).tolist() == list("AABBBBCDCD")
-    assert assign_tiers(value, Tiers(hysteresis=0.0), previous).tolist() == list("AABBBCCCDD")
-    # Two tiers at once is a move, however near the cut; so is a move past the band.
+    earlier = value.copy()
+    earlier["001"] = 60.0  # a real rise across the A/B cut
+    # 001 moves up; 005, 007 and 008 lie within 5% of their cuts, barely moved, and stay.
+    assert assign_tiers(value, Tiers(), previous, earlier).tolist() == list("AABBBBCDCD")
+    assert assign_tiers(value, Tiers(hysteresis=0.0), previous, earlier).tolist() == \
+        list("AABBBCCCDD")
+    assert assign_tiers(value, Tiers(), previous).tolist() == list("AABBBCCCDD")  # no values
+    # Near the cut but fallen from 60 (35%, more than MAX_HELD_CHANGE): a move.
+    fell = earlier.copy()
+    fell["005"] = 60.0
+    assert assign_tiers(value, Tiers(), previous, fell)["005"] == "C"
+    # Two tiers at once is a move, however near the cut.
     far = previous.copy()
     far["005"] = "A"
-    assert assign_tiers(value, Tiers(), far)["005"] == "C"
+    assert assign_tiers(value, Tiers(), far, earlier)["005"] == "C"
     # 1% of the cuts (0.395, 0.1875) is nearer than 005, 007 and 008 lie: all move.
-    assert assign_tiers(value, Tiers(hysteresis=0.01), previous).tolist() == list("AABBBCCCDD")
+    assert assign_tiers(value, Tiers(hysteresis=0.01), previous, earlier).tolist() == \
+        list("AABBBCCCDD")

@@ -335,7 +335,9 @@ class KeyLTVModel:
         The weight of the own rate is ``value / (value + k)``, with ``k`` the learned
         :attr:`margin_credibility`.
         """
-        own = features["margin_rate"].to_numpy(dtype=float)
+        # Within [-1, 1], as the credibility was estimated: a margin above the amount (an
+        # order of 200 with a margin of 600) predicted a profit of twice the value.
+        own = np.clip(features["margin_rate"].to_numpy(dtype=float), -1.0, 1.0)
         weight = features["value_total"].clip(lower=0.0).to_numpy(dtype=float)
         # getattr: a bundle pickled before the field existed has no such attribute; it
         # keeps the rule it was saved with (k = the book's median value).

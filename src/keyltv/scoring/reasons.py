@@ -137,9 +137,16 @@ for _kind, _what in (("value", "value"), ("order", "orders")):
         f"{_kind}_centroid_ratio_730d", _what, " of the last two years")
 
 
+# A fact within this of its neutral level points nowhere: "1.0x its usual gap" or "value
+# up 0%" is no low base and no peak.
+NEUTRAL_BAND = 0.05
+
+
 def _sign(value: float, level: float) -> int:
-    """+1 above ``level``, -1 below, 0 at it or unknown."""
-    return 0 if np.isnan(value) or value == level else (1 if value > level else -1)
+    """+1 above ``level``, -1 below, 0 within :data:`NEUTRAL_BAND` of it or unknown."""
+    if np.isnan(value) or abs(value - level) <= NEUTRAL_BAND * max(abs(level), 1.0):
+        return 0
+    return 1 if value > level else -1
 
 
 # Which way a fact about the account points: +1 a rise of its recent value or orders
@@ -251,7 +258,8 @@ def explain_flags(bundle: object, features: pd.DataFrame, scored: pd.DataFrame,
         thin = low_margin.to_numpy(dtype=bool)
         share = scored.loc[thin, "predicted_profit"] / scored.loc[thin, "predicted_value"]
         first = [f"predicted profit only {_percent_below(s, low_margin_rate)} of its "
-                 "predicted value" for s in share]
+                 "predicted value" if s >= 0 else
+                 f"predicted loss of {-s:.0%} of its predicted value" for s in share]
         rest = reasons[thin]
         reasons[thin] = [f + ("; " + r if r else "") for f, r in zip(first, rest, strict=True)]
     return reasons

@@ -127,6 +127,7 @@ def score_accounts(
     source: str = "features",
     accounts_source: str | None = None,
     previous_source: str | Path = "previous",
+    previous_value: pd.Series | None = None,
 ) -> pd.DataFrame:
     """One score row per account of ``features`` (sorted by ``customer_id``).
 
@@ -143,6 +144,11 @@ def score_accounts(
     previous : pandas.Series, optional
         Tier per account from an earlier score file, for ``previous_tier`` and
         ``tier_change`` (see :func:`read_previous_tiers`).
+    previous_value : pandas.Series, optional
+        What the earlier file's tiers ranked, per account (see :func:`read_previous`).
+        With it, and an earlier file of the same model, horizon and ranking basis
+        (:func:`comparable_previous`), accounts that barely moved near a cut keep their
+        earlier tier (``tiers.hysteresis``).
     source, accounts_source, previous_source : str, optional
         Names for messages: where the features, the attributes and ``previous`` came from.
 
@@ -167,7 +173,9 @@ def score_accounts(
     outputs = bundle.predict(features)
     outputs["trailing_value"] = features["trailing_value"].clip(lower=0.0)
     flags = scoring_flags(bundle, config)
-    scored = apply_flags(outputs, flags, config.tiers, previous)
+    held = previous if comparable_previous(previous, outputs, model_version,
+                                           getattr(bundle, "horizon_days", None)) else None
+    scored = apply_flags(outputs, flags, config.tiers, held, previous_value)
     scored["reasons"] = explain_flags(bundle, features, scored,
                                       low_margin_rate=flags.low_margin_rate)
     if previous is not None:
@@ -237,6 +245,24 @@ def match_previous(previous: pd.Series, scored: pd.Index, path: str | Path,
             f"{scored.min()!r} here); check leading zeros and that it scored the same book")
 
 
+def comparable_previous(previous: pd.Series | None, outputs: pd.DataFrame, model_version: str,
+                        horizon_days: int | None) -> bool:
+    """Whether an earlier run's tiers rank the same quantity by the same model.
+
+    Only then may the tolerance band keep an account in its earlier tier: a file of
+    another model version, horizon or ranking basis (value against profit) would carry
+    tiers over from another ranking (the audit found 66 accounts tiered differently
+    through a value-ranked earlier file).
+    """
+    if previous is None:
+        return False
+    basis = "profit" if "predicted_profit" in outputs else "value"
+    attrs = previous.attrs
+    return (attrs.get("model_version", model_version) == model_version
+            and attrs.get("horizon_days", str(horizon_days)) == str(horizon_days)
+            and attrs.get("ranked_by") == basis)
+
+
 def read_previous_tiers(path: str | Path) -> pd.Series:
     """Tier per account from an earlier score file (CSV or Parquet).
 
@@ -244,6 +270,21 @@ def read_previous_tiers(path: str | Path) -> pd.Series:
     ------
     InputError
         Missing ``customer_id``/``tier`` columns or unknown tier values.
+    """
+    return read_previous(path)[0]
+
+
+def read_previous(path: str | Path) -> tuple[pd.Series, pd.Series | None]:
+    """Tiers and ranking values per account from an earlier score file.
+
+    Returns
+    -------
+    tiers : pandas.Series
+        As :func:`read_previous_tiers`, with ``attrs`` ``as_of``, ``ranked_by``,
+        ``model_version`` and ``horizon_days`` where the file tells them.
+    values : pandas.Series or None
+        What its tiers ranked (predicted profit, else predicted value); None for a file
+        of tiers alone.
     """
     frame = load_accounts(path, id_column="customer_id")
     if "tier" not in frame.columns:
@@ -265,4 +306,9 @@ def read_previous_tiers(path: str | Path) -> pd.Series:
             values = frame[column].dropna().astype("string").unique()
             if len(values) == 1:
                 tiers.attrs[column] = str(values[0]).removesuffix(".0")
-    return tiers
+    ranked = {"profit": "predicted_profit", "value": "predicted_value"}.get(
+        tiers.attrs.get("ranked_by", ""))
+    values = None
+    if ranked is not None and pd.api.types.is_numeric_dtype(frame[ranked]):
+        values = frame[ranked].astype(float)
+    return tiers, values

@@ -3,9 +3,9 @@
 Tier (A/B/C/D)
     Accounts ranked by predicted profit when margins exist, else predicted value; by
     share of accounts (default 20/30/30/20, the 80/20 pyramid) or by cumulative share of
-    the predicted total (``tiers.method = cumulative_value``). With an earlier run's
-    tiers, an account near a cut stays in its earlier, neighbouring tier
-    (``tiers.hysteresis``).
+    the predicted total (``tiers.method = cumulative_value``). With a comparable earlier
+    run, an account near a cut whose value barely changed stays in its earlier,
+    neighbouring tier (``tiers.hysteresis``).
 valuable
     In the top ``flags.valuable_share`` of accounts by the larger of trailing and
     predicted value: worth someone's attention today or tomorrow.
@@ -23,8 +23,8 @@ segment
     First rule that holds: ``at_risk``, ``sleeping`` (P(alive) below
     ``flags.sleeping_p_alive``), ``key`` (key account), ``growing`` (high potential),
     ``cultivate`` (tier B or C), else ``ordinary``. Sleeping comes before key: a tier A
-    account that the model thinks has probably left (on CDNOW, 82 of the demo's key
-    segment, P(alive) down to 0.00002) needs waking up, not account care; it keeps
+    account that the model thinks has probably left (on CDNOW, about 80 of the demo's
+    key segment, P(alive) down to 0.00002) needs waking up, not account care; it keeps
     ``key_account``. (It cannot be ``at_risk`` when it bought nothing over the last
     horizon: with no trailing value there is nothing left to decline.)
 """
@@ -59,8 +59,8 @@ def assign_tiers(value: pd.Series, tiers: Tiers, previous: pd.Series | None = No
 
     With an earlier run's tiers (``previous``) and ranking values (``previous_value``),
     an account that would move to a neighbouring tier stays where it was while its
-    value lies within ``tiers.hysteresis`` of the cut between the two and moved by no
-    more than that since (see :func:`hold_near_cuts`).
+    value lies within ``tiers.hysteresis`` of the cut between the two and changed by at
+    most :data:`MAX_HELD_CHANGE` since (see :func:`hold_near_cuts`).
     """
     result = _ranked_tiers(value, tiers)
     if previous is None or previous_value is None or tiers.hysteresis == 0:

@@ -756,6 +756,10 @@ def test_whole_float_ids_are_written_in_full_and_inexact_ones_refused():
         ids([2.0**24 + 2], dtype="float32")
     with pytest.raises(InputError, match="stored as floats at or beyond"):
         load_accounts(pd.DataFrame({"customer_id": [1e17, 3.0], "x": ["a", "b"]}))
+    # true/false is a wrongly mapped column, not two accounts.
+    with pytest.raises(InputError, match="column 'customer_id': holds true/false values"):
+        load_transactions(pd.DataFrame({"customer_id": [True, False], "date": "2024-01-01",
+                                        "amount": 1.0}))
     # A DECIMAL is exact at any size.
     rows = pd.DataFrame({"customer_id": [Decimal("123456789012345678901234.00")],
                          "date": ["2024-01-01"], "amount": [1.0]})

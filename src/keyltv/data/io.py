@@ -710,7 +710,12 @@ def _check_float_ids(con: duckdb.DuckDBPyConnection, name: str, column: str) -> 
     InputError
         Naming the column, the count and the largest such id.
     """
-    bound = EXACT_FLOAT_IDS.get(_source_types(con).get(column, ""))
+    kind = _source_types(con).get(column, "")
+    if kind == "BOOLEAN":
+        # true/false cannot tell more than two accounts apart: a wrong column mapped.
+        raise InputError(f"{name}: column {column!r}: holds true/false values, not account "
+                         "ids; map customer_id to the column with the ids")
+    bound = EXACT_FLOAT_IDS.get(kind)
     if bound is None:
         return
     quoted = _quoted(column)

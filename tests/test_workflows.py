@@ -114,6 +114,12 @@ TABLE = __import__("pandas").DataFrame(
     ({"data_hash": "h0", "champion": "pareto"}, {}, True,
      "beats version 3 (0.9000, on a different backtest): +0.0500"),
     ({"horizon_days": "365"}, {}, True, "predicts another horizon (365 days); replaced"),
+    # A longer export cut at the same as_of trains on the same rows: a tie keeps it.
+    ({"train_data_hash": "t1", "data_hash": "h0", "champion": "lightgbm"},
+     {"train_data_hash": "t1", "metric_value": "0.9"}, False,
+     "does not beat version 3 (0.9000, same backtest)"),
+    ({"train_data_hash": "t0", "champion": "lightgbm"}, {"train_data_hash": "t1"}, True,
+     "refitted on newer data (2024-01-01), it replaces it"),
 ])
 def test_gate_compares_on_the_same_holdout(champion_tags, new, promoted, reason):
     got = workflows._gate(_Registry(**champion_tags), {**NEW, **new}, CONFIG, TABLE)

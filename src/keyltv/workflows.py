@@ -122,6 +122,7 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
             "metric": config.selection.metric,
             "metric_value": repr(float(result.table.loc[champion, config.selection.metric])),
             "data_hash": inputs.log.fingerprint,
+            "train_data_hash": training_fingerprint(inputs),
             "horizon_days": str(h),
             "trained_as_of": inputs.as_of.isoformat(),
         }
@@ -336,12 +337,25 @@ def signed(gain: float) -> str:
     return f"{gain:+.4f}"
 
 
+def training_fingerprint(inputs: Inputs) -> str:
+    """Hash of what a training at ``inputs.as_of`` learns from.
+
+    The log's days before ``as_of`` and the account table's values (in any row order).
+    """
+    parts = inputs.log.fingerprint_before(inputs.as_of)
+    if inputs.accounts is not None:
+        rows = pd.util.hash_pandas_object(inputs.accounts, index=True).to_numpy()
+        parts += f"-{int(rows.sum(dtype=np.uint64)):016x}"  # wraps: order-independent
+    return parts
+
+
 def _gate(store: Store, tags: dict[str, str], config: Config,
           table: pd.DataFrame | None = None) -> tuple[bool, str]:
     """Move ``@champion`` only if the new model beats it on the primary backtest metric.
 
-    Metrics of two backtests compare only on the same holdout: the same data (hash)
-    cut at the same ``as_of``, judged by the same metric. Otherwise the champion's kind
+    Metrics of two backtests compare only on the same holdout: the same training data
+    (``train_data_hash``: the log before ``as_of`` and the account table) cut at the same
+    ``as_of``, judged by the same metric. Otherwise the champion's kind
     of model (its ``champion`` tag: ``hybrid``, ``blend``...) was refitted in this
     backtest, and the new model must beat that row of ``table``; a champion of the
     same kind is replaced by its refit on newer or corrected data (the same model,
@@ -349,7 +363,9 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
     for another horizon predicts something else: it is replaced. In every case the
     gain must be positive (a tie keeps the champion) and at least
     ``selection.min_improvement``. A model trained as of an earlier day than the
-    champion (a backfill) never replaces it.
+    champion (a backfill) never replaces it. When the champion's kind is not in this
+    backtest (a run of fewer models), its recorded metric from its own backtest is the
+    bar, and the reason says that it comes from a different backtest.
     """
     current = store.champion_version()
     if current is None:
@@ -367,7 +383,11 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
                       f"({old.get('horizon_days')} days); replaced")
     sign = HIGHER_IS_BETTER[metric]
     new_value = float(tags["metric_value"])
-    same_holdout = (old.get("data_hash") == tags["data_hash"]
+    # The training data's hash where both versions carry it; a version registered before
+    # it existed has only the whole file's.
+    key = "train_data_hash" if "train_data_hash" in old and "train_data_hash" in tags \
+        else "data_hash"
+    same_holdout = (old.get(key) == tags.get(key)
                     and old.get("trained_as_of") == tags["trained_as_of"])
     kind = old.get("champion")
     if same_holdout and old.get("metric") == metric:

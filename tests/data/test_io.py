@@ -773,3 +773,13 @@ def test_what_is_not_a_frame_or_cannot_be_scanned_is_refused_by_name():
                          "amount": [1.0]})
     with pytest.raises(InputError, match="column 'date': dtype period\\[D\\] cannot be read"):
         load_transactions(rows)
+
+
+def test_the_training_fingerprint_covers_the_days_before_the_cutoff_only(tiny_rows):
+    cut = date(2024, 2, 1)
+    base = load_transactions(frame(tiny_rows)).fingerprint_before(cut)
+    later = [*tiny_rows, ("00042", "2024-06-01", 99.0)]  # a longer export, same past
+    assert load_transactions(frame(later)).fingerprint_before(cut) == base
+    assert load_transactions(frame(later[::-1])).fingerprint_before(cut) == base
+    earlier = [*tiny_rows, ("00042", "2024-01-03", 1.0)]
+    assert load_transactions(frame(earlier)).fingerprint_before(cut) != base

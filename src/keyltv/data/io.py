@@ -111,6 +111,18 @@ class TransactionLog:
         """Return the daily table as a DataFrame sorted by account and day."""
         return self.con.sql("SELECT * FROM daily ORDER BY customer_id, day").df()
 
+    def fingerprint_before(self, as_of: date) -> str:
+        """Order-independent hash of the daily rows before ``as_of``: what a training sees.
+
+        :attr:`fingerprint` covers the whole file; two exports of different length cut at
+        the same ``as_of`` train on the same rows, and the registry's gate must know that
+        (it took a tie for "newer data").
+        """
+        total = self.con.execute(
+            "SELECT COALESCE(sum(hash(customer_id, day, amount, margin, returns, lines)), 0) "
+            "FROM daily WHERE day < ?", [as_of]).fetchall()[0][0]
+        return f"{int(total) % (1 << 64):016x}"
+
     def summary(self) -> dict[str, object]:
         """Return the data fingerprint for tracking: rows, accounts, date range, hash, notes."""
         return {

@@ -50,6 +50,8 @@ def test_training_run_carries_the_review_record(trained):
     run = mlflow.get_run(first.run_id)
     assert run.data.params["champion"] == first.champion
     assert "seed" in run.data.params and "data_hash" in run.data.params
+    assert run.data.params["keyltv_version"] and len(run.data.params["train_data_hash"]) >= 16
+    assert "Top drivers (gain of " in run.data.tags["mlflow.note.content"]
     assert "trailing_normalized_gini" in run.data.metrics
     assert run.data.tags["mlflow.note.content"].startswith(f"**Champion: {first.champion}**")
     # The registry's decision is on the run page and on the version page.

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from keyltv import __version__
 from keyltv.config import Config
 from keyltv.data.io import write_table
 from keyltv.data.schema import InputError, as_date, redact_uri
@@ -29,7 +30,7 @@ from keyltv.evaluation.backtest import (
     validation_horizon,
 )
 from keyltv.evaluation.metrics import HIGHER_IS_BETTER
-from keyltv.evaluation.review import backtest_figures, explained_model
+from keyltv.evaluation.review import backtest_figures, explained_model, whose_importance
 from keyltv.features import account_features, with_attributes
 from keyltv.features.accounts import ATTRIBUTE_PREFIX, margin_day_moments
 from keyltv.inputs import Inputs, feature_table, load_inputs  # noqa: F401 (jobs' API)
@@ -263,6 +264,10 @@ def _log_training(store: Store, run_id: str, inputs: Inputs, config: Config,
                       "backtest_cutoff": result.cutoff,
                       "training_cutoffs": ",".join(map(str, result.data.cutoffs)),
                       "training_rows_sampled_out": result.data.sampled,
+                      # What the run was made with, and what it learned from (the data_*
+                      # params describe the whole file, lines after as_of included).
+                      "keyltv_version": __version__,
+                      "train_data_hash": training_fingerprint(inputs),
                       **{f"data_{k}": v for k, v in inputs.log.summary().items()}})
     store.log_metrics(result.table.loc[champion].to_dict(), prefix="champion_")
     for name in result.table.index:
@@ -318,8 +323,8 @@ def training_summary(result: BacktestResult, champion: str, metric: str) -> str:
     if explained is not None:
         name, (names, gains) = explained
         top = [names[i] for i in np.argsort(gains)[::-1][:5]]
-        whose = "" if name == champion else f" of {name}, the best tree model"
-        lines += ["", f"Top drivers (gain{whose}): {', '.join(top)}"]
+        lines += ["", f"Top drivers (gain of {whose_importance(result, champion, name)}): "
+                      f"{', '.join(top)}"]
     for name, why in result.skipped.items():
         lines.append(f"- not eligible: {name} ({why})")
     lines += ["", "Plots under `plots/`, the full table in `backtest.html`."]

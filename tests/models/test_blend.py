@@ -94,6 +94,7 @@ def test_blended_model_sums_weighted_predictions_and_explains_its_heaviest_tree(
     np.testing.assert_allclose(blend.predict(X), [5.8, 5.8, 5.8])
     assert blend.contributions(X)["f"].tolist() == [2.0, 2.0, 2.0]
     assert blend.tracking_params() == {"weight_p": 0.5, "weight_g": 0.1, "weight_h": 0.4}
+    assert blend.explained_part() == ("h", 0.4)  # whose drivers a plot of the blend shows
 
 
 def test_blended_model_needs_every_weighted_component():
@@ -109,6 +110,7 @@ def test_stratified_weights_apply_to_their_own_accounts_only():
     np.testing.assert_allclose(blend.predict(X), [5.2, 10.0, 5.2])
     assert components_of(blend.weights) == ["p", "g"]
     assert blend.contributions(X)["f"].tolist() == [4.0, 4.0, 4.0]  # g: 0.8 over strata
+    assert blend.explained_part() == ("g", pytest.approx(0.4))  # 0.8 in one of two strata
 
 
 def test_blend_columns_mask_each_stratum_and_weights_recover_a_stratified_truth():

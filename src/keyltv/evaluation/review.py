@@ -80,11 +80,25 @@ def backtest_figures(result: BacktestResult, champion: str) -> dict[str, Figure]
         name, importance = explained
         fig, ax = _figure(6.4, 6.0)
         plot_feature_importance(*importance, ax=ax)
-        ax.set_title(f"{name}: feature importance (gain)" if name == champion else
-                     f"{name}, the best tree model: feature importance (gain)\n"
-                     f"({champion}, the champion, has no per-feature importance)")
+        ax.set_title(f"{whose_importance(result, champion, name)}: feature importance (gain)\n"
+                     f"(fitted before {result.cutoff} for the backtest)")
         figures["feature_importance.png"] = fig
     return figures
+
+
+def whose_importance(result: BacktestResult, champion: str, name: str) -> str:
+    """Whose gain importance :func:`explained_model` gave, in words.
+
+    A blend's is its heaviest tree part's, a probabilistic champion's the best tree
+    model's: a plot titled "blend" showed one part's drivers (audit), among them inputs
+    only that part has.
+    """
+    if name != champion:
+        return f"{name}, the best tree model ({champion}, the champion, has none)"
+    part = getattr(result.models.get(champion), "explained_part", lambda: None)()
+    if part is None:
+        return name
+    return f"{part[0]}, the {champion}'s heaviest tree part (weight {part[1]:.2f})"
 
 
 def explained_model(result: BacktestResult, champion: str

@@ -279,13 +279,26 @@ class BlendedLTV:
         The blend itself has no per-feature decomposition: its reasons and feature
         importance come from the tree model that carries the most weight in it.
         """
+        part = self.explained_part()
+        return self.components[part[0]] if part is not None else None
+
+    def explained_part(self) -> tuple[str, float] | None:
+        """Name and mean weight (over strata) of :meth:`explained_component`, or None.
+
+        So that a plot or a description of the blend's drivers can say whose they are.
+        """
+        weighted = self._weighted()
         total: dict[str, float] = {}
-        for key, w in self._weighted().items():  # summed over strata
+        for key, w in weighted.items():  # summed over strata
             model = key.split(_SEP)[0]
             total[model] = total.get(model, 0.0) + w
         explained = [(w, n) for n, w in total.items()
                      if w > 0 and hasattr(self.components[n], "contributions")]
-        return self.components[max(explained)[1]] if explained else None
+        if not explained:
+            return None
+        weight, name = max(explained)
+        strata = max(1, len({key.split(_SEP, 1)[1] for key in weighted if _SEP in key}))
+        return name, weight / strata
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame | None:
         """Feature contributions of :meth:`explained_component`, or None."""

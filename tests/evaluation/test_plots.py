@@ -137,3 +137,17 @@ def test_segment_counts_follow_rule_order_then_unknown():
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == ["at_risk", "sleeping", "key", "growing", "cultivate", "ordinary", "zzz"]
     assert bar_heights(ax) == [0, 0, 2, 0, 0, 1, 1]
+
+
+def test_p_alive_matrix_bins_order_counts_in_whole_numbers():
+    # Counts 0..15: 16 whole numbers in at most 20 bins, one per count, none empty by
+    # construction (bins of 0.75 once left 2.25-3 without any possible account).
+    frequency = np.repeat(np.arange(16.0), 10)  # 99th percentile: 15
+    n = len(frequency)
+    means, f_edges, _ = plots.p_alive_matrix(frequency, np.zeros(n), np.ones(n),
+                                             np.full(n, 0.5))
+    assert f_edges.tolist() == [k - 0.5 for k in range(17)]
+    assert not np.isnan(means[0]).any()
+    _, wide, _ = plots.p_alive_matrix(np.arange(50.0), np.zeros(50), np.ones(50),
+                                      np.full(50, 0.5), n_bins=20)
+    assert np.diff(wide).tolist() == [3.0] * (len(wide) - 1) and len(wide) - 1 <= 20

@@ -232,21 +232,31 @@ def p_alive_matrix(frequency: object, recency: object, T: object, p_alive: objec
     """Mean P(alive) per (frequency, recency) cell; NaN where a cell has no account.
 
     Frequency bins span 0 to its 99th percentile (the heavy tail goes to the last bin,
-    else one outlier would squeeze everyone into the first column); recency bins span
-    0 to the largest ``T``, the whole range recency can take.
+    else one outlier would squeeze everyone into the first column), in whole numbers of
+    orders when frequencies are counts (at most ``n_bins`` bins, each of the same whole
+    width); recency bins span 0 to the largest ``T``, the whole range recency can take.
 
     Returns
     -------
     means : numpy.ndarray
-        Shape ``(n_bins, n_bins)``, rows = recency bins, columns = frequency bins.
+        Shape ``(n_recency_bins, n_frequency_bins)``: ``n_bins`` recency bins, and
+        ``n_bins`` frequency bins or fewer for counts.
     frequency_edges, recency_edges : numpy.ndarray
-        Bin edges, ``n_bins + 1`` each.
+        Bin edges.
     """
     f, r, t, p = _vectors(frequency=frequency, recency=recency, T=T, p_alive=p_alive)
     if (r > t).any():
         raise ValueError("recency must not exceed T (both in the same time unit)")
     f_max = max(float(np.quantile(f, 0.99)) if len(f) else 1.0, 1.0)
-    f_edges = np.linspace(0.0, f_max, n_bins + 1)
+    if len(f) and np.array_equal(f, np.round(f)):
+        # Counts (repeat orders): bins of whole numbers, each centred on its counts.
+        # Bins of 0.75 orders left columns that no account can fall in (2.25-3 holds no
+        # whole number), drawn white as if empty of accounts.
+        width = int(np.ceil((np.floor(f_max) + 1) / n_bins))
+        f_edges = np.arange(-0.5, np.floor(f_max) + 0.5 + width, width, dtype=float)
+        f_max = f_edges[-1]
+    else:
+        f_edges = np.linspace(0.0, f_max, n_bins + 1)
     r_edges = np.linspace(0.0, max(float(t.max()) if len(t) else 1.0, 1.0), n_bins + 1)
     cells = (np.clip(r, 0.0, r_edges[-1]), np.clip(f, 0.0, f_max))
     counts, _, _ = np.histogram2d(*cells, bins=(r_edges, f_edges))
@@ -256,7 +266,8 @@ def p_alive_matrix(frequency: object, recency: object, T: object, p_alive: objec
 
 
 def plot_p_alive_matrix(frequency: object, recency: object, T: object, p_alive: object,
-                        ax: Axes | None = None, n_bins: int = 20) -> Axes:
+                        ax: Axes | None = None, n_bins: int = 20,
+                        title: str = "P(alive) by frequency and recency") -> Axes:
     """Heat map of mean P(alive) by frequency and recency, from given arrays.
 
     Like lifetimes' ``plot_probability_alive_matrix``, but it averages the P(alive)
@@ -278,7 +289,7 @@ def plot_p_alive_matrix(frequency: object, recency: object, T: object, p_alive: 
     ax.figure.colorbar(image, ax=ax, label="mean P(alive)")
     ax.set_xlabel("frequency (repeat orders; last column: 99th percentile and above)")
     ax.set_ylabel("recency (days from first to last order)")
-    ax.set_title("P(alive) by frequency and recency")
+    ax.set_title(title)
     return ax
 
 

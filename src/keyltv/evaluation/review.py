@@ -59,13 +59,18 @@ def backtest_figures(result: BacktestResult, champion: str) -> dict[str, Figure]
         # handful of accounts each, a curve jumping between 0 and 1.
         plot_calibration(p["actual_orders"] > 0, events["p_alive"], ax=ax, label="P(alive)",
                          strategy="quantile")
-        ax.set_title(f"P(alive) vs share that ordered again in the horizon\n"
-                     f"(10 bins of about {len(p) // 10:,} accounts)")
+        # An alive account need not order within a short holdout: P(alive) bounds this
+        # share from above, so points under the diagonal are expected, not miscalibration.
+        ax.set_title(f"P(alive) at {result.cutoff} vs share that ordered again in the next "
+                     f"{result.horizon_days} days\n(10 bins of about {len(p) // 10:,} accounts; "
+                     "P(alive) bounds the share from above)")
         figures["calibration_p_alive.png"] = fig
         current = result.data.current
         fig, ax = _figure()
         plot_p_alive_matrix(current["frequency"], current["recency"], current["T"],
-                            events["p_alive"], ax=ax)
+                            events["p_alive"], ax=ax,
+                            title=f"P(alive) by frequency and recency at {result.cutoff}\n"
+                                  "(accounts of the backtest, mean per cell)")
         figures["p_alive_matrix.png"] = fig
     if "decline_risk" in events:
         had_value = p["trailing_value"] > 0

@@ -62,6 +62,9 @@ def test_training_run_carries_the_review_record(trained):
     assert version.description == "**Registry:** version 1, now @champion: no earlier version held @champion"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id)}
     assert {"backtest.html", "config.yaml", "data_fingerprint.json", "plots"} <= artifacts
+    page = Path(mlflow.MlflowClient().download_artifacts(first.run_id, "backtest.html"))
+    assert page.read_text().startswith(f"<p>Every model fitted on data before "
+                                       f"{first.backtest.cutoff}, judged on the ")
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id, "plots")}
     assert "plots/gains.png" in plots and "plots/decile_chart.png" in plots
     children = mlflow.search_runs([run.info.experiment_id],

@@ -277,7 +277,11 @@ def _log_training(store: Store, run_id: str, inputs: Inputs, config: Config,
     store.log_metrics(result.event_metrics)
     store.log_dict(_public_config(config), "config.yaml")
     store.log_dict({**inputs.log.summary(), **inputs.notes}, "data_fingerprint.json")
-    store.log_table(result.table, "backtest")
+    store.log_table(result.table, "backtest", caption=(
+        f"Every model fitted on data before {result.cutoff}, judged on the "
+        f"{result.horizon_days} days from it ({inputs.log.source}); champion by "
+        f"{config.selection.metric}: {champion}. The registered model is refitted on all "
+        f"data before {inputs.as_of} for a {config.horizon_days}-day horizon."))
     store.log_dict(result.skipped, "skipped_models.json")
     for name, figure in backtest_figures(result, champion).items():
         store.log_figure(figure, f"plots/{name}")

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from html import escape
 from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
@@ -215,11 +216,18 @@ class Store:
         mlflow.log_text(text, name)
 
     @_held
-    def log_table(self, frame: pd.DataFrame, name: str) -> None:
-        """Log a table as CSV and HTML artifacts, readable in the UI."""
+    def log_table(self, frame: pd.DataFrame, name: str, caption: str | None = None) -> None:
+        """Log a table as CSV and HTML artifacts, readable in the UI.
+
+        ``caption`` heads the HTML table: what it measured, over which period (a bare
+        table of metrics left a reviewer to guess the window).
+        """
         with tempfile.TemporaryDirectory() as tmp:
             frame.to_csv(Path(tmp) / f"{name}.csv")
-            frame.to_html(Path(tmp) / f"{name}.html", float_format=lambda v: f"{v:.4f}")
+            html = frame.to_html(float_format=lambda v: f"{v:.4f}")
+            if caption is not None:
+                html = f"<p>{escape(caption)}</p>\n{html}"
+            (Path(tmp) / f"{name}.html").write_text(html, encoding="utf-8")
             mlflow.log_artifacts(tmp)
 
     @_held

@@ -129,3 +129,14 @@ TABLE = __import__("pandas").DataFrame(
 def test_gate_compares_on_the_same_holdout(champion_tags, new, promoted, reason):
     got = workflows._gate(_Registry(**champion_tags), {**NEW, **new}, CONFIG, TABLE)
     assert got[0] is promoted and reason in got[1], got[1]
+
+
+def test_an_earlier_champion_is_marked_superseded_on_its_pages(trained):
+    store, _, second = trained  # (runs last: it edits the second version's pages)
+    version = store.client.get_model_version(store.model_name, second.version)
+    store.mark_superseded(version, "7")
+    after = store.client.get_model_version(store.model_name, second.version)
+    assert after.description.endswith("**Superseded:** version 7 took @champion.")
+    assert after.tags["superseded_by"] == "7"
+    note = mlflow.get_run(second.run_id).data.tags["mlflow.note.content"]
+    assert note.endswith("**Superseded:** version 7 took @champion.")

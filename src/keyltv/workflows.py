@@ -139,7 +139,10 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
         store.log_params({"registered_version": version, "promoted": promoted})
         store.describe_version(version, decision)
     if promoted:
+        earlier = store.champion_version()
         store.set_champion(version)
+        if earlier is not None:
+            store.mark_superseded(earlier, version)
     else:
         store.set_version_tag(version, "not_promoted", reason)
     return TrainResult(result, champion, run_id, version, promoted, reason, bundle.flag_thresholds)

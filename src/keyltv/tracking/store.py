@@ -294,6 +294,22 @@ class Store:
         self.client.update_model_version(self.model_name, version, description=markdown)
 
     @_held
+    def mark_superseded(self, old: object, version: str) -> None:
+        """Say on an earlier champion's version page and run page that it lost the alias.
+
+        Their descriptions were written when it took ``@champion`` ("now @champion") and
+        would otherwise keep saying so.
+        """
+        note = f"\n\n**Superseded:** version {version} took @champion."
+        self.client.update_model_version(self.model_name, old.version,
+                                         description=(old.description or "") + note)
+        self.client.set_model_version_tag(self.model_name, old.version, "superseded_by",
+                                          str(version))
+        if old.run_id:
+            text = self.client.get_run(old.run_id).data.tags.get("mlflow.note.content", "")
+            self.client.set_tag(old.run_id, "mlflow.note.content", text + note)
+
+    @_held
     def set_version_tag(self, version: str, key: str, value: str) -> None:
         """Annotate a model version (e.g. why it did not become champion)."""
         self.client.set_model_version_tag(self.model_name, version, key, value)

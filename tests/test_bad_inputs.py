@@ -693,6 +693,13 @@ def test_every_run_logs_the_seed_and_the_data_fingerprint(workspace):
         params = run.data.params
         assert params["seed"] == "42"
         assert len(params["data_hash"]) == 16, params
+    # A scoring run counts every tier and segment, zeros included; train logs where each
+    # flag threshold came from.
+    score_run = next(r for r in runs if r.info.run_name == "score")
+    assert {f"segment_{s}" for s in ("at_risk", "sleeping", "key", "growing", "cultivate",
+                                     "ordinary")} <= set(score_run.data.metrics)
+    train_run = next(r for r in runs if r.info.run_name == "train")
+    assert train_run.data.params["flag_thresholds"].startswith("at_risk_decline=")
 
 
 def test_mlflow_ui_binds_to_localhost_by_default():

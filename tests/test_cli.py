@@ -185,8 +185,8 @@ def test_a_store_that_cannot_record_the_run_stops_score_before_any_file(
 
 
 def test_train_prints_every_flag_threshold_and_where_it_came_from():
-    from keyltv.cli import flag_threshold_summary
     from keyltv.config import Config
+    from keyltv.workflows import flag_threshold_summary
 
     config = Config(flags={"at_risk_precision": None})
     assert flag_threshold_summary({"high_potential_growth": 0.2599561}, config) == (

@@ -22,8 +22,6 @@ from keyltv.data.schema import InputError
 if TYPE_CHECKING:  # imported where used: keyltv features starts without pandas
     import pandas as pd
 
-    from keyltv.config import Config
-
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="keyltv: key-account lifetime value from a transaction log.")
 
@@ -115,34 +113,12 @@ def _report_training(result, cfg) -> None:
     events = ", ".join(f"{k}={v:.4f}" for k, v in bt.event_metrics.items())
     typer.echo(f"Events: {events}")
     typer.echo(f"Champion: {result.champion} (by {cfg.selection.metric})")
+    from keyltv.workflows import flag_threshold_summary
+
     typer.echo(f"Flag thresholds: {flag_threshold_summary(result.flag_thresholds, cfg)}")
     typer.echo(f"Run id: {result.run_id}")
     state = "now @champion" if result.promoted else "registered without the champion alias"
     typer.echo(f"Model version: {cfg.tracking.model_name}/{result.version}, {state}: {result.reason}")
-
-
-def flag_threshold_summary(learned: dict[str, float], cfg: Config) -> str:
-    """Each thresholded flag's threshold and where it came from, in one line.
-
-    A learned threshold is printed exactly (``repr``): rounded, it can put an account
-    whose score lies between the two on the wrong side of a recount.
-    """
-    from keyltv.scoring.rules import THRESHOLDED_FLAGS
-
-    parts = []
-    for score_name, field, target in THRESHOLDED_FLAGS.values():
-        precision = getattr(cfg.flags, target)
-        if field in learned:
-            parts.append(f"{field}={float(learned[field])!r} (learned: precision "
-                         f"{precision} among valuable accounts in the backtest)")
-        elif precision is None:
-            parts.append(f"{field}={getattr(cfg.flags, field)} (the config's; no precision "
-                         "target)")
-        else:
-            parts.append(f"{field}={getattr(cfg.flags, field)} (the config's: no "
-                         f"{score_name} threshold reached precision {precision} in the "
-                         "backtest)")
-    return "; ".join(parts)
 
 
 @app.command()

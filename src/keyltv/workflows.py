@@ -47,7 +47,15 @@ from keyltv.models.bundle import (
 )
 from keyltv.models.interval import BandedIntervals
 from keyltv.scoring.report import render_report, write_report
-from keyltv.scoring.rules import assign_tiers, crowded_flags, silent_flags, tier_basis
+from keyltv.scoring.rules import (
+    SEGMENTS,
+    THRESHOLDED_FLAGS,
+    TIER_ORDER,
+    assign_tiers,
+    crowded_flags,
+    silent_flags,
+    tier_basis,
+)
 from keyltv.scoring.score import (
     comparable_previous,
     count_unseen_levels,
@@ -114,6 +122,9 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     with store.run("train", tags={"keyltv.job": "train"}) as run_id:
         _log_training(store, run_id, inputs, config, result, champion)
         store.log_params({f"learned_{k}": v for k, v in bundle.flag_thresholds.items()})
+        # Every threshold and where it came from, as train prints it.
+        store.log_params({"flag_thresholds": flag_threshold_summary(bundle.flag_thresholds,
+                                                                    config)})
         if bundle.margin_credibility is not None:  # how far own margin rates are trusted
             store.log_params({"margin_credibility": bundle.margin_credibility})
         store.log_metrics({"interval_holdout_coverage": bundle.intervals.holdout_coverage_})
@@ -347,6 +358,28 @@ def signed(gain: float) -> str:
     if gain != 0 and abs(gain) < 5e-5:
         return f"{gain:+.1e}"
     return f"{gain:+.4f}"
+
+
+def flag_threshold_summary(learned: dict[str, float], cfg: Config) -> str:
+    """Each thresholded flag's threshold and where it came from, in one line.
+
+    A learned threshold is printed exactly (``repr``): rounded, it can put an account
+    whose score lies between the two on the wrong side of a recount.
+    """
+    parts = []
+    for score_name, name, target in THRESHOLDED_FLAGS.values():
+        precision = getattr(cfg.flags, target)
+        if name in learned:
+            parts.append(f"{name}={float(learned[name])!r} (learned: precision "
+                         f"{precision} among valuable accounts in the backtest)")
+        elif precision is None:
+            parts.append(f"{name}={getattr(cfg.flags, name)} (the config's; no precision "
+                         "target)")
+        else:
+            parts.append(f"{name}={getattr(cfg.flags, name)} (the config's: no "
+                         f"{score_name} threshold reached precision {precision} in the "
+                         "backtest)")
+    return "; ".join(parts)
 
 
 def training_fingerprint(inputs: Inputs) -> str:
@@ -653,9 +686,15 @@ def log_scoring(store: Store, result: ScoreResult, out: Path, inputs: Inputs,
                       "transactions": inputs.log.source, "seed": result.seed,
                       "previous": str(Path(previous).resolve()) if previous else None,
                       "tiers_hysteresis": result.tiers_hysteresis})
+    # Every tier and segment, zeros included (a missing metric reads as "not measured"),
+    # and the migrations when there is an earlier file.
+    tiers, segments = scores["tier"].value_counts(), scores["segment"].value_counts()
+    changes = scores["tier_change"].value_counts() if "tier_change" in scores else {}
     counts = {"input_lines": inputs.log.n_lines, "output_rows": len(scores),
-              **{f"tier_{k}": v for k, v in scores["tier"].value_counts().items()},
-              **{f"segment_{k}": v for k, v in scores["segment"].value_counts().items()},
+              **{f"tier_{k}": int(tiers.get(k, 0)) for k in TIER_ORDER},
+              **{f"segment_{k}": int(segments.get(k, 0)) for k in SEGMENTS},
+              **{f"tier_change_{k}": int(changes.get(k, 0)) for k in ("up", "down", "same", "new")
+                 if "tier_change" in scores},
               **{f"flag_{c}": int(scores[c].sum()) for c in
                  ("key_account", "at_risk", "high_potential", "low_margin_key")
                  if c in scores},

@@ -85,8 +85,8 @@ def backtest_figures(result: BacktestResult, champion: str) -> dict[str, Figure]
         name, importance = explained
         fig, ax = _figure(6.4, 6.0)
         plot_feature_importance(*importance, ax=ax)
-        ax.set_title(f"{whose_importance(result, champion, name)}: feature importance (gain)\n"
-                     f"(fitted before {result.cutoff} for the backtest)")
+        ax.set_title(f"{whose_importance(result, champion, name)}\n"
+                     f"feature importance (gain), fitted before {result.cutoff}", fontsize=10)
         figures["feature_importance.png"] = fig
     return figures
 
@@ -103,7 +103,7 @@ def whose_importance(result: BacktestResult, champion: str, name: str) -> str:
     part = getattr(result.models.get(champion), "explained_part", lambda: None)()
     if part is None:
         return name
-    return f"{part[0]}, the {champion}'s heaviest tree part (weight {part[1]:.2f})"
+    return f"{part[0]}, the {champion}'s heaviest tree part (mean weight {part[1]:.2f})"
 
 
 def explained_model(result: BacktestResult, champion: str

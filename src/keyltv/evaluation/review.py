@@ -46,11 +46,15 @@ def backtest_figures(result: BacktestResult, champion: str) -> dict[str, Figure]
     figures: dict[str, Figure] = {}
     fig, ax = _figure()
     plot_decile_chart(p["actual"], p[champion], ax=ax)
-    ax.set_title(f"{champion}: mean predicted vs actual value per decile")
+    # The window on every title: these are backtest fits judged on the holdout, whose
+    # length can differ from the registered model's horizon.
+    window = f"value in the {result.horizon_days} days from {result.cutoff}"
+    ax.set_title(f"{champion}: mean predicted vs actual value per decile\n({window})")
     figures["decile_chart.png"] = fig
     fig, ax = _figure()
     plot_gains(p["actual"], {m: p[m] for m in result.table.index if m in p}, ax=ax)
-    ax.set_title("Gains: share of holdout value captured by the top accounts")
+    ax.set_title(f"Gains: share of holdout value captured by the top accounts\n({window}; "
+                 f"champion: {champion})")
     figures["gains.png"] = fig
     events = result.events
     if "p_alive" in events and "actual_orders" in p:

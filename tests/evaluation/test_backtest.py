@@ -117,6 +117,8 @@ def test_selection_offers_a_cross_fitted_blend_and_the_origin_reuses_its_weights
     assert any("." in key for key in result.blend_weights) == (min_stratum == 20)
     assert "blend" in result.table.index
     weights = result.blend_weights
+    parts = result.table.loc[components_of(weights), "fit_seconds"].sum()
+    assert result.table.loc["blend", "fit_seconds"] == pytest.approx(parts)  # its parts' cost
     assert weights and set(components_of(weights)) <= {"trailing", "bgnbd", "lightgbm"}
     assert all(w > 0 for w in weights.values())
     # The table row is out-of-fold: it differs from the in-sample blend of the holdout.

@@ -62,7 +62,7 @@ class BacktestResult:
         One row per fitted model (index ``model``, in the order fitted): the columns of
         :func:`~keyltv.evaluation.metrics.value_metrics` and ``fit_seconds``. After
         :func:`add_blend` or :func:`apply_blend`, also a ``blend`` row (``fit_seconds``
-        0).
+        the sum of its parts').
     predictions : pandas.DataFrame
         One row per account seen before ``cutoff`` (index ``customer_id``): ``actual``
         (net value in the window), ``actual_orders`` (order days in the window: days
@@ -320,8 +320,11 @@ def apply_blend(result: BacktestResult, weights: dict[str, float]) -> None:
 def _record_blend(result: BacktestResult, predicted: np.ndarray, weights: dict[str, float]) -> None:
     """The blend's predictions, table row and weights in ``result``."""
     result.predictions[BLEND] = predicted
+    # Its cost is its parts' (a 0 read as a free model in the runs table).
+    parts = [m for m in components_of(weights) if m in result.table.index]
+    seconds = float(result.table.loc[parts, "fit_seconds"].sum()) if parts else 0.0
     result.table.loc[BLEND] = pd.Series({**value_metrics(result.predictions["actual"], predicted),
-                                         "fit_seconds": 0.0})
+                                         "fit_seconds": seconds})
     result.blend_weights = weights
 
 

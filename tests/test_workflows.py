@@ -140,3 +140,14 @@ def test_an_earlier_champion_is_marked_superseded_on_its_pages(trained):
     assert after.tags["superseded_by"] == "7"
     note = mlflow.get_run(second.run_id).data.tags["mlflow.note.content"]
     assert note.endswith("**Superseded:** version 7 took @champion.")
+
+
+def test_accounts_first_seen_after_as_of_are_counted(tiny_rows):
+    from datetime import date
+
+    from tests.conftest import frame
+
+    # Account 00003 buys only from 2024-03-05: in the log, not scored at 2024-03-01.
+    inputs = workflows.load_inputs(frame(tiny_rows), None, CONFIG, date(2024, 3, 1), label="t")
+    assert inputs.notes["accounts_first_seen_on_or_after_as_of"] == 1
+    assert inputs.notes["lines_on_or_after_as_of"] == 1

@@ -63,6 +63,13 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
                          f"({tx.first_date}); nothing to score")
     notes["lines_on_or_after_as_of"] = int(tx.con.execute(
         "SELECT COALESCE(sum(lines), 0) FROM daily WHERE day >= ?", [as_of]).fetchall()[0][0])
+    # Accounts whose every line is on or after --as-of: in the log (and perhaps in the
+    # account table), but not scored; accounts_without_transactions does not count them.
+    first_seen_later = int(tx.con.execute(
+        "SELECT count(*) FROM (SELECT customer_id FROM daily GROUP BY customer_id "
+        "HAVING min(day) >= ?)", [as_of]).fetchall()[0][0])
+    if first_seen_later:
+        notes["accounts_first_seen_on_or_after_as_of"] = first_seen_later
     # A late --as-of makes every account look asleep: count the empty days it adds.
     notes["days_after_last_transaction"] = max((as_of - tx.last_date).days - 1, 0)
     files = f"{tx.n_files} files, " if tx.n_files > 1 else ""

@@ -232,6 +232,9 @@ class Config(_Frozen):
     # Lines without a customer id (guest or cash sales): refused unless this is true;
     # then they are left out and counted (note blank_id_lines_dropped).
     drop_blank_ids: bool = False
+    # Account-table columns read as text (categories) even when every value is a number:
+    # codes such as a region or industry number, whose order means nothing.
+    account_text_columns: tuple[str, ...] = ()
     horizon_days: int = Field(365, ge=1, le=MAX_HORIZON_DAYS)
     seed: int = 42
     models: tuple[str, ...] = ("trailing", "bgnbd", "mbgnbd", "lightgbm", "hybrid")

@@ -55,7 +55,8 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
         attrs = load_accounts(accounts, id_column=config.columns.customer_id,
                               encoding=config.encoding,
                               decimal_separator=config.decimal_separator,
-                              thousands_separator=config.thousands_separator)
+                              thousands_separator=config.thousands_separator,
+                              text_columns=config.account_text_columns)
         notes.update(_match_accounts(tx, attrs))
     as_of = as_date(as_of) if as_of is not None else tx.last_date + timedelta(days=1)
     if as_of <= tx.first_date:

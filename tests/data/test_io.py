@@ -202,6 +202,15 @@ def test_accounts_types_and_duplicates(tmp_path):
     codes = load_accounts(path)
     assert codes["zip"].tolist() == ["01234", "80331"] and codes["sic"].tolist() == ["0111", "5812"]
     assert codes["score"].tolist() == [7.5, 3.0]  # a leading zero before a decimal point: a number
+    # Codes without a leading zero are numbers unless named as text.
+    path = write_csv(tmp_path, "customer_id,region,size\n1,12,3\n2,7,4\n", "regions.csv")
+    named = load_accounts(path, text_columns=["region"])
+    assert isinstance(named["region"].dtype, pd.CategoricalDtype)
+    assert named["region"].tolist() == ["12", "7"] and named["size"].tolist() == [3.0, 4.0]
+    typed = pd.DataFrame({"customer_id": ["1", "2"], "region": [12, 7]})  # an int column
+    assert load_accounts(typed, text_columns=["region"])["region"].tolist() == ["12", "7"]
+    with pytest.raises(InputError, match="account_text_columns names 'regoin', which is not"):
+        load_accounts(path, text_columns=["regoin"])
     path = write_csv(tmp_path, "customer_id,industry\n007,retail\n007,food\n", "dup.csv")
     with pytest.raises(InputError, match="duplicated customer id '007'"):
         load_accounts(path)

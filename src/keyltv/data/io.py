@@ -28,7 +28,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -1195,7 +1195,7 @@ def _column_label(mapping: Mapping[str, str], role: str) -> str:
 def load_accounts(
     path: str | Path | pd.DataFrame, *, id_column: str = "customer_id", label: str | None = None,
     encoding: str = "utf-8", decimal_separator: str = ".",
-    thousands_separator: str | None = None,
+    thousands_separator: str | None = None, text_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Read an account attribute table, one row per account.
 
@@ -1203,7 +1203,8 @@ def load_accounts(
     ``decimal_separator`` and ``thousands_separator`` give, as for the transaction log;
     a numeric Parquet column as stored) become floats; the others become categoricals
     (LightGBM uses both natively). A text column with a whole number written with a
-    leading zero (``01234``) holds codes and stays text.
+    leading zero (``01234``) holds codes and stays text, and so does every column of
+    ``text_columns`` (codes such as a region number, whose order means nothing).
 
     Returns
     -------
@@ -1235,6 +1236,10 @@ def load_accounts(
     types = _source_types(con)
     # Of several files, the column that names each row's file is no attribute.
     attributes = [c for c in found if c not in (id_column, FILE_COLUMN)]
+    unknown = [c for c in text_columns if c not in attributes]
+    if unknown:
+        raise InputError(f"{name}: account_text_columns names {unknown[0]!r}, which is not "
+                         f"an attribute column of this table (it has {attributes})")
     select = [f"{_stripped(_id_text(id_column, types[id_column]))} AS {_quoted(id_column)}"]
     for i, column in enumerate(attributes):
         if types[column] == "VARCHAR":
@@ -1265,7 +1270,8 @@ def load_accounts(
     typed = {}
     for i, column in enumerate(attributes):
         parsed = frame.pop(f"{_NUMBER_OF}{i}") if f"{_NUMBER_OF}{i}" in frame else None
-        typed[column] = _typed_attribute(frame[column], parsed)
+        typed[column] = _typed_attribute(frame[column], parsed,
+                                         as_text=column in text_columns)
     frame = frame.assign(**typed) if typed else frame
     frame.attrs["source"] = name
     return frame
@@ -1275,7 +1281,8 @@ def load_accounts(
 _NUMBER_OF = "__keyltv_number_"
 
 
-def _typed_attribute(column: pd.Series, parsed: pd.Series | None = None) -> pd.Series:
+def _typed_attribute(column: pd.Series, parsed: pd.Series | None = None,
+                     as_text: bool = False) -> pd.Series:
     """Numeric if every non-blank value is a number, else a categorical.
 
     ``parsed`` holds a text column's values as numbers (NULL where they are none), read
@@ -1287,6 +1294,8 @@ def _typed_attribute(column: pd.Series, parsed: pd.Series | None = None) -> pd.S
     import pandas as pd
 
     text = column.astype("string").str.strip().replace("", pd.NA)
+    if as_text:  # named in account_text_columns
+        return text.astype("category")
     if _is_text(column) and text.str.fullmatch(r"[+-]?0[0-9]+").fillna(False).any():
         return text.astype("category")
     numbers = pd.to_numeric(text, errors="coerce") if parsed is None else parsed

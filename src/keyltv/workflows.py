@@ -120,7 +120,8 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     data = training_data(inputs.log, inputs.as_of, config, inputs.accounts)
     bundle = fit_bundle(inputs, config, champion, result, data)
     with store.run("train", tags={"keyltv.job": "train"}) as run_id:
-        _log_training(store, run_id, inputs, config, result, champion)
+        train_hash = training_fingerprint(inputs)  # one scan of the log, for param and tag
+        _log_training(store, run_id, inputs, config, result, champion, train_hash)
         store.log_params({f"learned_{k}": v for k, v in bundle.flag_thresholds.items()})
         # Every threshold and where it came from, as train prints it.
         store.log_params({"flag_thresholds": flag_threshold_summary(bundle.flag_thresholds,
@@ -134,7 +135,7 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
             "metric": config.selection.metric,
             "metric_value": repr(float(result.table.loc[champion, config.selection.metric])),
             "data_hash": inputs.log.fingerprint,
-            "train_data_hash": training_fingerprint(inputs),
+            "train_data_hash": train_hash,
             "horizon_days": str(h),
             "trained_as_of": inputs.as_of.isoformat(),
         }
@@ -270,7 +271,7 @@ def bundle_example(bundle: KeyLTVModel, inputs: Inputs, config: Config,
 
 
 def _log_training(store: Store, run_id: str, inputs: Inputs, config: Config,
-                  result: BacktestResult, champion: str) -> None:
+                  result: BacktestResult, champion: str, train_hash: str) -> None:
     """Parent run: config, data fingerprint, backtest table; one child run per model."""
     store.log_params({"as_of": inputs.as_of, "horizon_days": config.horizon_days,
                       "seed": config.seed, "champion": champion,
@@ -281,7 +282,7 @@ def _log_training(store: Store, run_id: str, inputs: Inputs, config: Config,
                       # What the run was made with, and what it learned from (the data_*
                       # params describe the whole file, lines after as_of included).
                       "keyltv_version": __version__,
-                      "train_data_hash": training_fingerprint(inputs),
+                      "train_data_hash": train_hash,
                       **{f"data_{k}": v for k, v in inputs.log.summary().items()}})
     store.log_metrics(result.table.loc[champion].to_dict(), prefix="champion_")
     for name in result.table.index:

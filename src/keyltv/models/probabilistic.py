@@ -28,7 +28,8 @@ from keyltv.models._frames import require_columns, require_finite
 # MBG/NBD lets one-time buyers drop out too; under BG/NBD their P(alive) is always 1,
 # which ranks long-gone one-time buyers as the most alive accounts of the book.
 _FITTERS = {"bgnbd": BetaGeoFitter, "mbgnbd": ModifiedBetaGeoFitter, "pareto": ParetoNBDFitter}
-_INPUTS = ["frequency", "recency", "T", "repeat_order_value"]
+# The feature columns the probabilistic models read (no missing-value branch).
+INPUTS = ("frequency", "recency", "T", "repeat_order_value")
 # lifetimes starts Nelder-Mead for Pareto/NBD from unseeded np.random.normal(1, 0.05)
 # draws, so two fits of the same data differed in the fifth digit (and the blend
 # weights amplified it). Its mean as a fixed start makes a fit reproducible.
@@ -216,8 +217,8 @@ def check_inputs(X: pd.DataFrame, owner: str = "ProbabilisticLTV") -> None:
     leaves these inputs missing (an account without repeat orders has ``frequency`` 0
     and ``repeat_order_value`` 0), so a gap comes from a frame built elsewhere.
     """
-    require_columns(X, _INPUTS, owner)
-    require_finite(X, _INPUTS, owner)
+    require_columns(X, INPUTS, owner)
+    require_finite(X, INPUTS, owner)
 
 
 def _in_weeks(X: pd.DataFrame) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from keyltv.features.definitions import EWM_DAYS, WINDOWS
+from keyltv.scoring.rules import digits_apart
 
 Phrase = Callable[[pd.Series], str | None]
 log = logging.getLogger(__name__)
@@ -266,9 +267,8 @@ def explain_flags(bundle: object, features: pd.DataFrame, scored: pd.DataFrame,
 
 
 def _percent_below(share: float, limit: float | None) -> str:
-    """``share`` as a percentage with the decimals that keep it below ``limit``'s."""
-    for digits in range(5):
-        text = f"{share:.{digits}%}"
-        if limit is None or text != f"{limit:.{digits}%}" and float(text[:-1]) < limit * 100:
-            return text
-    return f"{share:.4%}"
+    """``share`` as a percentage with the decimals that tell it from ``limit``'s."""
+    if limit is None:
+        return f"{share:.0%}"
+    digits = digits_apart(share * 100, limit * 100, least=0, most=4)
+    return f"{share * 100:.{digits}f}%"

@@ -182,7 +182,7 @@ def silent_flags(scores: pd.DataFrame, flags: Flags) -> list[str]:
         if among.empty:
             lines.append(f"{flag}: no account is valuable enough to be flagged")
         elif among.max() < threshold:
-            digits = _digits_apart(threshold, float(among.max()))
+            digits = digits_apart(threshold, float(among.max()))
             lines.append(f"{flag}: no {who} reached {score} >= {threshold:.{digits}f} (the "
                          f"highest is {among.max():.{digits}f}), so none is flagged")
         else:  # high potential also needs a predicted rise over the trailing value
@@ -226,7 +226,7 @@ def crowded_flags(scores: pd.DataFrame, flags: Flags, learned: frozenset[str] = 
     return lines
 
 
-def _digits_apart(a: float, b: float, least: int = 3, most: int = 8) -> int:
+def digits_apart(a: float, b: float, least: int = 3, most: int = 8) -> int:
     """Decimals that tell ``a`` from ``b`` when printed (0.466 and 0.466 are not apart)."""
     digits = least
     while digits < most and f"{a:.{digits}f}" == f"{b:.{digits}f}":

@@ -14,6 +14,7 @@ import pandas as pd
 from keyltv.config import Config, Flags
 from keyltv.data.io import load_accounts
 from keyltv.data.schema import InputError, as_date, describe_value
+from keyltv.models.probabilistic import INPUTS as PROBABILISTIC_INPUTS
 from keyltv.scoring.reasons import explain_flags
 from keyltv.scoring.rules import THRESHOLDED_FLAGS, TIER_ORDER, apply_flags, tier_migrations
 
@@ -67,24 +68,20 @@ def check_feature_schema(feature_columns: list[str], features: pd.DataFrame, sou
             )
 
 
-# Inputs of the probabilistic models, which have no missing-value branch; the feature
-# query writes a number there for every account (0 without repeat orders).
-REQUIRED_INPUTS = ("frequency", "recency", "T", "repeat_order_value")
-
-
 def _check_finite_inputs(feature_columns: list[str], features: pd.DataFrame, source: str
                          ) -> None:
     """Refuse an infinite model input, and a blank one where no model handles it.
 
     LightGBM reads a blank feature as missing; an infinite one, or a blank
-    :data:`REQUIRED_INPUTS` (a hand-edited feature file), would otherwise stop scoring
+    input of the probabilistic models (a hand-edited feature file; the feature query
+    writes a number there for every account), would otherwise stop scoring
     with an internal error deep in a model.
     """
     for column in feature_columns:
         if not pd.api.types.is_numeric_dtype(features[column]):
             continue
         values = features[column].to_numpy(dtype=float, na_value=np.nan)
-        required = column in REQUIRED_INPUTS
+        required = column in PROBABILISTIC_INPUTS
         bad = np.isinf(values) | (np.isnan(values) if required else False)
         if bad.any():
             first = features.index[bad.argmax()]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from keyltv import workflows
 from keyltv.config import Config
 from keyltv.data.simulate import simulate_b2b
+from keyltv.tracking.store import bundle_outputs, load_bundle
 
 CONFIG = Config(horizon_days=182, models=("trailing", "bgnbd", "lightgbm"),
                 training={"n_cutoffs": 2})
@@ -78,11 +84,58 @@ def test_training_run_carries_the_review_record(trained):
     assert 0.75 <= run.data.metrics["interval_holdout_coverage"] <= 1.0
 
 
+# Runs with -S (no site module): the dependencies are on sys.path, keyltv is not (its
+# editable install is a .pth file, which only the site module reads).
+_FRESH_ENVIRONMENT = """
+import json, sys
+sys.path.append({purelib!r})
+try:
+    import keyltv
+    raise SystemExit("keyltv is importable before the model is loaded")
+except ModuleNotFoundError:
+    pass
+import mlflow
+from mlflow.models import Model
+mlflow.set_tracking_uri({uri!r})
+local = mlflow.artifacts.download_artifacts("models:/keyltv/1")
+example = Model.load(local).load_input_example(local)
+out = mlflow.pyfunc.load_model(local).predict(example)
+import keyltv
+print(json.dumps({{"keyltv": keyltv.__file__, "example": example.to_json(orient="split"),
+                  "out": out.to_json(orient="split")}}))
+"""
+
+
+def test_the_registered_model_loads_where_keyltv_is_not_installed(trained, tmp_path):
+    # keyltv is on no package index: the model carries its source, or `mlflow models
+    # serve` and load_model fail anywhere but this checkout.
+    uri = mlflow.get_tracking_uri()
+    script = _FRESH_ENVIRONMENT.format(purelib=sysconfig.get_paths()["purelib"], uri=uri)
+    done = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "/code/keyltv/" in got["keyltv"]  # the model's own copy
+    example = pd.read_json(__import__("io").StringIO(got["example"]), orient="split",
+                           dtype={"customer_id": str})
+    bundle, _ = load_bundle("models:/keyltv/1")
+    expected = bundle_outputs(bundle, example)
+    out = pd.read_json(__import__("io").StringIO(got["out"]), orient="split",
+                       dtype={"customer_id": str})
+    pd.testing.assert_frame_equal(out[expected.columns], expected, check_dtype=False)
+
+
+def test_loading_a_model_leaves_sys_path_as_it_was(trained):
+    before = list(sys.path)
+    load_bundle("models:/keyltv/1")
+    assert sys.path == before
+
+
 class _Registry:
     """A store whose champion is one model version with these tags."""
 
     def __init__(self, **tags):
-        self.tags = {"champion": "hybrid", "metric": "normalized_gini", "metric_value": "0.9",
+        self.tags = {"value_model": "hybrid", "metric": "normalized_gini", "metric_value": "0.9",
                      "data_hash": "h1", "horizon_days": "182", "trained_as_of": "2024-01-01",
                      **tags}
 
@@ -90,7 +143,7 @@ class _Registry:
         return type("Version", (), {"version": "3", "tags": self.tags})()
 
 
-NEW = {"champion": "lightgbm", "metric": "normalized_gini", "metric_value": "0.95",
+NEW = {"value_model": "lightgbm", "metric": "normalized_gini", "metric_value": "0.95",
        "data_hash": "h1", "horizon_days": "182", "trained_as_of": "2024-01-01"}
 TABLE = __import__("pandas").DataFrame(
     {"normalized_gini": [0.95, 0.96], "mae": [10.0, 9.0]}, index=["lightgbm", "hybrid"])
@@ -103,9 +156,9 @@ TABLE = __import__("pandas").DataFrame(
     # Another as_of: the champion's kind, refitted on this holdout, is the bar.
     ({"trained_as_of": "2023-07-01"}, {}, False,
      "does not beat hybrid, version 3's kind, refitted in this backtest (0.9600)"),
-    ({"trained_as_of": "2023-07-01", "champion": "lightgbm"}, {}, True,
+    ({"trained_as_of": "2023-07-01", "value_model": "lightgbm"}, {}, True,
      "same kind of model (lightgbm); refitted on newer data (2024-01-01), it replaces it"),
-    ({"trained_as_of": "2024-07-01", "champion": "lightgbm"}, {}, False,
+    ({"trained_as_of": "2024-07-01", "value_model": "lightgbm"}, {}, False,
      "trained on later data (2024-07-01) than this model (2024-01-01); @champion stays on "
      "version 3"),
     # A backfill never takes the alias, whatever its kind, gain or horizon.
@@ -116,19 +169,26 @@ TABLE = __import__("pandas").DataFrame(
     # Another metric, on the same data: compared on the new metric's row of its kind.
     ({}, {"metric": "mae", "metric_value": "10"}, False,
      "mae 10.0000 does not beat hybrid, version 3's kind, refitted in this backtest (9.0000)"),
-    ({"data_hash": "h0", "champion": "pareto"}, {}, True,
+    ({"data_hash": "h0", "value_model": "pareto"}, {}, True,
      "beats version 3 (0.9000, on a different backtest): +0.0500"),
     ({"horizon_days": "365"}, {}, True, "predicts another horizon (365 days); replaced"),
     # A longer export cut at the same as_of trains on the same rows: a tie keeps it.
-    ({"train_data_hash": "t1", "data_hash": "h0", "champion": "lightgbm"},
+    ({"train_data_hash": "t1", "data_hash": "h0", "value_model": "lightgbm"},
      {"train_data_hash": "t1", "metric_value": "0.9"}, False,
      "does not beat version 3 (0.9000, same backtest)"),
-    ({"train_data_hash": "t0", "champion": "lightgbm"}, {"train_data_hash": "t1"}, True,
+    ({"train_data_hash": "t0", "value_model": "lightgbm"}, {"train_data_hash": "t1"}, True,
      "refitted on newer data (2024-01-01), it replaces it"),
 ])
 def test_gate_compares_on_the_same_holdout(champion_tags, new, promoted, reason):
     got = workflows._gate(_Registry(**champion_tags), {**NEW, **new}, CONFIG, TABLE)
     assert got[0] is promoted and reason in got[1], got[1]
+
+
+def test_gate_reads_the_kind_of_a_version_registered_with_the_old_tag_name():
+    registry = _Registry(champion="lightgbm", trained_as_of="2023-07-01")
+    del registry.tags["value_model"]
+    promoted, reason = workflows._gate(registry, NEW, CONFIG, TABLE)
+    assert promoted and "same kind of model (lightgbm)" in reason, reason
 
 
 def test_an_earlier_champion_is_marked_superseded_on_its_pages(trained):

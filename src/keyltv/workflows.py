@@ -131,7 +131,9 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
         store.log_metrics({"interval_holdout_coverage": bundle.intervals.holdout_coverage_})
         example = bundle_example(bundle, inputs, config, features=data.current)
         tags = {
-            "champion": champion,
+            # Not "champion": every version carries it, promoted or not, and the UI
+            # showed "champion: blend" on versions that never held @champion.
+            "value_model": champion,
             "metric": config.selection.metric,
             "metric_value": repr(float(result.table.loc[champion, config.selection.metric])),
             "data_hash": inputs.log.fingerprint,
@@ -402,7 +404,7 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
     Metrics of two backtests compare only on the same holdout: the same training data
     (``train_data_hash``: the log before ``as_of`` and the account table) cut at the same
     ``as_of``, judged by the same metric. Otherwise the champion's kind
-    of model (its ``champion`` tag: ``hybrid``, ``blend``...) was refitted in this
+    of model (its ``value_model`` tag: ``hybrid``, ``blend``...) was refitted in this
     backtest, and the new model must beat that row of ``table``; a champion of the
     same kind is replaced by its refit on newer or corrected data (the same model,
     fresher). A champion trained
@@ -435,12 +437,13 @@ def _gate(store: Store, tags: dict[str, str], config: Config,
         else "data_hash"
     same_holdout = (old.get(key) == tags.get(key)
                     and old.get("trained_as_of") == tags["trained_as_of"])
-    kind = old.get("champion")
+    # Versions registered before the tag was renamed carry it as "champion".
+    kind = old.get("value_model", old.get("champion"))
     if same_holdout and old.get("metric") == metric:
         old_value = float(old["metric_value"])
         against = f"version {current.version} ({old_value:.4f}, same backtest)"
     elif table is not None and kind in table.index:
-        if kind == tags["champion"] and not same_holdout:
+        if kind == tags["value_model"] and not same_holdout:
             # Newer (or corrected) data replaces the champion (older data stopped above).
             return True, (f"version {current.version} is the same kind of model ({kind}); "
                           f"refitted on newer data ({tags['trained_as_of']}), it replaces it")

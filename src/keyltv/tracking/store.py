@@ -14,6 +14,7 @@ import os
 import pickle
 import signal
 import socket
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -38,7 +39,8 @@ from keyltv.data.schema import InputError, redact_text, redact_uri
 CHAMPION_ALIAS = "champion"
 BUNDLE_ARTIFACT = "bundle.pkl"
 log = logging.getLogger("keyltv")
-# Packages a fresh environment needs to load the pyfunc model (pinned as installed).
+# Packages a fresh environment needs to load the pyfunc model (pinned as installed);
+# keyltv itself travels with the model as source (see _keyltv_source).
 _RUNTIME_PACKAGES = ("pandas", "numpy", "scipy", "scikit-learn", "lightgbm", "lifetimes",
                      "autograd", "duckdb", "pyarrow", "cloudpickle", "pydantic", "pyyaml")
 
@@ -272,6 +274,7 @@ class Store:
                 signature=infer_signature(example, output),
                 input_example=example,
                 pip_requirements=_requirements(),
+                code_paths=[_keyltv_source()],
             )
         version = mlflow.register_model(info.model_uri, self.model_name, tags=dict(tags))
         return str(version.version)
@@ -322,6 +325,19 @@ def _plain_types(frame: pd.DataFrame) -> pd.DataFrame:
         if isinstance(out[column].dtype, pd.CategoricalDtype) or out[column].dtype == object:
             out[column] = out[column].astype(str)
     return out
+
+
+def _keyltv_source() -> str:
+    """The folder of the running keyltv package, logged with every model as its code.
+
+    The bundle is a pickle of keyltv's classes, which unpickle only where keyltv can be
+    imported. keyltv is not on a package index, so no pip requirement can name it: with
+    its source beside the model (``code/keyltv``, which MLflow puts on ``sys.path`` when
+    it loads the model), ``mlflow models serve`` or ``mlflow.pyfunc.load_model`` works in
+    any environment with the pinned requirements, and runs the code the model was
+    trained with. About 0.5 MB; MLflow leaves out ``__pycache__``.
+    """
+    return str(Path(__file__).resolve().parents[1])
 
 
 def _requirements() -> list[str]:
@@ -443,7 +459,7 @@ def load_bundle(model_uri: str) -> tuple[object, dict[str, str]]:
         # between label one version's scores with another's number.
         version = _version_of(model_uri)
         pinned = f"models:/{version}" if model_uri.lower().startswith("models:/") else model_uri
-        model = mlflow.pyfunc.load_model(pinned)
+        model = _load_pyfunc(pinned)
         python_model = model.unwrap_python_model()
     except (MlflowException, OSError) as exc:
         hint = ("; train one first, or point MLFLOW_TRACKING_URI or --project-dir at the store "
@@ -457,6 +473,23 @@ def load_bundle(model_uri: str) -> tuple[object, dict[str, str]]:
         raise InputError(f"model {model_uri!r}: is not a keyltv model")
     info = {"model_uri": model_uri, "model_version": version}
     return python_model.bundle, info
+
+
+def _load_pyfunc(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """``mlflow.pyfunc.load_model`` that leaves ``sys.path`` as it was.
+
+    MLflow prepends the model's ``code`` folder (a copy of keyltv, see
+    :func:`_keyltv_source`) to ``sys.path`` and leaves it there. In this process keyltv
+    is already imported, so its modules keep coming from the installed package (a
+    submodule is looked up in its package's folder, not on ``sys.path``); the entry is
+    removed so that nothing imported later in a long-lived process can come from the
+    model's copy.
+    """
+    before = list(sys.path)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    finally:
+        sys.path[:] = before
 
 
 def _check_model_uri(model_uri: str) -> None:

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from keyltv.config import Config
+from keyltv.data.accounts import load_accounts
 from keyltv.data.cdnow import CALIBRATION_END, HOLDOUT_DAYS, load_cdnow
-from keyltv.data.io import load_accounts, load_transactions
 from keyltv.data.simulate import expected_value, simulate_b2b
+from keyltv.data.transactions import load_transactions
 from keyltv.evaluation.backtest import evaluate_origin, rolling_origins
 from keyltv.evaluation.metrics import auc, best_recall_at_precision, value_metrics
 from keyltv.scoring.rules import valuable_mask

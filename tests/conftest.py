@@ -11,12 +11,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from keyltv.data.io import load_transactions  # noqa: E402
+from keyltv.data.transactions import load_transactions  # noqa: E402
 
 
 def frame(rows: list[tuple], columns=("customer_id", "date", "amount")) -> pd.DataFrame:
     """A transaction frame from hand-typed tuples (dates as ISO strings)."""
     return pd.DataFrame(rows, columns=list(columns))
+
+
+def write_csv(tmp_path, text: str, name: str = "tx.csv"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def random_frame(lines: int, accounts: int, seed: int, *, margin: bool = False) -> pd.DataFrame:

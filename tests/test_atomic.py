@@ -1,6 +1,6 @@
 """Atomic outputs: a writer killed with SIGKILL midway leaves the previous file intact.
 
-A real Python process writes a large score table with :func:`keyltv.data.io.write_table`;
+A real Python process writes a large score table with :func:`keyltv.data.outputs.write_table`;
 the test watches the temporary file grow and kills the process while it is half
 written. The previous file must be byte-for-byte unchanged and no partial or temporary
 file may be left in the folder.
@@ -21,7 +21,7 @@ WRITER = """
 import sys
 import numpy as np
 import pandas as pd
-from keyltv.data.io import write_table
+from keyltv.data.outputs import write_table
 
 rng = np.random.default_rng(0)
 n = 1_000_000

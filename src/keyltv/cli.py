@@ -132,7 +132,7 @@ def score(transactions: TransactionsOpt,
           project_dir: ProjectOpt = None) -> None:
     """Score every account seen before --as-of with a registered model (no retraining)."""
     from keyltv import workflows
-    from keyltv.data.io import check_writable
+    from keyltv.data.outputs import check_writable
 
     cfg = _config(config, None)
     if horizon_days is not None:
@@ -176,7 +176,7 @@ def evaluate(transactions: TransactionsOpt,
     import json
 
     from keyltv import workflows
-    from keyltv.data.io import check_writable, write_text
+    from keyltv.data.outputs import check_writable, write_text
 
     cfg = _config(config, horizon_days)
     last = _parse_date(cutoff, "--cutoff")
@@ -210,7 +210,7 @@ def features(transactions: TransactionsOpt,
              horizon_days: HorizonOpt = None) -> None:
     """Write the per-account feature table at --as-of (no model, no MLflow store)."""
     # keyltv.inputs, not keyltv.workflows: no models or MLflow to import, a faster start.
-    from keyltv.data.io import check_writable
+    from keyltv.data.outputs import check_writable
     from keyltv.inputs import load_inputs, write_feature_table
 
     cfg = _config(config, horizon_days)
@@ -231,7 +231,7 @@ def demo(config: ConfigOpt = None, horizon_days: HorizonOpt = None,
     """Train and score on the bundled CDNOW log; print top key accounts and flag counts."""
     from keyltv import workflows
     from keyltv.data.cdnow import load_cdnow
-    from keyltv.data.io import check_writable
+    from keyltv.data.outputs import check_writable
 
     cfg = _config(config, horizon_days)
     # Fail before training and registering a model, as score and features do.

@@ -68,7 +68,7 @@ class Columns(_Frozen):
         return self
 
     def roles(self) -> dict[str, str | None]:
-        """Contract role -> column name, as :func:`keyltv.data.io.load_transactions` takes it.
+        """Contract role -> column name, as :func:`keyltv.data.transactions.load_transactions` takes it.
 
         The roles that another mapping replaces (``amount`` beside ``quantity`` and
         ``unit_price``, ``margin`` beside ``unit_cost``) are None.

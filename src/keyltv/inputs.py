@@ -14,14 +14,10 @@ from typing import TYPE_CHECKING
 
 from keyltv import features
 from keyltv.config import Config
-from keyltv.data.io import (
-    TransactionLog,
-    can_copy_query,
-    load_accounts,
-    load_transactions,
-    write_table,
-)
+from keyltv.data.accounts import load_accounts
+from keyltv.data.outputs import can_copy_query, write_table
 from keyltv.data.schema import InputError, as_date
+from keyltv.data.transactions import TransactionLog, load_transactions
 
 if TYPE_CHECKING:  # pandas only where a frame is made: keyltv features needs none
     import pandas as pd

@@ -16,7 +16,7 @@ import pandas as pd
 
 from keyltv import __version__
 from keyltv.config import Config
-from keyltv.data.io import write_table
+from keyltv.data.outputs import write_table
 from keyltv.data.schema import InputError, as_date, redact_uri
 from keyltv.evaluation.backtest import (
     BLEND,

@@ -236,7 +236,7 @@ def test_expected_value_is_the_level_and_the_order_of_what_happens():
     """The oracle of the accuracy benchmark: unbiased, and it ranks better than the past."""
     from datetime import date
 
-    from keyltv.data.io import load_transactions
+    from keyltv.data.transactions import load_transactions
     from keyltv.evaluation.metrics import normalized_gini
     from keyltv.features import account_features, future_values
 

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 from keyltv.config import Config
-from keyltv.data.io import load_accounts, load_transactions
+from keyltv.data.accounts import load_accounts
 from keyltv.data.schema import InputError
 from keyltv.data.simulate import simulate_b2b
+from keyltv.data.transactions import load_transactions
 from keyltv.evaluation.backtest import (
     backtest,
     choose_champion,

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keyltv.data.io import load_transactions
 from keyltv.data.schema import InputError
+from keyltv.data.transactions import load_transactions
 from keyltv.features import (
     FEATURE_COLUMNS,
     account_features,
@@ -126,8 +126,8 @@ def test_attributes_are_prefixed_and_left_joined(tiny_log):
 
 
 def test_sampled_training_frame_caps_each_cutoff_with_a_seed():
-    from keyltv.data.io import load_transactions
     from keyltv.data.simulate import simulate_b2b
+    from keyltv.data.transactions import load_transactions
     from keyltv.features import sampled_training_frame
 
     tx, _ = simulate_b2b(120, seed=4)

@@ -14,7 +14,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from keyltv.data.io import load_transactions
+from keyltv.data.transactions import load_transactions
 from keyltv.features import account_features
 from keyltv.features.definitions import feature_sql
 from tests.conftest import random_frame

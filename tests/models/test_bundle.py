@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from keyltv.config import Config
-from keyltv.data.io import load_transactions
 from keyltv.data.simulate import simulate_b2b
+from keyltv.data.transactions import load_transactions
 from keyltv.features import future_values
 from keyltv.models.bundle import (
     KeyLTVModel,

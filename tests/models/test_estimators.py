@@ -15,8 +15,9 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from keyltv.data.io import load_accounts, load_transactions
+from keyltv.data.accounts import load_accounts
 from keyltv.data.simulate import simulate_b2b
+from keyltv.data.transactions import load_transactions
 from keyltv.features import training_frame, with_attributes
 from keyltv.models import (
     GBMClassifier,

@@ -14,9 +14,9 @@ margin      no      gross profit of the line (same sign convention as amount)
 Other column names are mapped through ``Config.columns``; a log without line totals
 maps ``quantity`` and ``unit_price`` instead of ``amount`` (and ``unit_cost`` instead of
 ``margin``), and the line's amount and margin are computed from them. Validation itself runs in
-SQL (see :mod:`keyltv.data.io`) so that it streams over logs of any size; this module
-only holds the contract, its limits and the messages. Every bad input and how keyltv
-handles it is listed in ``docs/bad-inputs.md``.
+SQL (see :mod:`keyltv.data.lines` and :mod:`keyltv.data.checks`) so that it streams
+over logs of any size; this module only holds the contract, its limits and the messages.
+Every bad input and how keyltv handles it is listed in ``docs/bad-inputs.md``.
 """
 
 from __future__ import annotations

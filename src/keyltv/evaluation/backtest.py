@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from keyltv.config import MODEL_NAMES, Config
-from keyltv.data.io import TransactionLog
 from keyltv.data.schema import InputError, as_date
+from keyltv.data.transactions import TransactionLog
 from keyltv.evaluation.metrics import (
     HIGHER_IS_BETTER,
     auc,

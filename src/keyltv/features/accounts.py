@@ -12,8 +12,8 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from keyltv.data.io import TransactionLog
 from keyltv.data.schema import InputError, as_date, as_horizon
+from keyltv.data.transactions import TransactionLog
 from keyltv.features.definitions import feature_sql
 
 # Prefix of the account attribute columns in a feature frame.
@@ -215,7 +215,7 @@ def with_attributes(features: pd.DataFrame, accounts: pd.DataFrame | None) -> pd
 
     Accounts missing from the attribute table get missing values, which LightGBM
     treats as their own branch; attribute rows without transactions are not added.
-    ``accounts`` is indexed by ``customer_id`` (as :func:`keyltv.data.io.load_accounts`
+    ``accounts`` is indexed by ``customer_id`` (as :func:`keyltv.data.accounts.load_accounts`
     returns it) or has a ``customer_id`` column.
 
     Raises

@@ -6,7 +6,7 @@ included, is an expression of that one query, and nothing is computed afterwards
 pandas: a port to another engine (Spark SQL, for logs that outgrow one machine)
 translates a single query. It is plain SQL over the daily table (``FILTER``
 aggregates; the gaps between orders come from the table's ``previous_order_day``,
-found once per log by a window in :mod:`keyltv.data.io`); DuckDB's ``date_diff`` and
+found once per log by a window in :mod:`keyltv.data.transactions`); DuckDB's ``date_diff`` and
 its ``$name`` parameters are the spellings such a port would change
 (``tests/features/test_spark_sql.py``). Divisions of money and weights are written in
 DOUBLE: Spark SQL divides DECIMALs (and ``age / 90.0``) in DECIMAL, to 6 decimals.
@@ -17,7 +17,7 @@ Every sum is exact (DECIMAL or integer; weights are rounded to DECIMAL per row b
 summing), so the table is the same bit for bit on every run: DuckDB sums in parallel,
 and floating-point sums of per-thread parts depend on which thread read which rows.
 
-An *order* is a day with positive net amount (see :mod:`keyltv.data.io`). Lifetimes'
+An *order* is a day with positive net amount (see :mod:`keyltv.data.transactions`). Lifetimes'
 conventions are kept for the probabilistic inputs: ``frequency`` = repeat order days,
 ``recency`` = days between first and last order, ``T`` = days since the first order.
 """
@@ -27,8 +27,9 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from keyltv.data.io import TransactionLog, copy_query
+from keyltv.data.outputs import copy_query
 from keyltv.data.schema import as_date, as_horizon
+from keyltv.data.transactions import TransactionLog
 
 WINDOWS = (30, 90, 180, 365)
 # Time constants (days) of the exponentially weighted value: recent value counts most.
@@ -177,7 +178,7 @@ def write_account_features(log: TransactionLog, as_of: date, horizon_days: int,
     DuckDB writes the CSV or Parquet file (by suffix) straight from the query, with no
     pandas frame or Arrow copy of it: with ``memory_limit: 300MB`` the peak of
     ``keyltv features`` on 20M lines fell from 1,079 MB to 539 MB (``bench-speed``).
-    Needs :func:`keyltv.data.io.can_copy_query`.
+    Needs :func:`keyltv.data.outputs.can_copy_query`.
 
     Returns
     -------

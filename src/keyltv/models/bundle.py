@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from keyltv.config import Config
-from keyltv.data.io import TransactionLog
+from keyltv.data.transactions import TransactionLog
 from keyltv.features import (
     account_features,
     sampled_training_frame,

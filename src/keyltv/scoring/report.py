@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from keyltv.data.io import write_text
+from keyltv.data.outputs import write_text
 from keyltv.evaluation.plots import plot_pareto, plot_segment_counts, plot_tier_counts
 from keyltv.scoring.rules import SEGMENTS, TIER_ORDER
 
@@ -267,5 +267,5 @@ def _png(draw: Callable[[Axes], object], size: tuple[float, float] = (6.0, 3.8))
 
 
 def write_report(html: str, path: str | Path) -> Path:
-    """Write a rendered report atomically (see :func:`keyltv.data.io.write_atomic`)."""
+    """Write a rendered report atomically (see :func:`keyltv.data.outputs.write_atomic`)."""
     return write_text(html, path)

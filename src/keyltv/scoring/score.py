@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from keyltv.config import Config, Flags
-from keyltv.data.io import load_accounts
+from keyltv.data.accounts import load_accounts
 from keyltv.data.schema import InputError, as_date, describe_value
 from keyltv.models.probabilistic import INPUTS as PROBABILISTIC_INPUTS
 from keyltv.scoring.reasons import explain_flags

@@ -6,15 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keyltv.data.io import load_accounts, load_transactions, write_table
+from keyltv.data.accounts import load_accounts
 from keyltv.data.schema import InputError
-from tests.conftest import frame
-
-
-def write_csv(tmp_path, text: str, name: str = "tx.csv"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
+from keyltv.data.transactions import load_transactions
+from tests.conftest import frame, write_csv
 
 
 def test_daily_table_nets_returns_and_keeps_ids_as_strings(tiny_log):
@@ -77,7 +72,6 @@ def test_bad_csv_names_file_column_and_value(tmp_path, text, message):
     assert "\n" not in str(info.value)
 
 
-
 @pytest.mark.parametrize(("day", "ok"), [("1899-12-31 23:59:59", False), ("1900-01-01", True),
                                          ("2200-12-31 23:59:59", True), ("2201-01-01", False)])
 def test_plausible_years_are_1900_to_2200_inclusive(tmp_path, day, ok):
@@ -87,6 +81,7 @@ def test_plausible_years_are_1900_to_2200_inclusive(tmp_path, day, ok):
     else:
         with pytest.raises(InputError, match=f"implausible date '{day}' in 1 row"):
             load_transactions(path)
+
 
 @pytest.mark.parametrize(
     ("make", "message"),
@@ -106,18 +101,18 @@ def test_bad_paths(tmp_path, make, message):
         load_transactions(make(tmp_path))
 
 
-
 def test_partitioned_aggregation_gives_the_same_daily_table(monkeypatch):
     # Several partitions (forced here with a tiny size) must give the table, notes and
     # fingerprint of one: every account-day and every duplicate falls in one partition.
     rows = [(f"c{i % 7}", f"2024-01-{1 + i % 5:02d}", float(i % 4 - 1)) for i in range(60)]
     rows += [("c1", "2024-01-02", 5.0)] * 3 + [("c2", "2024-01-09", 7.5)] * 2
     one = load_transactions(frame(rows))
-    monkeypatch.setattr("keyltv.data.io.LINES_PER_PARTITION", 4)
+    monkeypatch.setattr("keyltv.data.lines.LINES_PER_PARTITION", 4)
     many = load_transactions(frame(rows))
     pd.testing.assert_frame_equal(many.daily(), one.daily())
     assert many.notes == one.notes and many.notes["duplicate_lines"] > 0
     assert many.fingerprint == one.fingerprint
+
 
 def test_duplicate_lines_are_counted_and_kept():
     log = load_transactions(frame([("a", "2024-01-01", 5.0)] * 3 + [("b", "2024-01-02", 1.0)]))
@@ -188,43 +183,6 @@ def test_parquet_round_trip(tmp_path, tiny_rows):
     path = tmp_path / "tx.parquet"
     frame(tiny_rows).to_parquet(path)
     assert load_transactions(path).fingerprint == load_transactions(frame(tiny_rows)).fingerprint
-
-
-def test_accounts_types_and_duplicates(tmp_path):
-    path = write_csv(tmp_path, "customer_id,industry,employees\n007,retail,12\n8,,40\n", "acc.csv")
-    accounts = load_accounts(path)
-    assert accounts.index.tolist() == ["007", "8"]
-    assert isinstance(accounts["industry"].dtype, pd.CategoricalDtype)
-    assert accounts["employees"].tolist() == [12.0, 40.0]
-    # Codes written with a leading zero stay as written: 01234 is a postcode, not 1234.0.
-    path = write_csv(tmp_path, "customer_id,zip,sic,score\n1,01234,0111,07.5\n2,80331,5812,3\n",
-                     "codes.csv")
-    codes = load_accounts(path)
-    assert codes["zip"].tolist() == ["01234", "80331"] and codes["sic"].tolist() == ["0111", "5812"]
-    assert codes["score"].tolist() == [7.5, 3.0]  # a leading zero before a decimal point: a number
-    # Codes without a leading zero are numbers unless named as text.
-    path = write_csv(tmp_path, "customer_id,region,size\n1,12,3\n2,7,4\n", "regions.csv")
-    named = load_accounts(path, text_columns=["region"])
-    assert isinstance(named["region"].dtype, pd.CategoricalDtype)
-    assert named["region"].tolist() == ["12", "7"] and named["size"].tolist() == [3.0, 4.0]
-    typed = pd.DataFrame({"customer_id": ["1", "2"], "region": [12, 7]})  # an int column
-    assert load_accounts(typed, text_columns=["region"])["region"].tolist() == ["12", "7"]
-    with pytest.raises(InputError, match="account_text_columns names 'regoin', which is not"):
-        load_accounts(path, text_columns=["regoin"])
-    path = write_csv(tmp_path, "customer_id,industry\n007,retail\n007,food\n", "dup.csv")
-    with pytest.raises(InputError, match="duplicated customer id '007'"):
-        load_accounts(path)
-
-
-def test_write_table_is_atomic_and_checks_the_path(tmp_path):
-    out = tmp_path / "scores.csv"
-    write_table(pd.DataFrame({"customer_id": ["007"]}), out)
-    assert out.read_text().splitlines() == ["customer_id", "007"]
-    assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]  # no temp file left
-    with pytest.raises(InputError, match="does not exist"):
-        write_table(pd.DataFrame(), tmp_path / "nope" / "s.csv")
-    with pytest.raises(InputError, match="must end in .csv or .parquet"):
-        write_table(pd.DataFrame(), tmp_path / "s.xlsx")
 
 
 @pytest.mark.parametrize(
@@ -322,62 +280,6 @@ def test_outlier_threshold_uses_the_median_positive_line_to_within_one_percent(l
     rows = [("a", "2024-01-01", 10.0), ("a", "2024-01-02", 20.0), ("b", "2024-01-03", 30.0),
             ("b", "2024-01-04", -5.0), ("c", "2024-01-05", 0.0), ("c", "2024-01-06", largest)]
     assert load_transactions(frame(rows)).notes["outlier_lines"] == outliers
-
-
-def test_accounts_table_refuses_repeated_columns_and_header_only(tmp_path):
-    path = write_csv(tmp_path, "customer_id,size,size\n1,a,b\n", "acc.csv")
-    with pytest.raises(InputError, match="column 'size' appears more than once"):
-        load_accounts(path)
-    path = write_csv(tmp_path, "customer_id,size\n", "acc.csv")
-    with pytest.raises(InputError, match="no account rows"):
-        load_accounts(path)
-    path = write_csv(tmp_path, "customer_id,size\n1,a\n", "acc.csv")
-    assert load_accounts(path).attrs["source"] == str(path)
-
-
-def test_check_writable_leaves_nothing_and_names_the_problem(tmp_path):
-    from keyltv.data.io import check_writable
-
-    assert check_writable(tmp_path / "s.parquet") == tmp_path / "s.parquet"
-    assert list(tmp_path.iterdir()) == []
-    (tmp_path / "f").write_text("x")
-    with pytest.raises(InputError, match="'.*f' is not a folder"):
-        check_writable(tmp_path / "f" / "s.csv")
-    (tmp_path / "d.csv").mkdir()
-    with pytest.raises(InputError, match="is a directory"):
-        check_writable(tmp_path / "d.csv")
-
-
-@pytest.mark.parametrize("anonymous", [True, False], ids=["o-tmpfile", "named-temp"])
-def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monkeypatch, anonymous):
-    import os
-
-    from keyltv.data.io import write_atomic
-
-    if not anonymous:
-        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
-    out = tmp_path / "report.html"
-    out.write_text("previous")
-
-    def fail_midway(handle):
-        handle.write(b"partial")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        write_atomic(out, fail_midway)
-    assert out.read_text() == "previous"
-    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
-    write_atomic(out, lambda handle: handle.write(b"new"))
-    assert out.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
-    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def test_memory_limit_caps_duckdb_and_spills_outside_the_working_folder(tmp_path, monkeypatch):
@@ -575,14 +477,6 @@ def test_a_glob_without_match_or_a_folder_of_mixed_files_is_refused(tmp_path):
         load_transactions(folder)
 
 
-def test_an_account_table_split_over_files_has_no_file_column(tmp_path):
-    (tmp_path / "acc").mkdir()
-    (tmp_path / "acc" / "a.csv").write_text("customer_id,region\n1,north\n")
-    (tmp_path / "acc" / "b.csv").write_text("customer_id,region\n2,south\n")
-    accounts = load_accounts(tmp_path / "acc")
-    assert accounts.to_dict() == {"region": {"1": "north", "2": "south"}}
-
-
 def test_the_number_format_applies_to_text_columns_not_to_typed_ones(tmp_path):
     # A Parquet DOUBLE has no separators to read: 1234.5 stays 1234.5 under a decimal comma.
     path = tmp_path / "tx.parquet"
@@ -649,19 +543,6 @@ def test_a_key_value_folder_name_does_not_replace_a_column(tmp_path, kind):
         assert load_transactions(source).first_date == date(2023, 5, 5)
 
 
-def test_the_account_table_reads_numbers_in_the_configured_form(tmp_path):
-    path = write_csv(tmp_path, "customer_id;employees;revenue;region\n"
-                               "00001;1.234;12,5;north\n00002;7;1.000,25;south\n", "acc.csv")
-    accounts = load_accounts(path, decimal_separator=",", thousands_separator=".")
-    assert accounts["employees"].tolist() == [1234.0, 7.0]
-    assert accounts["revenue"].tolist() == [12.5, 1000.25]
-    assert isinstance(accounts["region"].dtype, pd.CategoricalDtype)
-    # The plain form reads neither '12,5' nor '1_000' as a number.
-    plain = load_accounts(write_csv(tmp_path, "customer_id,a,b\n1,\"12,5\",1_000\n2,3,4\n"))
-    assert isinstance(plain["a"].dtype, pd.CategoricalDtype)
-    assert isinstance(plain["b"].dtype, pd.CategoricalDtype)
-
-
 def test_date_format_reads_a_numeric_parquet_date_column(tmp_path):
     pd.DataFrame({"customer_id": ["1", "2"], "date": [20230102, 20230315],
                   "amount": [5.0, 6.0]}).to_parquet(tmp_path / "tx.parquet")
@@ -690,16 +571,6 @@ def test_two_roles_cannot_read_one_column(tmp_path):
                                          "unit_price": "Quantity"})
 
 
-def test_the_output_must_not_be_an_input(tmp_path):
-    from keyltv.data.io import check_writable
-
-    tx = write_csv(tmp_path, "customer_id,date,amount\n1,2024-01-01,5\n")
-    with pytest.raises(InputError, match="tx.csv: is also the --transactions input"):
-        check_writable(tx, inputs={"--transactions": tx, "--accounts": None})
-    assert check_writable(tmp_path / "out.csv", inputs={"--transactions": tx})
-    assert check_writable(tmp_path / "out.csv", inputs={"--transactions": tmp_path})
-
-
 def test_plain_day_shortcut_reads_what_the_iso_rule_reads():
     # The shortcut for YYYY-MM-DD skips the ISO regex; on every ten-character value with
     # dashes at 5 and 8 that it takes, the regex path (on the stripped value) must give
@@ -708,7 +579,7 @@ def test_plain_day_shortcut_reads_what_the_iso_rule_reads():
     import duckdb
     import numpy as np
 
-    from keyltv.data import io
+    from keyltv.data import lines
     from keyltv.data.schema import ISO_DATE_PATTERN
 
     rng = np.random.default_rng(3)
@@ -729,7 +600,7 @@ def test_plain_day_shortcut_reads_what_the_iso_rule_reads():
         f"""SELECT date_raw, CAST(TRY_CAST(date_raw AS DATE) AS TIMESTAMP),
                    CASE WHEN regexp_matches(trim(date_raw, ' \t'), '{ISO_DATE_PATTERN}')
                         THEN TRY_CAST(trim(date_raw, ' \t') AS TIMESTAMP) END
-            FROM v WHERE {io._PLAIN_DAY}""").fetchall()
+            FROM v WHERE {lines._PLAIN_DAY}""").fetchall()
     assert len(rows) > 2000  # the draw does reach the shortcut
     assert [r for r in rows if r[1] != r[2]] == []
     taken = {r[0] for r in rows}

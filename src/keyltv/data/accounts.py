@@ -11,20 +11,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyltv.data.columns import (
-    _check_float_ids,
-    _id_text,
-    _missing_column_message,
-    _quoted,
-    _stripped,
+    check_float_ids,
+    id_text_sql,
+    missing_column_message,
+    quote_identifier,
+    stripped_sql,
 )
 from keyltv.data.schema import InputError, NumberFormat, describe_value
 from keyltv.data.sources import (
     FILE_COLUMN,
-    _attach_source,
-    _connect,
-    _read_errors,
-    _source_columns,
-    _source_types,
+    attach_source,
+    connect_duckdb,
+    read_errors,
+    source_columns,
+    source_types,
 )
 
 if TYPE_CHECKING:
@@ -61,33 +61,33 @@ def load_accounts(
         numbers = NumberFormat(decimal_separator, thousands_separator)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    con = _connect()
-    name, duplicated, _ = _attach_source(con, path, label, encoding)
+    con = connect_duckdb()
+    name, duplicated, _ = attach_source(con, path, label, encoding)
     if duplicated:
         raise InputError(
             f"{name}: column {duplicated[0]!r} appears more than once in the header; "
             "keep one or rename the others"
         )
-    found = _source_columns(con)
+    found = source_columns(con)
     if id_column not in found:
-        raise InputError(_missing_column_message(name, "customer_id", id_column, found))
-    _check_float_ids(con, name, id_column)
-    types = _source_types(con)
+        raise InputError(missing_column_message(name, "customer_id", id_column, found))
+    check_float_ids(con, name, id_column)
+    types = source_types(con)
     # Of several files, the column that names each row's file is no attribute.
     attributes = [c for c in found if c not in (id_column, FILE_COLUMN)]
     unknown = [c for c in text_columns if c not in attributes]
     if unknown:
         raise InputError(f"{name}: account_text_columns names {unknown[0]!r}, which is not "
                          f"an attribute column of this table (it has {attributes})")
-    select = [f"{_stripped(_id_text(id_column, types[id_column]))} AS {_quoted(id_column)}"]
+    select = [f"{stripped_sql(id_text_sql(id_column, types[id_column]))} AS {quote_identifier(id_column)}"]
     for i, column in enumerate(attributes):
         if types[column] == "VARCHAR":
             # The text, and the number it reads as in the configured form (NULL if none).
-            text = f"NULLIF({_stripped(_quoted(column))}, '')"
-            select += [f"{text} AS {_quoted(column)}", f"{numbers.sql(text)} AS {_NUMBER_OF}{i}"]
+            text = f"NULLIF({stripped_sql(quote_identifier(column))}, '')"
+            select += [f"{text} AS {quote_identifier(column)}", f"{numbers.sql(text)} AS {_NUMBER_OF}{i}"]
         else:
-            select.append(_quoted(column))
-    with _read_errors(name):
+            select.append(quote_identifier(column))
+    with read_errors(name):
         frame = con.execute(f"SELECT {', '.join(select)} FROM src").df()
     if frame.empty:
         raise InputError(f"{name}: no account rows (empty file or header only)")

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import duckdb
 
-from keyltv.data.columns import _has_margin
-from keyltv.data.lines import _BLANK_ID, _part_filter, _rules
+from keyltv.data.columns import has_margin_column
+from keyltv.data.lines import BLANK_ID, part_filter, rules_for
 from keyltv.data.schema import (
     OUTLIER_FACTOR,
     PLAIN_NUMBER,
@@ -23,7 +23,7 @@ from keyltv.data.schema import (
 )
 
 
-def _check_rules(
+def check_rules(
     con: duckdb.DuckDBPyConnection,
     name: str,
     mapping: Mapping[str, str],
@@ -35,7 +35,7 @@ def _check_rules(
 ) -> tuple[dict[str, int], float, float]:
     """Raise on a broken rule; count the handled cases of ``lines``.
 
-    ``counts`` comes from :func:`~keyltv.data.lines._parse_lines`. Naming the first
+    ``counts`` comes from :func:`~keyltv.data.lines.parse_lines`. Naming the first
     broken rule and quoting a bad value takes a scan of the source, run only when there
     is one. The handled cases are counted among the lines kept (all but dropped blank ids).
 
@@ -58,10 +58,10 @@ def _check_rules(
         raise InputError(f"{name}: column {mapping['customer_id']!r}: every one of the "
                          f"{lines} line(s) has a blank customer id; nothing is left to score")
     # Distinct line hashes counted in ``parts`` partitions (equal hashes fall in the same
-    # one), for the same reason as the daily table's (see keyltv.data.lines._partitions).
+    # one), for the same reason as the daily table's (see keyltv.data.lines.partition_count).
     distinct = " + ".join(
         f"(SELECT count(*) FROM (SELECT DISTINCT line_hash FROM lines WHERE NOT blank_id "
-        f"{_part_filter('line_hash', k, parts)}))" for k in range(parts))
+        f"{part_filter('line_hash', k, parts)}))" for k in range(parts))
     cursor = con.execute(
         f"""SELECT count(*) FILTER (WHERE a < 0) AS return_lines,
                    count(*) FILTER (WHERE a = 0) AS zero_amount_lines,
@@ -84,7 +84,7 @@ def _check_rules(
     notes = {"lines": int(lines), **{k: int(row[k]) for k in ("return_lines", "zero_amount_lines")}}
     if drop_blank_ids:
         notes["blank_id_lines_dropped"] = int(blank)
-    if _has_margin(mapping):
+    if has_margin_column(mapping):
         notes["missing_margin_lines"] = int(row["missing_margin"])
         notes["margin_above_amount_lines"] = int(row["margin_above_amount"])
     notes["duplicate_lines"] = int(row["duplicate_lines"])
@@ -110,7 +110,7 @@ def _raise_broken_rule(
 ) -> None:
     """Raise for the first broken rule, quoting a bad value.
 
-    Rules are tried in :func:`~keyltv.data.lines._rules` order.
+    Rules are tried in :func:`~keyltv.data.lines.rules_for` order.
 
     With ``drop_blank_ids`` the lines without an id are not read (they are dropped).
     """
@@ -118,11 +118,11 @@ def _raise_broken_rule(
         f"count(*) FILTER (WHERE {cond}) AS {key}, "
         f"any_value(COALESCE({_raw_of(role, mapping)}, '')) FILTER (WHERE {cond}) AS {key}_ex, "
         f"any_value(source_file) FILTER (WHERE {cond}) AS {key}_file"
-        for key, cond, role, _, _ in _rules(mapping)
+        for key, cond, role, _, _ in rules_for(mapping)
     )
-    kept = f"WHERE NOT {_BLANK_ID}" if drop_blank_ids else ""
+    kept = f"WHERE NOT {BLANK_ID}" if drop_blank_ids else ""
     row = con.execute(f"SELECT {select} FROM parsed {kept}").df().iloc[0]
-    for key, _, role, message, allowed in _rules(mapping):
+    for key, _, role, message, allowed in rules_for(mapping):
         if row[key] > 0:
             column = _column_label(mapping, role)
             if date_format and role == "date" and key != "odd_date":

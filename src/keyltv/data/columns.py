@@ -14,10 +14,10 @@ from collections.abc import Mapping
 import duckdb
 
 from keyltv.data.schema import InputError
-from keyltv.data.sources import _read_errors, _source_columns, _source_types
+from keyltv.data.sources import read_errors, source_columns, source_types
 
 
-def _resolve_columns(
+def resolve_columns(
     con: duckdb.DuckDBPyConnection,
     name: str,
     columns: Mapping[str, str | None],
@@ -36,7 +36,7 @@ def _resolve_columns(
         maybe = f" (did you mean {near[0]!r}?)" if near else ""
         raise InputError(f"{name}: columns.{unknown[0]} is not a column role{maybe}; roles: "
                          f"{', '.join(ROLES)}")
-    found = _source_columns(con)
+    found = source_columns(con)
     mapping: dict[str, str] = {}
     priced = columns.get("quantity") is not None or columns.get("unit_price") is not None
     if priced and (columns.get("quantity") is None or columns.get("unit_price") is None):
@@ -65,7 +65,7 @@ def _resolve_columns(
         if wanted in found:
             mapping[role] = wanted
         elif role != "margin":
-            raise InputError(_missing_column_message(name, role, wanted, found))
+            raise InputError(missing_column_message(name, role, wanted, found))
     if "unit_cost" in mapping and not priced:
         raise InputError(f"{name}: columns.unit_cost needs columns.quantity and "
                          "columns.unit_price (margin = quantity x (unit_price - unit_cost))")
@@ -86,11 +86,13 @@ def _resolve_columns(
 ROLES = ("customer_id", "date", "amount", "margin", "quantity", "unit_price", "unit_cost")
 
 
-def _has_margin(mapping: Mapping[str, str]) -> bool:
+def has_margin_column(mapping: Mapping[str, str]) -> bool:
+    """Whether the mapping gives lines a margin (a margin column, or a unit cost)."""
     return "margin" in mapping or "unit_cost" in mapping
 
 
-def _missing_column_message(name: str, role: str, wanted: str, found: list[str]) -> str:
+def missing_column_message(name: str, role: str, wanted: str, found: list[str]) -> str:
+    """One line naming the missing column, a near miss in ``found`` and the config key."""
     hint = f" (mapped from role {role!r})" if wanted != role else ""
     near = [c for c in found if _squashed(c) == _squashed(wanted)]
     maybe = f" (did you mean {near[0]!r}?)" if near else ""
@@ -105,19 +107,19 @@ def _squashed(column: str) -> str:
     return re.sub(r"[^0-9a-z]", "", column.lower())
 
 
-def _stripped(expression: str) -> str:
+def stripped_sql(expression: str) -> str:
     """Wrap ``expression`` in SQL that strips surrounding whitespace of any kind.
 
     ``trim`` only removes spaces; exports also pad with tabs, line breaks and Excel's
     no-break space, and an id made only of those is blank.
     """
     # Replacing costs far more than testing, and almost no value needs it.
-    return (f"CASE WHEN {_edges(expression)} "
+    return (f"CASE WHEN {padded_sql(expression)} "
             f"THEN regexp_replace({expression}, '^{_SPACE}+|{_SPACE}+$', '', 'g') "
             f"ELSE {expression} END")
 
 
-def _edges(expression: str) -> str:
+def padded_sql(expression: str) -> str:
     """SQL that is true where ``expression`` starts or ends with whitespace to strip."""
     # The first and last code point (``x[1]``, ``x[-1]``; -1 for ''), which is what a
     # regex's anchors see, for a quarter of the cost of a regex match per value.
@@ -130,7 +132,7 @@ _SPACE = r"[\s\x{00A0}\x{FEFF}]"
 _SPACE_CODES = "9, 10, 12, 13, 32, 160, 65279"
 
 
-def _id_text(column: str, column_type: str) -> str:
+def id_text_sql(column: str, column_type: str) -> str:
     """SQL for an account id as text; a whole number stored as a float loses its ``.0``.
 
     pandas stores an integer id column with a blank as float64: 17850 would become the
@@ -139,14 +141,14 @@ def _id_text(column: str, column_type: str) -> str:
     holds, in full: 1e15 reads '1000000000000000' (DuckDB's own text is
     '1000000000000000.0', and 1.2345678901234568e17 stays in scientific notation).
     A float at or beyond the range where floats hold every whole number is refused
-    before this runs (:func:`_check_float_ids`); a DECIMAL is exact at any size.
+    before this runs (:func:`check_float_ids`); a DECIMAL is exact at any size.
 
     Other values keep DuckDB's text of the number, as before: a float that is not a
     whole number reads as its shortest exact text ('1.5', '0.0001', but '1e-05' below
     that), a DECIMAL as written with its scale ('1.50'), NaN as 'nan'. Such ids are
     unusual enough to be left as they are rather than guessed at.
     """
-    quoted = _quoted(column)
+    quoted = quote_identifier(column)
     whole = f"CASE WHEN {quoted} = trunc({quoted}) "
     if column_type.startswith("DECIMAL"):
         return whole + (f"THEN CAST(CAST({quoted} AS HUGEINT) AS VARCHAR) "
@@ -164,7 +166,7 @@ def _id_text(column: str, column_type: str) -> str:
 EXACT_FLOAT_IDS = {"DOUBLE": 2**53, "FLOAT": 2**24}
 
 
-def _check_float_ids(con: duckdb.DuckDBPyConnection, name: str, column: str) -> None:
+def check_float_ids(con: duckdb.DuckDBPyConnection, name: str, column: str) -> None:
     """Refuse ids of a float column at or beyond its exact range (see :data:`EXACT_FLOAT_IDS`).
 
     Beyond it a float cannot hold every whole number: the ids were rounded when they
@@ -177,7 +179,7 @@ def _check_float_ids(con: duckdb.DuckDBPyConnection, name: str, column: str) -> 
     InputError
         Naming the column, the count and the largest such id.
     """
-    kind = _source_types(con).get(column, "")
+    kind = source_types(con).get(column, "")
     if kind == "BOOLEAN":
         # true/false cannot tell more than two accounts apart: a wrong column mapped.
         raise InputError(f"{name}: column {column!r}: holds true/false values, not account "
@@ -185,8 +187,8 @@ def _check_float_ids(con: duckdb.DuckDBPyConnection, name: str, column: str) -> 
     bound = EXACT_FLOAT_IDS.get(kind)
     if bound is None:
         return
-    quoted = _quoted(column)
-    with _read_errors(name):
+    quoted = quote_identifier(column)
+    with read_errors(name):
         count, largest = con.execute(
             f"SELECT count(*), max(abs({quoted})) FROM src "
             f"WHERE NOT isnan({quoted}) AND abs({quoted}) >= {bound}").fetchone()
@@ -197,5 +199,6 @@ def _check_float_ids(con: duckdb.DuckDBPyConnection, name: str, column: str) -> 
             "have been rounded, two accounts into one; store the ids as text or integers")
 
 
-def _quoted(column: str) -> str:
+def quote_identifier(column: str) -> str:
+    """``column`` as a double-quoted SQL identifier (any name a header can hold)."""
     return '"' + column.replace('"', '""') + '"'

@@ -4,7 +4,7 @@ The view ``src`` (see :mod:`keyltv.data.sources`) is parsed once into a compact 
 of typed lines, each with the flag of any broken rule, a hash of its values and its
 account's partition key; the rules are defined here, and a broken one is reported by
 :mod:`keyltv.data.checks`. The daily aggregation of :mod:`keyltv.data.transactions`
-reads the table in the partitions of :func:`_partitions`.
+reads the table in the partitions of :func:`partition_count`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import duckdb
 
-from keyltv.data.columns import _edges, _id_text, _quoted, _stripped
+from keyltv.data.columns import id_text_sql, padded_sql, quote_identifier, stripped_sql
 from keyltv.data.schema import (
     ISO_DATE_PATTERN,
     MAX_ABS_AMOUNT,
@@ -26,10 +26,10 @@ from keyltv.data.schema import (
     reads_time_zone,
 )
 from keyltv.data.schema import sql_literal as _literal
-from keyltv.data.sources import FILE_COLUMN, _source_types
+from keyltv.data.sources import FILE_COLUMN, source_types
 
 
-def _check_date_format(con: duckdb.DuckDBPyConnection, date_format: str, name: str) -> None:
+def check_date_format(con: duckdb.DuckDBPyConnection, date_format: str, name: str) -> None:
     """Refuse a ``date_format`` that DuckDB cannot use or that reads a time zone.
 
     Without this, a bad format was reported as a problem of the data file, and one with
@@ -51,12 +51,12 @@ def _check_date_format(con: duckdb.DuckDBPyConnection, date_format: str, name: s
 
 
 # Lines per partition of the daily aggregation, and the most partitions (see
-# :func:`_partitions`).
+# :func:`partition_count`).
 LINES_PER_PARTITION = 1_250_000
 MAX_PARTITIONS = 4
 
 
-def _partitions(n_lines: int, capped: bool = False) -> int:
+def partition_count(n_lines: int, capped: bool = False) -> int:
     """How many account partitions the lines are aggregated in, one after another.
 
     Grouping all lines at once held the lines, the growing daily table and a hash table
@@ -76,7 +76,7 @@ def _partitions(n_lines: int, capped: bool = False) -> int:
     return min(MAX_PARTITIONS, max(1, math.ceil(n_lines / LINES_PER_PARTITION)))
 
 
-def _part_filter(column: str, k: int, parts: int) -> str:
+def part_filter(column: str, k: int, parts: int) -> str:
     """``AND`` condition that keeps partition ``k`` of ``parts`` (empty for one part).
 
     ``column`` holds hash values (``part_key`` or ``line_hash`` of the table ``lines``), so
@@ -95,20 +95,20 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
     raw text and, for a source of several files, the line's ``source_file``. Text numbers
     are read in ``numbers``' form, text dates in ``date_format``.
 
-    With ``strip`` false the strings are parsed as they are (see :func:`_parse_lines`),
+    With ``strip`` false the strings are parsed as they are (see :func:`parse_lines`),
     and a date with whitespace at an edge is left unparsed, so that it breaks a rule.
     """
     def text(column: str) -> str:
-        return _stripped(column) if strip else column
+        return stripped_sql(column) if strip else column
 
-    types = _source_types(con)
+    types = source_types(con)
 
     def raw(role: str) -> str:
         if role not in mapping:
             return "NULL"
         if role == "customer_id":
-            return text(_id_text(mapping[role], types.get(mapping[role], "VARCHAR")))
-        return text(f"CAST({_quoted(mapping[role])} AS VARCHAR)")
+            return text(id_text_sql(mapping[role], types.get(mapping[role], "VARCHAR")))
+        return text(f"CAST({quote_identifier(mapping[role])} AS VARCHAR)")
     several = FILE_COLUMN in types
 
     def number(role: str, raw_column: str) -> str:
@@ -124,7 +124,7 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
             {raw('amount')} AS amount_raw, {raw('margin')} AS margin_raw,
             {raw('quantity')} AS quantity_raw, {raw('unit_price')} AS price_raw,
             {raw('unit_cost')} AS cost_raw,
-            {_quoted(FILE_COLUMN) if several else 'NULL'} AS source_file
+            {quote_identifier(FILE_COLUMN) if several else 'NULL'} AS source_file
         FROM src
         """
     )
@@ -136,7 +136,7 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
         # DuckDB cannot bind parameters in a view definition: inline the quoted format.
         parse = f"try_strptime(date_raw, {_literal(date_format)})"
         if not strip:
-            parse = f"CASE WHEN {_edges('date_raw')} THEN NULL ELSE {parse} END"
+            parse = f"CASE WHEN {padded_sql('date_raw')} THEN NULL ELSE {parse} END"
     else:
         # A trailing offset would be dropped silently by the cast: refuse it instead.
         # So are the cast's special words ('epoch', 'infinity'): only digits are dates.
@@ -178,10 +178,10 @@ _UNPADDED_ISO_DATE = r"^\d{4}-\d{1,2}-\d{1,2}([ T]\d(.*[^\s\x{00A0}\x{FEFF}])?)?
 # One rule per line; the first broken rule in this order is reported.
 _ISO = "ISO 8601 such as 2024-01-31 or 2024-01-31 14:05:00, or set date_format in the config"
 _NUMBER = PLAIN_NUMBER  # replaced by the configured NumberFormat's hint in messages
-_BLANK_ID = "(customer_id IS NULL OR customer_id = '')"
+BLANK_ID = "(customer_id IS NULL OR customer_id = '')"
 _BELOW_MAX = f"magnitudes below {MAX_ABS_AMOUNT:g}"
 _ID_AND_DATE_RULES = (
-    ("blank_id", _BLANK_ID, "customer_id", "blank customer id",
+    ("blank_id", BLANK_ID, "customer_id", "blank customer id",
      "a non-blank id on every line, or drop_blank_ids: true in the config to leave such "
      "lines out (they are counted)"),
     ("blank_date", "date_raw IS NULL OR date_raw = ''", "date", "blank date", _ISO),
@@ -232,14 +232,14 @@ _COST_RULES = (
 )
 
 
-def _rules(mapping: Mapping[str, str]) -> tuple[tuple[str, str, str, str, str], ...]:
+def rules_for(mapping: Mapping[str, str]) -> tuple[tuple[str, str, str, str, str], ...]:
     """The rules that apply to a log with this column mapping, in reporting order."""
     return (*_ID_AND_DATE_RULES,
             *(_PRICED_RULES if "quantity" in mapping else _AMOUNT_RULES),
             *(_COST_RULES if "unit_cost" in mapping else _MARGIN_RULES))
 
 
-def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
+def parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
                  date_format: str | None, numbers: NumberFormat,
                  drop_blank_ids: bool = False) -> dict[str, int]:
     """Parse the source into the table ``lines``; count lines, accounts and broken rules.
@@ -274,22 +274,23 @@ def _parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
                FROM lines""").fetchall()[0]
         accounts, padded, point_zero = con.execute(
             # Padded ids counted as the accounts they become (' 7' and '7\t' are one).
-            f"SELECT count(*), count(DISTINCT {_stripped('customer_id')}) "
-            f"FILTER (WHERE {_edges('customer_id')}), "
+            f"SELECT count(*), count(DISTINCT {stripped_sql('customer_id')}) "
+            f"FILTER (WHERE {padded_sql('customer_id')}), "
             # '17850.0': an integer id that a spreadsheet or pandas wrote as a float.
             "count(*) FILTER (WHERE regexp_full_match(customer_id, '-?[0-9]+[.]0+')) "
             "FROM (SELECT DISTINCT customer_id FROM lines WHERE NOT blank_id)").fetchall()[0]
         if strip or (broken == 0 and padded == 0):
             break
         padded_ids = int(padded)  # ids read with whitespace at an edge, stripped below
-        _drop_lines(con)
+        drop_lines(con)
     return {"lines": int(lines), "blank": int(blank), "broken": int(broken),
             "accounts": int(accounts), "first_day": first, "last_day": last,
             "fingerprint": int(fingerprint), "padded_ids": padded_ids,
             "point_zero_ids": int(point_zero)}
 
 
-def _drop_lines(con: duckdb.DuckDBPyConnection) -> None:
+def drop_lines(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the table ``lines`` and the views it was parsed through."""
     con.execute("DROP TABLE lines")
     con.execute("DROP VIEW parsed")
     con.execute("DROP VIEW raw")
@@ -304,11 +305,11 @@ def _create_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
     With ``drop_blank_ids``, a line without an id breaks no rule: it is only flagged
     ``blank_id``, counted and left out of the daily table.
     """
-    rules = [cond for key, cond, _, _, _ in _rules(mapping)
+    rules = [cond for key, cond, _, _, _ in rules_for(mapping)
              if not (drop_blank_ids and key == "blank_id")]
     broken = " OR ".join(f"({cond})" for cond in rules)
     if drop_blank_ids:
-        broken = f"NOT {_BLANK_ID} AND ({broken})"
+        broken = f"NOT {BLANK_ID} AND ({broken})"
     # The hash is of the parsed values: lines are identical when account, time, amount
     # and margin are, however the numbers were written (10 and 10.00).
     con.execute(
@@ -316,9 +317,9 @@ def _create_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
             -- The day, not the time: the rest of the load needs no more, and it
             -- takes 4 bytes a line instead of 8 (the hash still tells times apart).
             SELECT customer_id, CAST(ts AS DATE) AS day, a, m, ({broken}) AS broken,
-                   {_BLANK_ID} AS blank_id,
+                   {BLANK_ID} AS blank_id,
                    hash(customer_id, ts, a, m) AS line_hash,
-                   -- The account's partition key (see _partitions): one byte, hashed once.
+                   -- The account's partition key (see partition_count): one byte, hashed once.
                    CAST(hash(customer_id) % 256 AS UTINYINT) AS part_key
             FROM parsed"""
     )

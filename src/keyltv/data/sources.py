@@ -34,7 +34,7 @@ DELIMITERS = (",", ";", "\t", "|")
 _MAX_HEADER_BYTES = 1 << 20
 
 
-def _connect(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect_duckdb(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """Open an in-memory DuckDB that prints nothing (no progress bar in batch logs).
 
     With ``memory_limit``, DuckDB spills what does not fit to a folder of its own under
@@ -54,7 +54,7 @@ def _connect(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _attach_source(
+def attach_source(
     con: duckdb.DuckDBPyConnection, source: object, label: str | None,
     encoding: str = "utf-8",
 ) -> tuple[str, list[str], int]:
@@ -101,7 +101,7 @@ def _attach_source(
         reader = (f"read_parquet([{paths}], filename={_literal(FILE_COLUMN)}, "
                   "hive_partitioning=false)"
                   if len(files) > 1 else f"read_parquet({paths}, hive_partitioning=false)")
-    with _read_errors(name):
+    with read_errors(name):
         # Views cannot take bound parameters: the path is inlined as a quoted literal.
         con.execute(f"CREATE VIEW src AS SELECT * FROM {reader}")
         # count(*) reads one row without converting it to Python (a time-zone-aware
@@ -121,7 +121,7 @@ def _check_same_parquet_columns(con: duckdb.DuckDBPyConnection, files: list[Path
     if len(files) < 2:
         return
     def columns(path: Path) -> list[tuple[str, str]]:
-        with _read_errors(str(path)):
+        with read_errors(str(path)):
             return [(c, t) for c, t, *_ in con.execute(
                 f"DESCRIBE SELECT * FROM read_parquet({_literal(str(path))}, "
                 "hive_partitioning=false)").fetchall()]
@@ -252,7 +252,7 @@ def _read_header(path: Path, name: str, encoding: str = "utf-8") -> tuple[str, l
 
 
 @contextmanager
-def _read_errors(name: str) -> Iterator[None]:
+def read_errors(name: str) -> Iterator[None]:
     """Turn DuckDB's errors about the file's content into one-line input errors.
 
     Only reading errors are translated; errors in keyltv's own SQL (binder, parser,
@@ -293,12 +293,12 @@ def _read_error_message(exc: Exception) -> str:
     return f"{where}: {reason}{shown}"
 
 
-def _source_types(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+def source_types(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """Column -> DuckDB type of the source (``VARCHAR`` for every CSV column)."""
     return dict(con.execute("SELECT column_name, column_type FROM "
                             "(DESCRIBE SELECT * FROM src)").fetchall())
 
 
-def _source_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+def source_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     """The source's columns, without the file column of a source of several files."""
-    return [c for c in _source_types(con) if c != FILE_COLUMN]
+    return [c for c in source_types(con) if c != FILE_COLUMN]

@@ -26,17 +26,17 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from keyltv.data.checks import _check_rules
-from keyltv.data.columns import _check_float_ids, _has_margin, _resolve_columns
+from keyltv.data.checks import check_rules
+from keyltv.data.columns import check_float_ids, has_margin_column, resolve_columns
 from keyltv.data.lines import (
-    _check_date_format,
-    _drop_lines,
-    _parse_lines,
-    _part_filter,
-    _partitions,
+    check_date_format,
+    drop_lines,
+    parse_lines,
+    part_filter,
+    partition_count,
 )
 from keyltv.data.schema import InputError, NumberFormat
-from keyltv.data.sources import _attach_source, _connect, _read_errors, _source_types
+from keyltv.data.sources import attach_source, connect_duckdb, read_errors, source_types
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -173,22 +173,22 @@ def load_transactions(
         numbers = NumberFormat(decimal_separator, thousands_separator)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    con = _connect(memory_limit)
-    name, duplicated, n_files = _attach_source(con, source, label, encoding)
-    mapping = _resolve_columns(con, name, columns or {}, duplicated)
-    _check_float_ids(con, name, mapping["customer_id"])
+    con = connect_duckdb(memory_limit)
+    name, duplicated, n_files = attach_source(con, source, label, encoding)
+    mapping = resolve_columns(con, name, columns or {}, duplicated)
+    check_float_ids(con, name, mapping["customer_id"])
     if date_format:
-        _check_date_format(con, date_format, name)
-    if date_format and _source_types(con).get(mapping["date"], "").startswith(("DATE",
+        check_date_format(con, date_format, name)
+    if date_format and source_types(con).get(mapping["date"], "").startswith(("DATE",
                                                                                "TIMESTAMP")):
         # A typed date column (Parquet DATE or TIMESTAMP) is cast to ISO text whatever
         # the config says; the format is for text (a CSV column) and for numbers such as
         # a Parquet INT64 20230102, read as text.
         date_format = None
-    with _read_errors(name):
-        counts = _parse_lines(con, mapping, date_format, numbers, drop_blank_ids)
-        parts = _partitions(int(counts["lines"]), capped=memory_limit is not None)
-        notes, largest, total = _check_rules(con, name, mapping, date_format, numbers, counts,
+    with read_errors(name):
+        counts = parse_lines(con, mapping, date_format, numbers, drop_blank_ids)
+        parts = partition_count(int(counts["lines"]), capped=memory_limit is not None)
+        notes, largest, total = check_rules(con, name, mapping, date_format, numbers, counts,
                                              drop_blank_ids, parts)
         # Fixed-point sums: a fully returned account nets to exactly 0, not 2e-13, in
         # every later sum (floating-point sums depend on the order of the lines). Lines
@@ -213,14 +213,14 @@ def load_transactions(
                        CAST(COALESCE(sum(CAST(a AS {fixed})) FILTER (WHERE a < 0), 0)
                             AS {stored}) AS returns,
                        CAST(count(*) AS INTEGER) AS lines
-                FROM lines WHERE NOT blank_id {_part_filter("part_key", k, parts)}
+                FROM lines WHERE NOT blank_id {part_filter("part_key", k, parts)}
                 GROUP BY ALL
                 """
             )
     # Dropped before the window below, whose memory then reuses the lines' (one statement
     # for both held the lines through the window: about 80 MB more at the peak at 5M
     # lines, ad hoc).
-    _drop_lines(con)
+    drop_lines(con)
     # The previous order day does not depend on any cutoff (the orders before a cutoff
     # are a prefix of the account's orders), so it is found once here, not by a window
     # in every feature query: that halved the query's time at 5M lines.
@@ -239,7 +239,7 @@ def load_transactions(
     return TransactionLog(
         con=con,
         source=name,
-        has_margin=_has_margin(mapping),
+        has_margin=has_margin_column(mapping),
         first_date=counts["first_day"],
         last_date=counts["last_day"],
         n_lines=notes.pop("lines"),

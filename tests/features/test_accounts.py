@@ -14,7 +14,7 @@ from keyltv.features import (
     training_frame,
     with_attributes,
 )
-from keyltv.features.accounts import margin_day_moments
+from keyltv.features.accounts import margin_day_moments, seasonal_contrast
 from tests.conftest import frame, random_frame
 
 AS_OF = date(2024, 3, 1)  # 2024 is a leap year: 2024-01-01 is 60 days before
@@ -210,3 +210,22 @@ def test_margin_day_moments_weigh_each_order_day_by_its_value():
 
 def test_margin_day_moments_are_empty_without_margins(tiny_log):
     assert margin_day_moments(tiny_log, AS_OF).empty
+
+
+def test_seasonal_contrast_sums_the_two_windows_a_year_before_as_of():
+    log = load_transactions(frame([
+        ("a", "2023-01-01", 99.0),   # before both windows
+        ("a", "2023-01-02", 10.0),   # first day of the window before (as_of - 365 - 60)
+        ("b", "2023-03-02", 5.0),    # last day of it
+        ("a", "2023-03-03", 40.0),   # as_of - 365: first day of the window after
+        ("b", "2023-05-01", 2.0),    # last day of it
+        ("a", "2023-05-02", 1000.0),  # after both
+        ("a", "2024-02-01", 7.0),
+    ]), label="two years")
+    assert seasonal_contrast(log, date(2024, 3, 2), 60) == (42.0, 15.0)
+
+
+@pytest.mark.parametrize(("as_of", "horizon"), [(date(2024, 3, 2), 365), (date(2024, 3, 1), 60)])
+def test_seasonal_contrast_needs_a_short_horizon_and_the_whole_year_before(as_of, horizon):
+    log = load_transactions(frame([("a", "2023-01-02", 10.0), ("a", "2024-02-01", 7.0)]))
+    assert seasonal_contrast(log, as_of, horizon) is None

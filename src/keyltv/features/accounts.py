@@ -93,6 +93,40 @@ def margin_day_moments(log: TransactionLog, as_of: date) -> pd.DataFrame:
     return frame.astype(float)
 
 
+_WINDOW_VALUE_SQL = """
+SELECT CAST(COALESCE(sum(amount), 0) AS DOUBLE) FROM daily WHERE day >= $start AND day < $end
+"""
+
+
+def seasonal_contrast(log: TransactionLog, as_of: date, horizon_days: int
+                      ) -> tuple[float, float] | None:
+    """The book's value a year before ``as_of``: the horizon after that day, the one before.
+
+    What the season did a year ago around the same calendar day: the value of
+    ``[as_of - 365, as_of - 365 + horizon)`` and of the ``horizon`` days before it, over
+    every account. A model that extrapolates the trailing horizon, or a stationary rate,
+    cannot know the season (an audit on a wholesale log with Christmas peaks found every
+    model 0.51-0.68x the next half year where it held the peak); scoring compares this
+    with its own prediction and says so when they part (see
+    :func:`keyltv.workflows.scoring_warnings`).
+
+    Returns
+    -------
+    tuple of float or None
+        ``(after, before)``; None for a horizon of a year or more (it then holds every
+        season) or a log that does not reach back ``365 + horizon_days`` days.
+    """
+    as_of, horizon_days = as_date(as_of), as_horizon(horizon_days)
+    year_ago = as_of - timedelta(days=365)
+    start = year_ago - timedelta(days=horizon_days)
+    if horizon_days >= 365 or log.first_date > start:
+        return None
+    after, before = (
+        log.con.execute(_WINDOW_VALUE_SQL, {"start": a, "end": b}).fetchone()[0]
+        for a, b in ((year_ago, year_ago + timedelta(days=horizon_days)), (start, year_ago)))
+    return float(after), float(before)
+
+
 def future_values(
     log: TransactionLog, as_of: date, horizon_days: int, index: pd.Index
 ) -> pd.DataFrame:

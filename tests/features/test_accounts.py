@@ -212,13 +212,14 @@ def test_margin_day_moments_are_empty_without_margins(tiny_log):
     assert margin_day_moments(tiny_log, AS_OF).empty
 
 
-def test_seasonal_contrast_sums_the_two_windows_a_year_before_as_of():
+def test_seasonal_contrast_sums_the_two_windows_a_year_before_as_of_for_known_accounts():
     log = load_transactions(frame([
         ("a", "2023-01-01", 99.0),   # before both windows
         ("a", "2023-01-02", 10.0),   # first day of the window before (as_of - 365 - 60)
         ("b", "2023-03-02", 5.0),    # last day of it
         ("a", "2023-03-03", 40.0),   # as_of - 365: first day of the window after
         ("b", "2023-05-01", 2.0),    # last day of it
+        ("c", "2023-04-01", 500.0),  # first seen inside the window after: left out
         ("a", "2023-05-02", 1000.0),  # after both
         ("a", "2024-02-01", 7.0),
     ]), label="two years")

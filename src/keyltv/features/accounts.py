@@ -93,22 +93,29 @@ def margin_day_moments(log: TransactionLog, as_of: date) -> pd.DataFrame:
     return frame.astype(float)
 
 
-_WINDOW_VALUE_SQL = """
-SELECT CAST(COALESCE(sum(amount), 0) AS DOUBLE) FROM daily WHERE day >= $start AND day < $end
+# Over the accounts with a line before $year_ago (those a scoring then would have
+# scored): their value in the horizon after that day and in the one before it.
+_YEAR_AGO_SQL = """
+SELECT CAST(COALESCE(sum(amount) FILTER (WHERE day >= $year_ago), 0) AS DOUBLE),
+       CAST(COALESCE(sum(amount) FILTER (WHERE day < $year_ago), 0) AS DOUBLE)
+FROM daily
+WHERE day >= $start AND day < $end
+  AND customer_id IN (SELECT customer_id FROM daily WHERE day < $year_ago)
 """
 
 
 def seasonal_contrast(log: TransactionLog, as_of: date, horizon_days: int
                       ) -> tuple[float, float] | None:
-    """The book's value a year before ``as_of``: the horizon after that day, the one before.
+    """What the accounts on the books a year before ``as_of`` did around that day.
 
-    What the season did a year ago around the same calendar day: the value of
-    ``[as_of - 365, as_of - 365 + horizon)`` and of the ``horizon`` days before it, over
-    every account. A model that extrapolates the trailing horizon, or a stationary rate,
-    cannot know the season (an audit on a wholesale log with Christmas peaks found every
-    model 0.51-0.68x the next half year where it held the peak); scoring compares this
-    with its own prediction and says so when they part (see
-    :func:`keyltv.workflows.scoring_warnings`).
+    Their value in ``[as_of - 365, as_of - 365 + horizon)`` and in the ``horizon`` days
+    before it: the ratio of the two is what a prediction made a year ago had to reach,
+    season, growth and churn included. A model that extrapolates the trailing horizon,
+    or a stationary rate, cannot know the season (an audit on a wholesale log with
+    Christmas peaks found every model at 0.51-0.68x the next half year where it held the
+    peak); scoring compares this ratio with its own and says so when they part (see
+    :func:`keyltv.workflows.scoring_warnings`). Accounts first seen after that day are
+    left out, as scoring leaves out accounts first seen after ``as_of``.
 
     Returns
     -------
@@ -121,9 +128,9 @@ def seasonal_contrast(log: TransactionLog, as_of: date, horizon_days: int
     start = year_ago - timedelta(days=horizon_days)
     if horizon_days >= 365 or log.first_date > start:
         return None
-    after, before = (
-        log.con.execute(_WINDOW_VALUE_SQL, {"start": a, "end": b}).fetchone()[0]
-        for a, b in ((year_ago, year_ago + timedelta(days=horizon_days)), (start, year_ago)))
+    after, before = log.con.execute(_YEAR_AGO_SQL, {
+        "year_ago": year_ago, "start": start,
+        "end": year_ago + timedelta(days=horizon_days)}).fetchone()
     return float(after), float(before)
 
 

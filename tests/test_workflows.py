@@ -16,6 +16,7 @@ from keyltv import workflows
 from keyltv.config import Config
 from keyltv.data.simulate import simulate_b2b
 from keyltv.tracking.store import bundle_outputs, load_bundle
+from keyltv.workflows.gate import champion_gate
 
 CONFIG = Config(horizon_days=182, models=("trailing", "bgnbd", "lightgbm"),
                 training={"n_cutoffs": 2})
@@ -180,14 +181,14 @@ TABLE = __import__("pandas").DataFrame(
      "refitted on newer data (2024-01-01), it replaces it"),
 ])
 def test_gate_compares_on_the_same_holdout(champion_tags, new, promoted, reason):
-    got = workflows._gate(_Registry(**champion_tags), {**NEW, **new}, CONFIG, TABLE)
+    got = champion_gate(_Registry(**champion_tags), {**NEW, **new}, CONFIG, TABLE)
     assert got[0] is promoted and reason in got[1], got[1]
 
 
 def test_gate_reads_the_kind_of_a_version_registered_with_the_old_tag_name():
     registry = _Registry(champion="lightgbm", trained_as_of="2023-07-01")
     del registry.tags["value_model"]
-    promoted, reason = workflows._gate(registry, NEW, CONFIG, TABLE)
+    promoted, reason = champion_gate(registry, NEW, CONFIG, TABLE)
     assert promoted and "same kind of model (lightgbm)" in reason, reason
 
 

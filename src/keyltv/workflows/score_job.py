@@ -1,0 +1,266 @@
+"""The score job: score every account with a registered model, record it, write the files.
+
+The scoring is recorded in MLflow first, then the score file and its HTML report are
+written (see :func:`publish_scores`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from keyltv.config import Config
+from keyltv.data.outputs import write_table
+from keyltv.data.schema import InputError
+from keyltv.features import account_features, with_attributes
+from keyltv.features.accounts import ATTRIBUTE_PREFIX
+from keyltv.inputs import Inputs
+from keyltv.models.bundle import KeyLTVModel
+from keyltv.scoring.report import render_report, write_report
+from keyltv.scoring.rules import (
+    SEGMENTS,
+    TIER_ORDER,
+    assign_tiers,
+    crowded_flags,
+    silent_flags,
+    tier_basis,
+)
+from keyltv.scoring.score import (
+    comparable_previous,
+    count_unseen_levels,
+    read_previous,
+    score_accounts,
+    scoring_flags,
+)
+from keyltv.tracking.store import Store, load_bundle, sigterm_held
+
+
+@dataclass
+class ScoreResult:
+    """Score table and what happened on the way."""
+
+    scores: pd.DataFrame
+    model_version: str
+    notes: dict[str, int]
+    seed: int | None = None
+    # Things an operator should read (a flag that marked nobody, an old model), in words.
+    warnings: list[str] = field(default_factory=list)
+    # Accounts of --previous not scored now, per their earlier tier (for the report).
+    previous_not_scored: dict[str, int] = field(default_factory=dict)
+    # The tolerance band the tiers used (tiers.hysteresis); 0 without a comparable
+    # --previous (see keyltv.scoring.score.comparable_previous).
+    tiers_hysteresis: float = 0.0
+
+
+def score(inputs: Inputs, config: Config, store: Store, model_uri: str,
+          horizon_days: int | None = None, previous: str | Path | None = None) -> ScoreResult:
+    """Score every account seen before ``as_of`` with a registered model (no refit)."""
+    bundle, info = load_bundle(model_uri)
+    if horizon_days is not None and horizon_days != bundle.horizon_days:
+        raise InputError(
+            f"model {model_uri!r}: trained for a {bundle.horizon_days}-day horizon, "
+            f"--horizon-days is {horizon_days}; retrain with that horizon or omit the option"
+        )
+    if (horizon_days is None and "horizon_days" in config.model_fields_set
+            and config.horizon_days != bundle.horizon_days):
+        # A config file that asks for another horizon than the model's (e.g. the config of
+        # another training) would otherwise get the model's horizon without a word.
+        raise InputError(
+            f"model {model_uri!r}: trained for a {bundle.horizon_days}-day horizon, the "
+            f"config's horizon_days is {config.horizon_days}; retrain with that horizon or "
+            "remove horizon_days from the config"
+        )
+    return score_bundle(inputs, config, bundle, info["model_version"], previous)
+
+
+def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_version: str,
+                 previous: str | Path | None = None) -> ScoreResult:
+    """Score every account seen before ``as_of`` with a loaded bundle (no store needed)."""
+    features = with_attributes(
+        account_features(inputs.log, inputs.as_of, bundle.horizon_days), inputs.accounts
+    )
+    accounts_source = inputs.accounts.attrs.get("source") if inputs.accounts is not None else None
+    prev, prev_value = read_previous(previous) if previous is not None else (None, None)
+    # score_accounts checks the inputs and the earlier file, naming these sources.
+    scores = score_accounts(bundle, features, as_of=inputs.as_of, model_version=model_version,
+                            config=config, previous=prev, source=inputs.log.source,
+                            accounts_source=accounts_source, previous_source=str(previous),
+                            previous_value=prev_value)
+    notes = {**inputs.notes, "attribute_values_unseen_in_training":
+             count_unseen_levels(bundle, features), "accounts_scored": len(scores)}
+    lost: dict[str, int] = {}
+    band = config.tiers.hysteresis if prev_value is not None and comparable_previous(
+        prev, scores, model_version, bundle.horizon_days) else 0.0
+    if prev is not None:
+        # Accounts of the earlier run that are not scored now (no line before --as-of).
+        gone = prev[~prev.index.isin(features.index)]
+        notes["previous_accounts_not_scored"] = len(gone)
+        lost = {str(t): int(n) for t, n in gone.value_counts().items()}
+        # Accounts that the tolerance band kept in their earlier tier (tiers.hysteresis).
+        by_rank = assign_tiers(tier_basis(scores), config.tiers)  # without the band
+        notes["tier_moves_held_near_cuts"] = int(((scores["tier"] == scores["previous_tier"])
+                                                  & (by_rank != scores["tier"])).sum())
+    margins = int(features["margin_rate"].notna().sum())
+    if bundle.margin_rate is not None and margins == 0:
+        # A model trained with margins, a log without: no profit is predicted (see predict).
+        notes["accounts_without_margins"] = len(features)
+    if bundle.margin_rate is None and margins:
+        notes["margins_unused_by_model"] = margins  # accounts whose margins it cannot use
+    if inputs.accounts is not None and not any(c.startswith(ATTRIBUTE_PREFIX)
+                                               for c in bundle.feature_columns):
+        # The model was trained without attributes: the table given changes nothing.
+        notes["account_attributes_unused"] = inputs.accounts.shape[1]
+    flags = scoring_flags(bundle, config)
+    learned = frozenset(k for k, v in getattr(bundle, "flag_thresholds", {}).items()
+                        if getattr(flags, k) == v)
+    warnings = silent_flags(scores, flags) + crowded_flags(scores, flags, learned) + \
+        scoring_warnings(inputs, bundle, model_version, notes, prev)
+    return ScoreResult(scores, model_version, notes, config.seed, warnings, lost, band)
+
+
+# A log whose last line is older than this before --as-of is likely an export that did
+# not refresh: every account then looks idle (a monthly export is at most 31 days old).
+STALE_LOG_DAYS = 31
+
+
+def scoring_warnings(inputs: Inputs, bundle: KeyLTVModel, model_version: str,
+                     notes: dict[str, int], previous: pd.Series | None = None) -> list[str]:
+    """What an unattended scoring job must say although its output is valid, in words.
+
+    A job that exits 0 on a stale export, a model from another time, an earlier file of
+    another book or a log that lost its margins gives numbers that look fine and are
+    not comparable with last month's.
+    """
+    lines = []
+    stale = (inputs.as_of - inputs.log.last_date).days
+    if stale > STALE_LOG_DAYS:
+        # Counted as days_after_last_transaction is: the days in between, with no line.
+        lines.append(f"the log ends {inputs.log.last_date}: the {stale - 1} days up to "
+                     f"--as-of {inputs.as_of} have no line, and every account looks that "
+                     "long idle; check that the export is complete")
+    trained = getattr(bundle, "trained_as_of", None)
+    if trained is not None and (inputs.as_of - trained).days > bundle.horizon_days:
+        # Older than its own horizon: the model's world has moved on (retrain, see README).
+        lines.append(f"model {model_version} was trained as of {trained}, "
+                     f"{(inputs.as_of - trained).days} days before --as-of "
+                     f"{inputs.as_of}: more than its {bundle.horizon_days}-day horizon")
+    if trained is not None and inputs.as_of < trained:
+        lines.append(f"model {model_version} was trained as of {trained}, after --as-of "
+                     f"{inputs.as_of}: it learned from the period it now predicts")
+    if notes.get("accounts_without_margins"):
+        lines.append("the model was trained with margins and this log has none: tiers rank "
+                     "by predicted value, and predicted_profit and low_margin_key are left out")
+    if previous is not None and len(previous):
+        shared = len(previous) - notes.get("previous_accounts_not_scored", 0)
+        scored = notes.get("accounts_scored", 0)
+        if shared < len(previous) / 2:
+            lines.append(f"only {shared:,} of the {len(previous):,} accounts of --previous are "
+                         "scored now (the others have no line before --as-of); check that "
+                         "it scored the same book")
+        if scored - shared > scored / 2:
+            lines.append(f"{scored - shared:,} of the {scored:,} accounts scored now are not in "
+                         "--previous and are marked new; check that it scored the same book")
+        # Tier changes then mix what the accounts did with what the model changed.
+        earlier_model = previous.attrs.get("model_version")
+        if earlier_model is not None and earlier_model != model_version:
+            lines.append(f"--previous was scored by {earlier_model}, this run by "
+                         f"{model_version}: tier changes mix account and model changes")
+        earlier_basis = previous.attrs.get("ranked_by")
+        basis = "value" if notes.get("accounts_without_margins") or bundle.margin_rate is None \
+            else "profit"
+        if earlier_basis is not None and earlier_basis != basis:
+            lines.append(f"--previous ranked its tiers by predicted {earlier_basis}, this run "
+                         f"by predicted {basis}: tier changes compare two rankings")
+        earlier_h = previous.attrs.get("horizon_days")
+        if earlier_h is not None and earlier_h != str(bundle.horizon_days):
+            lines.append(f"--previous predicted a {earlier_h}-day horizon, this run a "
+                         f"{bundle.horizon_days}-day one: its tiers rank another quantity")
+    return lines
+
+
+def score_report_html(result: ScoreResult, inputs: Inputs) -> str:
+    """The self-contained HTML report of a scoring run."""
+    return render_report(result.scores, title=f"keyltv key accounts as of {inputs.as_of}",
+                         notes=result.notes, warnings=result.warnings,
+                         previous_not_scored=result.previous_not_scored)
+
+
+def write_score_report(result: ScoreResult, inputs: Inputs, path: str | Path) -> Path:
+    """The self-contained HTML report of a scoring run, written atomically."""
+    return write_report(score_report_html(result, inputs), path)
+
+
+def publish_scores(store: Store, result: ScoreResult, inputs: Inputs, out: Path,
+                   report: Path | None = None, previous: Path | None = None) -> str:
+    """Record the scoring in MLflow, then write the score file (and the report).
+
+    Everything goes to the store first, so a store that cannot take it (read-only,
+    locked) stops the job before any file is replaced. SIGTERM is held from the first
+    write to the end of the run (a few seconds): a job stopped by a scheduler then
+    leaves either the earlier files or the new ones with their finished run, never new
+    files beside a failed run. Each file is written atomically.
+
+    Returns
+    -------
+    str
+        The scoring run's id.
+    """
+    html = score_report_html(result, inputs) if report is not None else None
+    with sigterm_held(), store.run("score", tags={"keyltv.job": "score"}) as run_id:
+        log_scoring(store, result, out, inputs, html, previous)
+        write_scores(result.scores, out)
+        if report is not None:
+            write_report(html, report)
+    return run_id
+
+
+def log_scoring(store: Store, result: ScoreResult, out: Path, inputs: Inputs,
+                report_html: str | None = None, previous: Path | None = None) -> None:
+    """Record a scoring in the active run: counts per tier, segment and flag, rows, sources."""
+    scores = result.scores
+    if report_html is not None:
+        store.log_text(report_html, "report.html")
+    store.log_params({"as_of": inputs.as_of, "model_version": result.model_version,
+                      "output": str(Path(out).resolve()), "data_hash": inputs.log.fingerprint,
+                      "transactions": inputs.log.source, "seed": result.seed,
+                      "previous": str(Path(previous).resolve()) if previous else None,
+                      "tiers_hysteresis": result.tiers_hysteresis})
+    # Every tier and segment, zeros included (a missing metric reads as "not measured"),
+    # and the migrations when there is an earlier file.
+    tiers, segments = scores["tier"].value_counts(), scores["segment"].value_counts()
+    changes = scores["tier_change"].value_counts() if "tier_change" in scores else {}
+    counts = {"input_lines": inputs.log.n_lines, "output_rows": len(scores),
+              **{f"tier_{k}": int(tiers.get(k, 0)) for k in TIER_ORDER},
+              **{f"segment_{k}": int(segments.get(k, 0)) for k in SEGMENTS},
+              **{f"tier_change_{k}": int(changes.get(k, 0)) for k in ("up", "down", "same", "new")
+                 if "tier_change" in scores},
+              **{f"flag_{c}": int(scores[c].sum()) for c in
+                 ("key_account", "at_risk", "high_potential", "low_margin_key")
+                 if c in scores},
+              **result.notes}
+    store.log_metrics({k: float(v) for k, v in counts.items()})
+    if result.warnings:
+        store.log_dict({"warnings": result.warnings}, "warnings.json")
+
+
+def write_scores(scores: pd.DataFrame, out: str | Path) -> Path:
+    """Write the score table atomically (CSV or Parquet by extension)."""
+    return write_table(scores, out)
+
+
+def top_accounts(scores: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The ``n`` accounts with the highest predicted value, for the console."""
+    columns = ["customer_id", "tier", "segment", "predicted_value", "predicted_value_low",
+               "predicted_value_high", "p_alive", "decline_risk", "growth_potential"]
+    return scores.nlargest(n, "predicted_value")[columns].reset_index(drop=True)
+
+
+def flag_counts(scores: pd.DataFrame) -> pd.Series:
+    """Number of accounts per flag and per segment."""
+    flags = [c for c in ("key_account", "at_risk", "high_potential", "low_margin_key")
+             if c in scores]
+    return pd.concat([scores[flags].sum().astype(int),
+                      scores["segment"].value_counts().rename(lambda s: f"segment={s}")])
+

@@ -85,8 +85,8 @@ def test_training_run_carries_the_review_record(trained):
     assert 0.75 <= run.data.metrics["interval_holdout_coverage"] <= 1.0
 
 
-# Runs with -S (no site module): the dependencies are on sys.path, keyltv is not (its
-# editable install is a .pth file, which only the site module reads).
+# Runs with -I -S (no PYTHONPATH, no site module): the dependencies are on sys.path,
+# keyltv is not (its editable install is a .pth file, which only the site module reads).
 _FRESH_ENVIRONMENT = """
 import json, sys
 sys.path.append({purelib!r})
@@ -112,7 +112,7 @@ def test_the_registered_model_loads_where_keyltv_is_not_installed(trained, tmp_p
     # serve` and load_model fail anywhere but this checkout.
     uri = mlflow.get_tracking_uri()
     script = _FRESH_ENVIRONMENT.format(purelib=sysconfig.get_paths()["purelib"], uri=uri)
-    done = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", script], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])

@@ -7,6 +7,7 @@ written (see :func:`publish_scores`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,7 @@ from keyltv.config import Config
 from keyltv.data.outputs import write_table
 from keyltv.data.schema import InputError
 from keyltv.features import account_features, with_attributes
-from keyltv.features.accounts import ATTRIBUTE_PREFIX
+from keyltv.features.accounts import ATTRIBUTE_PREFIX, seasonal_contrast
 from keyltv.inputs import Inputs
 from keyltv.models.bundle import KeyLTVModel
 from keyltv.scoring.report import render_report, write_report
@@ -116,8 +117,42 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
     learned = frozenset(k for k, v in getattr(bundle, "flag_thresholds", {}).items()
                         if getattr(flags, k) == v)
     warnings = silent_flags(scores, flags) + crowded_flags(scores, flags, learned) + \
-        scoring_warnings(inputs, bundle, model_version, notes, prev)
+        scoring_warnings(inputs, bundle, model_version, notes, prev) + \
+        season_warning(inputs, bundle.horizon_days, scores)
     return ScoreResult(scores, model_version, notes, config.seed, warnings, lost, band)
+
+
+# A year-ago ratio of next to trailing value this far from the prediction's own ratio,
+# either way, is worth a word (a quarter: more than the year-to-year drift of a book
+# without a season, as on the simulator's logs, where it stays unsaid).
+SEASON_GAP = 1.25
+
+
+def season_warning(inputs: Inputs, horizon_days: int, scores: pd.DataFrame) -> list[str]:
+    """Say when the same horizon a year ago moved unlike this prediction: a season.
+
+    A horizon shorter than a year can fall in a season, and no model here can learn one
+    from training cutoffs with less than a year of log before them: on a wholesale log
+    with Christmas peaks, every model predicted 0.51-0.68x of the half year that held the
+    peak and 1.36-1.74x of the one after it (an audit at stop 19). The job cannot correct
+    that without a model of the season, but it can say what happened a year ago
+    (:func:`keyltv.features.accounts.seasonal_contrast`) next to what it predicts.
+    """
+    contrast = seasonal_contrast(inputs.log, inputs.as_of, horizon_days)
+    trailing = float(scores["trailing_value"].sum())
+    predicted = float(scores["predicted_value"].sum())
+    if contrast is None or contrast[1] <= 0 or contrast[0] <= 0 or trailing <= 0 \
+            or predicted <= 0:
+        return []
+    then, now = contrast[0] / contrast[1], predicted / trailing
+    if max(then / now, now / then) < SEASON_GAP:
+        return []
+    h, year_ago = horizon_days, inputs.as_of - timedelta(days=365)
+    return [f"a year ago the accounts then on the books brought {then:.2f}x their trailing "
+            f"{h} days in the {h} days from {year_ago}; this run predicts {now:.2f}x the "
+            f"trailing {h} days: if that season repeats, the predicted total is about "
+            f"{now / then:.2f}x of what they will bring (a {h}-day horizon falls in a "
+            "season that the models do not know; a 365-day one holds every season)"]
 
 
 # A log whose last line is older than this before --as-of is likely an export that did

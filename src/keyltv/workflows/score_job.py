@@ -123,8 +123,8 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
 
 
 # A year-ago ratio of next to trailing value this far from the prediction's own ratio,
-# either way, is worth a word (a quarter: more than the year-to-year drift of a book
-# without a season, as on the simulator's logs, where it stays unsaid).
+# either way, is worth a word: a quarter, more than the year-to-year drift of a book
+# without a strong season (silent at six simulator origins with a 182-day horizon).
 SEASON_GAP = 1.25
 
 

@@ -114,7 +114,7 @@ def seasonal_contrast(log: TransactionLog, as_of: date, horizon_days: int
     or a stationary rate, cannot know the season (an audit on a wholesale log with
     Christmas peaks found every model at 0.51-0.68x the next half year where it held the
     peak); scoring compares this ratio with its own and says so when they part (see
-    :func:`keyltv.workflows.scoring_warnings`). Accounts first seen after that day are
+    :func:`keyltv.workflows.score_job.season_warning`). Accounts first seen after that day are
     left out, as scoring leaves out accounts first seen after ``as_of``.
 
     Returns

@@ -203,7 +203,7 @@ def _calibrated_result(n=2000, informative=True, seed=0):
 
 
 def test_flag_threshold_keeps_the_precision_target_with_confidence():
-    from keyltv.evaluation.backtest import learn_flag_thresholds
+    from keyltv.evaluation.flags import learn_flag_thresholds
 
     cfg = Config(flags={"valuable_share": 1.0, "at_risk_precision": 0.6})
     threshold = learn_flag_thresholds(_calibrated_result(), "m", cfg)["at_risk_decline"]
@@ -215,7 +215,7 @@ def test_flag_threshold_keeps_the_precision_target_with_confidence():
 
 
 def test_unreachable_or_unset_precision_targets_keep_the_fixed_threshold():
-    from keyltv.evaluation.backtest import learn_flag_thresholds
+    from keyltv.evaluation.flags import learn_flag_thresholds
 
     noise = _calibrated_result(informative=False)  # a 30 % event the score knows nothing of
     cfg = Config(flags={"valuable_share": 1.0, "at_risk_precision": 0.6})
@@ -226,7 +226,7 @@ def test_unreachable_or_unset_precision_targets_keep_the_fixed_threshold():
 
 @pytest.mark.parametrize("rate", [0.9, 0.66])
 def test_no_threshold_is_learned_when_flagging_everyone_meets_the_target(rate):
-    from keyltv.evaluation.backtest import learn_flag_thresholds
+    from keyltv.evaluation.flags import learn_flag_thresholds
 
     common = _calibrated_result()
     # A common decline that the score still ranks (CDNOW: 0.66): without the cap on the
@@ -240,7 +240,7 @@ def test_no_threshold_is_learned_when_flagging_everyone_meets_the_target(rate):
 
 
 def test_wilson_lower_bound():
-    from keyltv.evaluation.backtest import wilson_lower_bound
+    from keyltv.evaluation.flags import wilson_lower_bound
 
     bound = wilson_lower_bound(np.array([0.5, 0.5, 1.0]), np.array([100, 10_000, 5]))
     assert bound[0] == pytest.approx(0.4188, abs=1e-3)
@@ -249,7 +249,7 @@ def test_wilson_lower_bound():
 
 
 def test_flag_metrics_apply_given_thresholds():
-    from keyltv.evaluation.backtest import flag_metrics
+    from keyltv.evaluation.flags import flag_metrics
 
     cfg = Config(flags={"valuable_share": 1.0})
     metrics = flag_metrics(_toy_result(), "m", cfg, {"at_risk_decline": 0.5,

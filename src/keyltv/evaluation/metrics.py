@@ -191,7 +191,7 @@ def best_recall_at_precision(events: object, scores: object, precision: float) -
 
     The best any threshold on ``scores`` can do for a flag with a precision floor; 0
     when no threshold reaches it, NaN without events (no account at all included:
-    :func:`keyltv.evaluation.backtest.flag_metrics` asks it about the valuable
+    :func:`keyltv.evaluation.flags.flag_metrics` asks it about the valuable
     accounts, and a book may have none). ``events`` and ``scores`` are checked as in
     :func:`auc`.
     """

@@ -16,13 +16,8 @@ import pandas as pd
 from keyltv import __version__
 from keyltv.config import Config
 from keyltv.data.schema import InputError, redact_uri
-from keyltv.evaluation.backtest import (
-    BLEND,
-    BacktestResult,
-    learn_flag_thresholds,
-    select_champion,
-    validation_horizon,
-)
+from keyltv.evaluation.backtest import BLEND, BacktestResult, select_champion, validation_horizon
+from keyltv.evaluation.flags import learn_flag_thresholds
 from keyltv.evaluation.metrics import HIGHER_IS_BETTER
 from keyltv.evaluation.review import backtest_figures, explained_model, whose_importance
 from keyltv.features import account_features, with_attributes

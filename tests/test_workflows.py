@@ -15,7 +15,7 @@ import pytest
 from keyltv import workflows
 from keyltv.config import Config
 from keyltv.data.simulate import simulate_b2b
-from keyltv.tracking.store import bundle_outputs, load_bundle
+from keyltv.tracking.pyfunc import bundle_outputs, load_bundle
 from keyltv.workflows.gate import champion_gate
 
 CONFIG = Config(horizon_days=182, models=("trailing", "bgnbd", "lightgbm"),

@@ -47,3 +47,12 @@ def test_sigterm_is_held_during_a_store_write_and_delivered_after():
     finally:
         signal.signal(signal.SIGTERM, before)
     assert finished
+
+
+def test_models_pickled_before_the_pyfunc_module_existed_still_unpickle():
+    # Registered versions name the class where it used to live (a pickle stores the path).
+    import pickle
+
+    from keyltv.tracking.pyfunc import KeyLTVPyfunc
+
+    assert pickle.loads(b"ckeyltv.tracking.store\nKeyLTVPyfunc\n.") is KeyLTVPyfunc

@@ -35,7 +35,8 @@ from keyltv.scoring.score import (
     score_accounts,
     scoring_flags,
 )
-from keyltv.tracking.store import Store, load_bundle, sigterm_held
+from keyltv.tracking.pyfunc import load_bundle
+from keyltv.tracking.store import Store, sigterm_held
 
 
 @dataclass

@@ -8,14 +8,8 @@ from keyltv.config import Config
 from keyltv.data.simulate import simulate_b2b
 from keyltv.data.transactions import load_transactions
 from keyltv.features import future_values
-from keyltv.models.bundle import (
-    KeyLTVModel,
-    event_labels,
-    fit_value_model,
-    full_trailing_windows,
-    margin_credibility,
-    training_data,
-)
+from keyltv.models.bundle import KeyLTVModel, margin_credibility
+from keyltv.models.training import event_labels, fit_value_model, full_trailing_windows, training_data
 
 
 @pytest.fixture(scope="module")

@@ -35,10 +35,10 @@ from keyltv.models.blend import (
     cross_fitted_blend,
     is_stratified,
 )
-from keyltv.models.bundle import (
+from keyltv.models.bundle import fallback_event_scores
+from keyltv.models.training import (
     TrainingData,
     event_labels,
-    fallback_event_scores,
     fit_event_models,
     fit_value_model,
     training_data,

@@ -24,17 +24,9 @@ from keyltv.features import account_features, with_attributes
 from keyltv.features.accounts import margin_day_moments
 from keyltv.inputs import Inputs
 from keyltv.models.blend import BlendedLTV, components_of
-from keyltv.models.bundle import (
-    KeyLTVModel,
-    TrainingData,
-    book_margin_rate,
-    book_medians,
-    fit_event_models,
-    fit_value_model,
-    margin_credibility,
-    training_data,
-)
+from keyltv.models.bundle import KeyLTVModel, book_margin_rate, book_medians, margin_credibility
 from keyltv.models.interval import BandedIntervals
+from keyltv.models.training import TrainingData, fit_event_models, fit_value_model, training_data
 from keyltv.scoring.rules import THRESHOLDED_FLAGS
 from keyltv.tracking.store import Store
 from keyltv.workflows.gate import champion_gate, signed

@@ -273,3 +273,10 @@ def test_hybrid_refuses_missing_probabilistic_inputs_instead_of_dropping_them(st
                                          "missing or infinite"):
         HybridRegressor(n_estimators=5, horizon_days=182).fit(
             X.assign(frequency=np.where(np.arange(len(X)) == 0, np.nan, X["frequency"])), y)
+
+
+def test_earlier_models_pickled_with_the_hybrid_in_gbm_still_unpickle():
+    # A registered bundle names the class where it lived (a pickle stores the path).
+    import pickle
+
+    assert pickle.loads(b"ckeyltv.models.gbm\nHybridRegressor\n.") is HybridRegressor

@@ -190,6 +190,10 @@ def evaluate(transactions: TransactionsOpt,
         _print_table(result.table.drop(columns=["origin", "champion"]))
         extra = {**result.outer.event_metrics, **result.flags}
         typer.echo("Events and flags: " + ", ".join(f"{k}={v:.4f}" for k, v in extra.items()))
+        if result.season:  # a year and a horizon of log before the origin
+            typer.echo("Next horizon over the trailing one: " + ", ".join(
+                f"{k} {v:.2f}x" for k, v in result.season.items())
+                + " (year_ago: the accounts of a year earlier, around the same day)")
     _print_notes(inputs.notes)
     if out is not None:
         write_text(json.dumps(workflows.evaluation_json(results), indent=2), out)

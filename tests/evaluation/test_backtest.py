@@ -261,3 +261,17 @@ def test_flag_metrics_apply_given_thresholds():
     # Only the five accounts predicted above trailing can be high potential.
     assert metrics["high_potential_flagged"] == 2
     assert metrics["high_potential_precision"] == pytest.approx(0.5)
+
+
+def test_season_ratios_put_the_year_before_beside_the_prediction_and_the_truth():
+    from keyltv.evaluation.backtest import season_ratios
+    from tests.conftest import frame
+
+    log = load_transactions(frame([("a", "2023-01-02", 10.0), ("a", "2023-03-10", 40.0),
+                                   ("a", "2024-02-01", 7.0)]), label="season")
+    predictions = pd.DataFrame({"trailing_value": [7.0], "m": [14.0], "actual": [21.0]},
+                               index=pd.Index(["a"], name="customer_id"))
+    got = season_ratios(log, date(2024, 3, 2), 60, predictions, "m")
+    assert got == {"year_ago": 4.0, "predicted": 2.0, "realized": 3.0}
+    # A log that does not reach back a year and a horizon: nothing to compare.
+    assert season_ratios(log, date(2024, 3, 1), 60, predictions, "m") == {}

@@ -25,6 +25,7 @@ from keyltv.evaluation.metrics import (
     value_metrics,
 )
 from keyltv.features import future_values
+from keyltv.features.accounts import seasonal_contrast
 from keyltv.models.blend import (
     BlendedLTV,
     blend,
@@ -338,6 +339,9 @@ class OriginResult:
     outer: BacktestResult
     coverage: float
     flags: dict[str, float] = field(default_factory=dict)
+    # Next-to-trailing value ratios: a year before the origin, the champion's, realized
+    # (see season_ratios); empty where the log does not reach back a year and a horizon.
+    season: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate_origin(
@@ -372,7 +376,28 @@ def evaluate_origin(
     thresholds = learn_flag_thresholds(selection, champion, config)
     flags = {**flag_metrics(outer, champion, config, thresholds),
              **{f"learned_{k}": v for k, v in thresholds.items()}}
-    return OriginResult(origin, champion, table, selection, outer, coverage, flags)
+    season = season_ratios(log, origin, outer.horizon_days, outer.predictions, champion)
+    return OriginResult(origin, champion, table, selection, outer, coverage, flags, season)
+
+
+def season_ratios(log: TransactionLog, origin: date, horizon_days: int,
+                  predictions: pd.DataFrame, champion: str) -> dict[str, float]:
+    """Value of the horizon after ``origin`` against the trailing one, three ways.
+
+    ``year_ago``: what the accounts on the books a year earlier did around that day
+    (:func:`keyltv.features.accounts.seasonal_contrast`, the comparison behind scoring's
+    season note); ``predicted``: the champion's total over the trailing value;
+    ``realized``: the holdout's. On a seasonal log the models follow the trailing
+    horizon and the realized ratio follows the year before. Empty when the log does not
+    reach back a year and a horizon, or a total is not positive.
+    """
+    contrast = seasonal_contrast(log, origin, horizon_days)
+    trailing = float(predictions["trailing_value"].sum())
+    if contrast is None or contrast[1] <= 0 or trailing <= 0:
+        return {}
+    return {"year_ago": contrast[0] / contrast[1],
+            "predicted": float(predictions[champion].sum()) / trailing,
+            "realized": float(predictions["actual"].sum()) / trailing}
 
 
 def rolling_origins(last: date, n_origins: int, step_days: int) -> list[date]:

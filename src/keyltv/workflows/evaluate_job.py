@@ -47,6 +47,7 @@ def evaluation_json(results: list[OriginResult]) -> dict[str, object]:
             "events": {k: clean(v) for k, v in r.outer.event_metrics.items()},
             "flags": {k: clean(v) for k, v in r.flags.items()},
             "skipped": r.outer.skipped,
+            "season": r.season,
         }
         for r in results
     }

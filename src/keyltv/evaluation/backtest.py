@@ -25,7 +25,7 @@ from keyltv.evaluation.metrics import (
     value_metrics,
 )
 from keyltv.features import future_values
-from keyltv.features.accounts import seasonal_contrast
+from keyltv.features.accounts import year_ago_ratio
 from keyltv.models.blend import (
     BlendedLTV,
     blend,
@@ -385,17 +385,17 @@ def season_ratios(log: TransactionLog, origin: date, horizon_days: int,
     """Value of the horizon after ``origin`` against the trailing one, three ways.
 
     ``year_ago``: what the accounts on the books a year earlier did around that day
-    (:func:`keyltv.features.accounts.seasonal_contrast`, the comparison behind scoring's
+    (:func:`keyltv.features.accounts.year_ago_ratio`, the comparison behind scoring's
     season note); ``predicted``: the champion's total over the trailing value;
     ``realized``: the holdout's. On a seasonal log the models follow the trailing
     horizon and the realized ratio follows the year before. Empty when the log does not
     reach back a year and a horizon, or a total is not positive.
     """
-    contrast = seasonal_contrast(log, origin, horizon_days)
+    year_ago = year_ago_ratio(log, origin, horizon_days)
     trailing = float(predictions["trailing_value"].sum())
-    if contrast is None or contrast[1] <= 0 or trailing <= 0:
+    if year_ago is None or trailing <= 0:
         return {}
-    return {"year_ago": contrast[0] / contrast[1],
+    return {"year_ago": year_ago,
             "predicted": float(predictions[champion].sum()) / trailing,
             "realized": float(predictions["actual"].sum()) / trailing}
 

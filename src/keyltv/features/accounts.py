@@ -134,6 +134,17 @@ def seasonal_contrast(log: TransactionLog, as_of: date, horizon_days: int
     return float(after), float(before)
 
 
+def year_ago_ratio(log: TransactionLog, as_of: date, horizon_days: int) -> float | None:
+    """:func:`seasonal_contrast` as one ratio (after / before); None where it has none.
+
+    The comparison that scoring's season note and ``keyltv evaluate`` both print.
+    """
+    contrast = seasonal_contrast(log, as_of, horizon_days)
+    if contrast is None or contrast[1] <= 0:
+        return None
+    return contrast[0] / contrast[1]
+
+
 def future_values(
     log: TransactionLog, as_of: date, horizon_days: int, index: pd.Index
 ) -> pd.DataFrame:

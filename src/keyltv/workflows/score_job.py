@@ -16,7 +16,7 @@ from keyltv.config import Config
 from keyltv.data.outputs import write_table
 from keyltv.data.schema import InputError
 from keyltv.features import account_features, with_attributes
-from keyltv.features.accounts import ATTRIBUTE_PREFIX, seasonal_contrast
+from keyltv.features.accounts import ATTRIBUTE_PREFIX, year_ago_ratio
 from keyltv.inputs import Inputs
 from keyltv.models.bundle import KeyLTVModel
 from keyltv.scoring.report import render_report, write_report
@@ -137,15 +137,14 @@ def season_warning(inputs: Inputs, horizon_days: int, scores: pd.DataFrame) -> l
     with Christmas peaks, every model predicted 0.51-0.68x of the half year that held the
     peak and 1.36-1.74x of the one after it (an audit at stop 19). The job cannot correct
     that without a model of the season, but it can say what happened a year ago
-    (:func:`keyltv.features.accounts.seasonal_contrast`) next to what it predicts.
+    (:func:`keyltv.features.accounts.year_ago_ratio`) next to what it predicts.
     """
-    contrast = seasonal_contrast(inputs.log, inputs.as_of, horizon_days)
+    then = year_ago_ratio(inputs.log, inputs.as_of, horizon_days)
     trailing = float(scores["trailing_value"].sum())
     predicted = float(scores["predicted_value"].sum())
-    if contrast is None or contrast[1] <= 0 or contrast[0] <= 0 or trailing <= 0 \
-            or predicted <= 0:
+    if then is None or then <= 0 or trailing <= 0 or predicted <= 0:
         return []
-    then, now = contrast[0] / contrast[1], predicted / trailing
+    now = predicted / trailing
     if max(then / now, now / then) < SEASON_GAP:
         return []
     h, year_ago = horizon_days, inputs.as_of - timedelta(days=365)

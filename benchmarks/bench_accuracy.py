@@ -1,6 +1,6 @@
 """Accuracy benchmark: keyltv's champion against its peers, on real and simulated logs.
 
-For every dataset and origin, :func:`keyltv.evaluation.backtest.evaluate_origin` fits
+For every dataset and origin, :func:`keyltv.evaluation.origins.evaluate_origin` fits
 every model on data before the origin, and the ``keyltv`` row is the champion that
 ``keyltv train`` would have chosen with only that data (nested selection), judged on
 the next horizon. Peers run in the same call: naive trailing value, BG/NBD +
@@ -24,8 +24,8 @@ from keyltv.data.accounts import load_accounts
 from keyltv.data.cdnow import CALIBRATION_END, HOLDOUT_DAYS, load_cdnow
 from keyltv.data.simulate import expected_value, simulate_b2b
 from keyltv.data.transactions import load_transactions
-from keyltv.evaluation.backtest import evaluate_origin, rolling_origins
 from keyltv.evaluation.metrics import auc, best_recall_at_precision, value_metrics
+from keyltv.evaluation.origins import evaluate_origin, rolling_origins
 from keyltv.scoring.rules import valuable_mask
 
 PEERS = ("trailing", "bgnbd", "pareto")  # the oracle row is a ceiling, not a peer

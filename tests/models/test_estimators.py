@@ -280,3 +280,5 @@ def test_earlier_models_pickled_with_the_hybrid_in_gbm_still_unpickle():
     import pickle
 
     assert pickle.loads(b"ckeyltv.models.gbm\nHybridRegressor\n.") is HybridRegressor
+    # ... and the event classifier, since moved to keyltv.models.events.
+    assert pickle.loads(b"ckeyltv.models.gbm\nGBMClassifier\n.") is GBMClassifier

@@ -4,6 +4,9 @@ Each model only sees transactions before the cutoff (the supervised ones learn f
 earlier cutoffs inside that history), and is judged on the realized value of the
 accounts known at the cutoff over ``[cutoff, cutoff + horizon)``. Peers run in the same
 call on the same accounts, so every row of the table is comparable.
+
+The champion is selected here (:func:`select_champion`); the nested evaluation that
+also judges it after each origin is in :mod:`keyltv.evaluation.origins`.
 """
 
 from __future__ import annotations
@@ -18,14 +21,12 @@ import pandas as pd
 from keyltv.config import MODEL_NAMES, Config
 from keyltv.data.schema import InputError, as_date
 from keyltv.data.transactions import TransactionLog
-from keyltv.evaluation.flags import flag_metrics, learn_flag_thresholds
 from keyltv.evaluation.metrics import (
     HIGHER_IS_BETTER,
     auc,
     value_metrics,
 )
 from keyltv.features import future_values
-from keyltv.features.accounts import year_ago_ratio
 from keyltv.models.blend import (
     BlendedLTV,
     blend,
@@ -328,78 +329,19 @@ def _record_blend(result: BacktestResult, predicted: np.ndarray, weights: dict[s
     result.blend_weights = weights
 
 
-@dataclass
-class OriginResult:
-    """What keyltv would have delivered at one origin, next to every model and peer."""
-
-    origin: date
-    champion: str
-    table: pd.DataFrame
-    selection: BacktestResult
-    outer: BacktestResult
-    coverage: float
-    flags: dict[str, float] = field(default_factory=dict)
-    # Next-to-trailing value ratios: a year before the origin, the champion's, realized
-    # (see season_ratios); empty where the log does not reach back a year and a horizon.
-    season: dict[str, float] = field(default_factory=dict)
+# The nested origin evaluation, defined here until it moved to keyltv.evaluation.origins.
+_MOVED_TO_ORIGINS = ("OriginResult", "evaluate_origin", "rolling_origins", "season_ratios")
 
 
-def evaluate_origin(
-    log: TransactionLog, origin: date, config: Config, accounts: pd.DataFrame | None = None
-) -> OriginResult:
-    """Nested evaluation at ``origin``: select the champion on data before it, judge after.
+def __getattr__(name: str) -> object:
+    """The nested origin evaluation, which was defined here: user code imports it so.
 
-    The ``keyltv`` row of the table is the champion chosen by :func:`select_champion`
-    using only data before ``origin``, with its 80% interval calibrated on that
-    selection holdout; its coverage is measured on ``[origin, origin + horizon)``.
+    It moved to :mod:`keyltv.evaluation.origins`; importing it from there at the top of
+    this module would be circular (it runs the backtests defined here).
     """
-    from keyltv.models.interval import BandedIntervals
+    if name in _MOVED_TO_ORIGINS:
+        from keyltv.evaluation import origins
 
-    selection, champion = select_champion(log, origin, config, accounts)
-    outer = backtest(log, origin, config, accounts)
-    if selection.blend_weights:
-        apply_blend(outer, selection.blend_weights)
-    if champion not in outer.predictions:
-        raise ValueError(f"champion {champion} could not be refitted at {origin}: "
-                         f"{outer.skipped.get(champion)}")
-    intervals = BandedIntervals().fit(selection.predictions[champion],
-                                      selection.predictions["actual"])
-    low, high = intervals.predict(outer.predictions[champion])
-    actual = outer.predictions["actual"]
-    coverage = float(((actual >= low) & (actual <= high)).mean())
-    table = outer.table.copy()
-    table.loc["keyltv"] = outer.table.loc[champion]
-    table["interval_coverage"] = np.nan
-    table.loc["keyltv", "interval_coverage"] = coverage
-    table.insert(0, "origin", origin)
-    table["champion"] = table.index == champion
-    thresholds = learn_flag_thresholds(selection, champion, config)
-    flags = {**flag_metrics(outer, champion, config, thresholds),
-             **{f"learned_{k}": v for k, v in thresholds.items()}}
-    season = season_ratios(log, origin, outer.horizon_days, outer.predictions, champion)
-    return OriginResult(origin, champion, table, selection, outer, coverage, flags, season)
+        return getattr(origins, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-def season_ratios(log: TransactionLog, origin: date, horizon_days: int,
-                  predictions: pd.DataFrame, champion: str) -> dict[str, float]:
-    """Value of the horizon after ``origin`` against the trailing one, three ways.
-
-    ``year_ago``: what the accounts on the books a year earlier did around that day
-    (:func:`keyltv.features.accounts.year_ago_ratio`, the comparison behind scoring's
-    season note); ``predicted``: the champion's total over the trailing value;
-    ``realized``: the holdout's. On a seasonal log the models follow the trailing
-    horizon and the realized ratio follows the year before. Empty when the log does not
-    reach back a year and a horizon, or a total is not positive.
-    """
-    year_ago = year_ago_ratio(log, origin, horizon_days)
-    trailing = float(predictions["trailing_value"].sum())
-    if year_ago is None or trailing <= 0:
-        return {}
-    return {"year_ago": year_ago,
-            "predicted": float(predictions[champion].sum()) / trailing,
-            "realized": float(predictions["actual"].sum()) / trailing}
-
-
-def rolling_origins(last: date, n_origins: int, step_days: int) -> list[date]:
-    """``last``, ``last - step``, ... (oldest first)."""
-    return sorted(last - timedelta(days=k * step_days) for k in range(n_origins))

@@ -18,7 +18,7 @@ from keyltv.config import Config
 from keyltv.evaluation.metrics import best_recall_at_precision
 from keyltv.scoring.rules import THRESHOLDED_FLAGS, apply_flags, valuable_mask
 
-if TYPE_CHECKING:  # the backtest imports this module; its result is only read here
+if TYPE_CHECKING:  # its result is only read here, never built
     from keyltv.evaluation.backtest import BacktestResult
 
 

@@ -16,7 +16,8 @@ backtest holdout (``keyltv.models.blend``); it is offered as the ``blend`` champ
 from keyltv.config import MODEL_NAMES
 from keyltv.models.baseline import TrailingValueRegressor
 from keyltv.models.blend import BlendedLTV
-from keyltv.models.gbm import GBMClassifier, GBMRegressor
+from keyltv.models.events import GBMClassifier
+from keyltv.models.gbm import GBMRegressor
 from keyltv.models.hybrid import HybridRegressor
 from keyltv.models.probabilistic import ProbabilisticLTV
 

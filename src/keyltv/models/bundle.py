@@ -14,7 +14,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from keyltv.models.gbm import GBMClassifier
+from keyltv.models.events import GBMClassifier
 from keyltv.models.interval import BandedIntervals
 from keyltv.models.probabilistic import ProbabilisticLTV
 

@@ -1,4 +1,7 @@
-"""LightGBM models on per-account features (the hybrid is in :mod:`keyltv.models.hybrid`).
+"""LightGBM value models on per-account features.
+
+The hybrid is in :mod:`keyltv.models.hybrid`, and the event classifier, which shares
+:class:`_LGBMBase` with the regressor, in :mod:`keyltv.models.events`.
 
 Value is zero for many accounts and heavy-tailed for the rest, so the regressor uses a
 Tweedie objective (a compound Poisson-gamma: a point mass at zero plus a skewed
@@ -10,7 +13,7 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -352,90 +355,19 @@ def run_rate(trailing_value: object, tenure_days: object, horizon_days: int) -> 
     return value * horizon_days / days
 
 
-
-class GBMClassifier(ClassifierMixin, _LGBMBase):
-    """LightGBM classifier of an account event (decline, growth) over the horizon.
-
-    Event labels are noisy (an account one order short of the threshold is a
-    non-event), and a fixed 200 trees over-fitted them: the trees stop where the
-    log-loss of a held-out fifth of the accounts stops falling (see
-    :meth:`_LGBMBase._fit_lgbm`). In ``bench-accuracy`` this raised decline AUC by
-    0.007-0.028 over the fixed size at every simulator origin where they run.
-
-    For the same reason the trees are smaller, slower and need more rows per leaf than
-    the value model's: with 15 leaves, 100 rows per leaf and a 0.03 learning rate
-    instead of 31, 40 and 0.05, the mean decline AUC over eight simulator origins rose
-    by 0.005 (seed 7) and 0.004 (seed 11), the growth AUC by 0.001 and 0.002 (ad hoc).
-
-    Parameters
-    ----------
-    n_estimators : int, default=1000
-        Most trees; early stopping kept 51-92 in ad-hoc runs on the simulator (at the
-        earlier learning rate of 0.05).
-    learning_rate : float, default=0.03
-    num_leaves : int, default=15
-    min_child_samples : int, default=100
-        LightGBM capacity, smaller than :class:`GBMRegressor`'s (see above).
-    early_stopping_rounds, validation_fraction, random_state, n_jobs
-        As in :class:`GBMRegressor`.
-
-    Attributes
-    ----------
-    n_trees_ : int
-        Trees of the fitted model.
-    """
-
-    def __init__(self, *, n_estimators: int = 1000, learning_rate: float = 0.03,
-                 num_leaves: int = 15, min_child_samples: int = 100,
-                 early_stopping_rounds: int | None = 50, validation_fraction: float = 0.2,
-                 random_state: int = 0, n_jobs: int = 2) -> None:
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.min_child_samples = min_child_samples
-        self.early_stopping_rounds = early_stopping_rounds
-        self.validation_fraction = validation_fraction
-        self.random_state = random_state
-        self.n_jobs = n_jobs
-
-    def fit(self, X: pd.DataFrame, y: object) -> GBMClassifier:
-        """Fit on features ``X`` and binary events ``y``; needs exactly two classes.
-
-        The labels keep their type (``predict`` returns bools for bool events), as
-        scikit-learn's classifiers do; the second of the sorted classes is the event.
-        """
-        frame = self._prepare(X, fit=True)
-        labels = np.asarray(y)
-        if labels.ndim != 1 or len(labels) != len(X):
-            raise ValueError(f"y must be one label per row of X ({len(X)}), got shape {labels.shape}")
-        if pd.isna(labels).any():
-            raise ValueError("y has missing labels; every training row needs its event")
-        self.classes_, target = np.unique(labels, return_inverse=True)
-        if len(self.classes_) != 2:
-            raise ValueError("the training events need exactly two classes, got "
-                             f"{self.classes_.tolist()}")
-        self.model_ = self._fit_lgbm(lgb.LGBMClassifier, "binary", X.index, frame, target)
-        return self
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """Probabilities of [no event, event], shape ``(len(X), 2)``."""
-        check_is_fitted(self, "model_")
-        return self._predict_batched(X, self.model_.predict_proba, width=len(self.classes_))
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Most likely class."""
-        check_is_fitted(self, "model_")
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-
 def __getattr__(name: str) -> object:
-    """``HybridRegressor``, which lived here: the pickles of earlier models name it so.
+    """Classes that lived here: the pickles of earlier models name them so.
 
-    It moved to :mod:`keyltv.models.hybrid`; importing it from there at the top of this
-    module would be circular (it subclasses :class:`GBMRegressor`).
+    ``HybridRegressor`` moved to :mod:`keyltv.models.hybrid` and ``GBMClassifier`` to
+    :mod:`keyltv.models.events`; importing them from there at the top of this module
+    would be circular (they subclass :class:`GBMRegressor` and :class:`_LGBMBase`).
     """
     if name == "HybridRegressor":
         from keyltv.models.hybrid import HybridRegressor
 
         return HybridRegressor
+    if name == "GBMClassifier":
+        from keyltv.models.events import GBMClassifier
+
+        return GBMClassifier
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

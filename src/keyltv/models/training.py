@@ -26,7 +26,8 @@ from keyltv.features import (
     with_attributes,
 )
 from keyltv.models.baseline import TrailingValueRegressor
-from keyltv.models.gbm import GBMClassifier, GBMRegressor
+from keyltv.models.events import GBMClassifier
+from keyltv.models.gbm import GBMRegressor
 from keyltv.models.hybrid import HybridRegressor
 from keyltv.models.probabilistic import ProbabilisticLTV
 

@@ -8,12 +8,8 @@ import numpy as np
 
 from keyltv.config import Config
 from keyltv.data.schema import InputError, as_date
-from keyltv.evaluation.backtest import (
-    MIN_HISTORY_DAYS,
-    OriginResult,
-    evaluate_origin,
-    rolling_origins,
-)
+from keyltv.evaluation.backtest import MIN_HISTORY_DAYS
+from keyltv.evaluation.origins import OriginResult, evaluate_origin, rolling_origins
 from keyltv.inputs import Inputs
 
 

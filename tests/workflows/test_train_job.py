@@ -13,13 +13,9 @@ import pandas as pd
 import pytest
 
 from keyltv import workflows
-from keyltv.config import Config
 from keyltv.data.simulate import simulate_b2b
 from keyltv.tracking.pyfunc import bundle_outputs, load_bundle
-from keyltv.workflows.gate import champion_gate
-
-CONFIG = Config(horizon_days=182, models=("trailing", "bgnbd", "lightgbm"),
-                training={"n_cutoffs": 2})
+from tests.workflows.conftest import CONFIG
 
 
 @pytest.fixture(scope="module")
@@ -132,66 +128,6 @@ def test_loading_a_model_leaves_sys_path_as_it_was(trained):
     assert sys.path == before
 
 
-class _Registry:
-    """A store whose champion is one model version with these tags."""
-
-    def __init__(self, **tags):
-        self.tags = {"value_model": "hybrid", "metric": "normalized_gini", "metric_value": "0.9",
-                     "data_hash": "h1", "horizon_days": "182", "trained_as_of": "2024-01-01",
-                     **tags}
-
-    def champion_version(self):
-        return type("Version", (), {"version": "3", "tags": self.tags})()
-
-
-NEW = {"value_model": "lightgbm", "metric": "normalized_gini", "metric_value": "0.95",
-       "data_hash": "h1", "horizon_days": "182", "trained_as_of": "2024-01-01"}
-TABLE = __import__("pandas").DataFrame(
-    {"normalized_gini": [0.95, 0.96], "mae": [10.0, 9.0]}, index=["lightgbm", "hybrid"])
-
-
-@pytest.mark.parametrize(("champion_tags", "new", "promoted", "reason"), [
-    ({}, {}, True, "normalized_gini 0.9500 beats version 3 (0.9000, same backtest): +0.0500"),
-    ({}, {"metric_value": "0.9"}, False, "does not beat version 3 (0.9000, same backtest) by "
-     "at least selection.min_improvement=0.0 (+0.0000); @champion stays on version 3"),
-    # Another as_of: the champion's kind, refitted on this holdout, is the bar.
-    ({"trained_as_of": "2023-07-01"}, {}, False,
-     "does not beat hybrid, version 3's kind, refitted in this backtest (0.9600)"),
-    ({"trained_as_of": "2023-07-01", "value_model": "lightgbm"}, {}, True,
-     "same kind of model (lightgbm); refitted on newer data (2024-01-01), it replaces it"),
-    ({"trained_as_of": "2024-07-01", "value_model": "lightgbm"}, {}, False,
-     "trained on later data (2024-07-01) than this model (2024-01-01); @champion stays on "
-     "version 3"),
-    # A backfill never takes the alias, whatever its kind, gain or horizon.
-    ({"trained_as_of": "2024-07-01", "metric_value": "0.5"}, {}, False,
-     "trained on later data (2024-07-01) than this model (2024-01-01)"),
-    ({"trained_as_of": "2024-07-01", "horizon_days": "365"}, {}, False,
-     "trained on later data (2024-07-01) than this model (2024-01-01)"),
-    # Another metric, on the same data: compared on the new metric's row of its kind.
-    ({}, {"metric": "mae", "metric_value": "10"}, False,
-     "mae 10.0000 does not beat hybrid, version 3's kind, refitted in this backtest (9.0000)"),
-    ({"data_hash": "h0", "value_model": "pareto"}, {}, True,
-     "beats version 3 (0.9000, on a different backtest): +0.0500"),
-    ({"horizon_days": "365"}, {}, True, "predicts another horizon (365 days); replaced"),
-    # A longer export cut at the same as_of trains on the same rows: a tie keeps it.
-    ({"train_data_hash": "t1", "data_hash": "h0", "value_model": "lightgbm"},
-     {"train_data_hash": "t1", "metric_value": "0.9"}, False,
-     "does not beat version 3 (0.9000, same backtest)"),
-    ({"train_data_hash": "t0", "value_model": "lightgbm"}, {"train_data_hash": "t1"}, True,
-     "refitted on newer data (2024-01-01), it replaces it"),
-])
-def test_gate_compares_on_the_same_holdout(champion_tags, new, promoted, reason):
-    got = champion_gate(_Registry(**champion_tags), {**NEW, **new}, CONFIG, TABLE)
-    assert got[0] is promoted and reason in got[1], got[1]
-
-
-def test_gate_reads_the_kind_of_a_version_registered_with_the_old_tag_name():
-    registry = _Registry(champion="lightgbm", trained_as_of="2023-07-01")
-    del registry.tags["value_model"]
-    promoted, reason = champion_gate(registry, NEW, CONFIG, TABLE)
-    assert promoted and "same kind of model (lightgbm)" in reason, reason
-
-
 def test_an_earlier_champion_is_marked_superseded_on_its_pages(trained):
     store, _, second = trained  # (runs last: it edits the second version's pages)
     version = store.client.get_model_version(store.model_name, second.version)
@@ -201,55 +137,3 @@ def test_an_earlier_champion_is_marked_superseded_on_its_pages(trained):
     assert after.tags["superseded_by"] == "7"
     note = mlflow.get_run(second.run_id).data.tags["mlflow.note.content"]
     assert note.endswith("**Superseded:** version 7 took @champion.")
-
-
-def test_accounts_first_seen_after_as_of_are_counted(tiny_rows):
-    from datetime import date
-
-    from tests.conftest import frame
-
-    # Account 00003 buys only from 2024-03-05: in the log, not scored at 2024-03-01.
-    inputs = workflows.load_inputs(frame(tiny_rows), None, CONFIG, date(2024, 3, 1), label="t")
-    assert inputs.notes["accounts_first_seen_on_or_after_as_of"] == 1
-    assert inputs.notes["lines_on_or_after_as_of"] == 1
-
-
-def test_the_config_names_account_columns_read_as_text(tiny_rows):
-    from datetime import date
-
-    import pandas as pd
-
-    from tests.conftest import frame
-
-    accounts = pd.DataFrame({"customer_id": ["00042", "7"], "region": ["12", "7"]})
-    config = CONFIG.with_overrides(account_text_columns=["region"])
-    inputs = workflows.load_inputs(frame(tiny_rows), accounts, config, date(2024, 3, 1),
-                                   label="t")
-    assert isinstance(inputs.accounts["region"].dtype, pd.CategoricalDtype)
-
-
-def _season_inputs():
-    from datetime import date
-
-    from keyltv.data.transactions import load_transactions
-    from keyltv.inputs import Inputs
-    from tests.conftest import frame
-
-    log = load_transactions(frame([("a", "2023-01-02", 10.0), ("a", "2023-03-10", 40.0),
-                                   ("a", "2024-02-01", 7.0)]), label="season")
-    return Inputs(log=log, accounts=None, as_of=date(2024, 3, 2))
-
-
-@pytest.mark.parametrize(("predicted", "horizon", "said"), [
-    (100.0, 60, True), (380.0, 60, False), (100.0, 365, False)])
-def test_a_season_unlike_the_prediction_is_said(predicted, horizon, said):
-    from keyltv.workflows.score_job import season_warning
-
-    scores = pd.DataFrame({"trailing_value": [100.0], "predicted_value": [predicted]})
-    got = season_warning(_season_inputs(), horizon, scores)
-    assert bool(got) is said
-    if said:  # a year ago: 40 after 2023-03-03 against 10 before; now 1.00x
-        assert got[0].startswith("a year ago the accounts then on the books brought 4.00x "
-                                 "their trailing 60 days in the 60 days from 2023-03-03; "
-                                 "this run predicts 1.00x")
-        assert "the predicted total is about 0.25x of what they will bring" in got[0]

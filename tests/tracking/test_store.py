@@ -28,6 +28,8 @@ def test_a_missing_sqlite_store_is_refused_without_creating_it(tmp_path):
 def test_sigterm_is_held_during_a_store_write_and_delivered_after():
     import os
     import signal
+    import threading
+    import time
 
     from keyltv.tracking.store import sigterm_held
 
@@ -37,15 +39,22 @@ def test_sigterm_is_held_during_a_store_write_and_delivered_after():
     def stop(signum, frame):
         raise Stop()
 
+    # Another live thread, as DuckDB's and LightGBM's are in the CLI: the kernel may hand
+    # it the process's signal (blocking SIGTERM in the main thread alone did not hold it).
+    other = threading.Event()
+    thread = threading.Thread(target=other.wait, daemon=True)
+    thread.start()
     before = signal.signal(signal.SIGTERM, stop)
     finished = False
     try:
         with pytest.raises(Stop):
             with sigterm_held():
                 os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.1)  # time for a handler to run, were it not held
                 finished = True  # the write is not cut in the middle
     finally:
         signal.signal(signal.SIGTERM, before)
+        other.set()
     assert finished
 
 

@@ -127,6 +127,11 @@ def log_csv(ws: Workspace, edit: Callable[[pd.DataFrame], pd.DataFrame] | None =
     return name
 
 
+def negated(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every amount negative: an accounting export that signs sales negative."""
+    return frame.assign(amount=(-pd.to_numeric(frame["amount"]).abs()).astype(str))
+
+
 def set_cell(column: str, value: str, row: int = 5) -> Callable[[pd.DataFrame], pd.DataFrame]:
     def edit(frame: pd.DataFrame) -> pd.DataFrame:
         frame.iloc[row, frame.columns.get_loc(column)] = value
@@ -447,6 +452,9 @@ REJECTED = [
     Case("previous-not-a-score-file",
          lambda ws: score(ws, log_csv(ws), "--previous", ws.accounts_csv),
          "accounts.csv: column 'tier' is missing; pass an earlier keyltv score file"),
+    Case("score-no-order",
+         lambda ws: score(ws, log_csv(ws, negated)),
+         "tx.csv: column 'amount': no account has a positive day before "),
     # -- training
     Case("train-single-account", lambda ws: ["train", "--transactions", log_csv(
         ws, lambda f: f[f["customer_id"] == "000001"]), "--horizon-days", HORIZON],
@@ -454,6 +462,9 @@ REJECTED = [
     Case("train-no-repeat-buyer", lambda ws: ["train", "--transactions", log_csv(
         ws, lambda f: f.drop_duplicates("customer_id")), "--horizon-days", HORIZON],
         "no account ordered on more than one day before"),
+    Case("train-no-order", lambda ws: ["train", "--transactions", log_csv(
+        ws, negated), "--horizon-days", HORIZON],
+        "tx.csv: column 'amount': no account has a positive day before "),
     Case("train-history-too-short", lambda ws: ["train", "--transactions", log_csv(
         ws, lambda f: f[f["date"] < "2021-01-20"]), "--horizon-days", HORIZON],
         "tx.csv: only 19 days of history before 2021-01-20: too short to train"),
@@ -497,6 +508,12 @@ def returned_account(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([frame, credit])
 
 
+def credit_only_account(frame: pd.DataFrame) -> pd.DataFrame:
+    """Account 000003 has only credit notes: its orders predate the export."""
+    mine = frame["customer_id"] == "000003"
+    return frame.assign(amount=frame["amount"].mask(mine, negated(frame[mine])["amount"]))
+
+
 def with_outlier(frame: pd.DataFrame) -> pd.DataFrame:
     frame.iloc[-1, frame.columns.get_loc("amount")] = "2500000000"  # a typo'd 25.00
     return frame
@@ -514,6 +531,8 @@ HANDLED = [
         ws, set_cell("customer_id", "000001.0"))), "ids_ending_in_point_zero=1", code=0),
     Case("returns-and-fully-returned-account", lambda ws: score(ws, log_csv(ws, returned_account)),
          "return_lines=724", code=0),
+    Case("credit-only-account", lambda ws: score(ws, log_csv(ws, credit_only_account)),
+         "accounts_without_orders_scored_zero=1", code=0),
     Case("zero-amounts", lambda ws: score(ws, log_csv(ws, lambda f: f.assign(
         amount=f["amount"].mask(f.index % 1000 == 1, "0")))), "zero_amount_lines=21", code=0),
     Case("margin-blank-on-some-lines", lambda ws: score(ws, log_csv(ws, lambda f: f.assign(

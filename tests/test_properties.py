@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import tempfile
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,17 @@ def test_scoring_random_logs_refuses_or_keeps_the_invariants(bundles, rows, as_o
             assert as_of is not None and as_of <= first, exc
             assert str(exc).startswith(f"{path}: --as-of {as_of} is on or before")
             return
-        scores = workflows.score_bundle(inputs, CONFIG, bundle, "keyltv/test").scores
+        try:
+            scores = workflows.score_bundle(inputs, CONFIG, bundle, "keyltv/test").scores
+        except InputError as exc:  # no order at all before the cut: nothing to predict from
+            nets: dict[tuple[str, date], Decimal] = {}  # exact, as the log's daily sums
+            for i, stamp, amount in rows:
+                if day_of(stamp) < inputs.as_of:
+                    key = (i, day_of(stamp))
+                    nets[key] = nets.get(key, Decimal(0)) + Decimal(amount.strip())
+            assert max(nets.values()) <= 0
+            assert "no account has a positive day before" in str(exc)
+            return
     cut = inputs.as_of
     seen = {i for i, stamp, _ in rows if day_of(stamp) < cut}
     assert sorted(scores["customer_id"]) == sorted(seen)  # one row per account, ids as typed
@@ -251,3 +262,47 @@ def test_scoring_with_a_model_older_than_its_horizon_says_so(fitted):
            "learned from the period it now predicts" in warnings
     assert any(w.startswith("the model was trained with margins and this log has none")
                for w in warnings)
+
+
+def test_accounts_without_an_order_are_scored_zero_and_counted(fitted):
+    transactions, inputs, _, bundle = fitted
+    day = str(inputs.as_of - timedelta(days=6))
+    extra = pd.DataFrame({"customer_id": ["credit-only", "buyer"], "date": [day, day],
+                          "amount": [-500.0, 500.0], "margin": [-100.0, 100.0]})
+    both = pd.concat([transactions, extra], ignore_index=True)
+    result = workflows.score_bundle(
+        workflows.load_inputs(both, None, CONFIG, inputs.as_of, label="simulated"),
+        CONFIG, bundle, "v")
+    rows = result.scores.set_index("customer_id")
+    # One credit note is no first purchase: nothing predicted, nothing flagged.
+    credit = rows.loc["credit-only"]
+    assert credit[["predicted_value", "predicted_value_high", "predicted_orders", "p_alive",
+                   "growth_potential"]].eq(0).all()
+    assert not credit[["key_account", "at_risk", "high_potential"]].any()
+    assert rows.loc["buyer", "predicted_orders"] > 0
+    assert result.notes["accounts_without_orders_scored_zero"] == 1
+
+
+def test_a_log_without_any_order_is_refused_with_its_sign(fitted):
+    transactions, inputs, _, bundle = fitted
+    negated = transactions.assign(amount=-transactions["amount"].abs())
+    flipped = workflows.load_inputs(negated, None, CONFIG, inputs.as_of, label="simulated")
+    with pytest.raises(InputError, match=r"^simulated: column 'amount': no account has a "
+                                         r"positive day before .* if the export signs sales "
+                                         r"negative, negate the column$"):
+        workflows.score_bundle(flipped, CONFIG, bundle, "v")
+
+
+@pytest.mark.parametrize(("factor", "said"), [(1.0, False), (3.0, False), (0.001, True),
+                                              (100.0, True)])
+def test_money_in_other_units_than_the_training_book_is_said(fitted, factor, said):
+    transactions, inputs, _, bundle = fitted
+    scaled = transactions.assign(amount=transactions["amount"] * factor,
+                                 margin=transactions["margin"] * factor)
+    warnings = workflows.score_bundle(
+        workflows.load_inputs(scaled, None, CONFIG, inputs.as_of, label="simulated"),
+        CONFIG, bundle, "v").warnings
+    money = [w for w in warnings if w.startswith("the median order value of simulated is ")]
+    assert bool(money) is said
+    if said:
+        assert f"({factor:.3g}x, column 'amount')" in money[0]

@@ -123,3 +123,30 @@ def write_feature_table(inputs: Inputs, config: Config, out: str | Path) -> int:
     table = feature_table(inputs, config)
     write_table(table, out)
     return len(table)
+
+
+def require_orders(inputs: Inputs, config: Config) -> None:
+    """Refuse a log in which no account ordered before ``as_of``.
+
+    keyltv reads positive amounts as orders and negative ones as returns. A log with no
+    positive day, such as an accounting export that signs sales negative, would be
+    scored as a book of accounts that never ordered (an audit's negated log got 143
+    key accounts from the count models before accounts without orders were zeroed).
+
+    Raises
+    ------
+    InputError
+        Naming the file, the value column(s) and the largest day's net value.
+    """
+    largest = inputs.log.con.execute("SELECT max(amount) FROM daily WHERE day < ?",
+                                     [inputs.as_of]).fetchall()[0][0]
+    if largest is not None and largest > 0:
+        return
+    c = config.columns
+    column = f"column '{c.amount}'" if c.quantity is None else \
+        f"columns '{c.quantity}' x '{c.unit_price}'"
+    raise InputError(
+        f"{inputs.log.source}: {column}: no account has a positive day before "
+        f"{inputs.as_of} (the largest day's net value is {float(largest or 0):g}); keyltv reads "
+        "positive amounts as orders and negative ones as returns: if the export signs sales "
+        "negative, negate the column")

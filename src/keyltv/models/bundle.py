@@ -62,8 +62,9 @@ class KeyLTVModel:
         book's rate. None in a bundle saved before it existed, which uses the median
         ``value_total`` of ``book_medians`` instead.
     book_medians : dict
-        The training book's median ``value_total`` and ``mean_gap_days`` (the gap of
-        the fallback without a count model). Learned at fit time, so that an account's
+        The training book's median ``value_total``, ``mean_gap_days`` (the gap of
+        the fallback without a count model) and ``avg_order_value`` (the scale of its
+        money). Learned at fit time, so that an account's
         outputs do not depend on which other accounts are scored with it; a bundle
         saved before they existed uses the scored batch's medians.
     flag_thresholds : dict
@@ -108,7 +109,7 @@ class KeyLTVModel:
         # every account would get the training book's margin rate, an invented profit.
         if self.margin_rate is not None and features["margin_rate"].notna().any():
             out["predicted_profit"] = value * self._shrunk_margin_rate(features)
-        return out
+        return _nothing_without_orders(features, out)
 
     def _orders_and_alive(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         if self.probabilistic is not None:
@@ -176,9 +177,38 @@ class KeyLTVModel:
         return contributions(features) if contributions else None
 
 
+def _nothing_without_orders(features: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
+    """Zero every output of the accounts with no order before the cut.
+
+    Such an account has only returns, credit notes or zero-value lines in the log, and
+    nothing the models describe: the count models read its first line as a first
+    purchase (an audit's account with one credit note of -500 got 6.7 expected orders,
+    P(alive) 0.99, tier B and a high-potential flag, like a new buyer of +500). It is
+    scored again, as any other, once it orders; ``score`` counts these accounts.
+    """
+    if "orders_total" not in features:
+        return out
+    none = features["orders_total"].fillna(0).to_numpy() <= 0
+    if none.any():
+        out.loc[none, :] = 0.0
+    return out
+
+
+def accounts_without_orders(features: pd.DataFrame) -> int:
+    """Accounts with no order before the cut (see :func:`_nothing_without_orders`)."""
+    return int((features["orders_total"].fillna(0) <= 0).sum())
+
+
 def book_medians(features: pd.DataFrame) -> dict[str, float]:
-    """Medians of the book that scoring needs (see :class:`KeyLTVModel`), NaN-free."""
+    """Medians of the book that scoring needs (see :class:`KeyLTVModel`), NaN-free.
+
+    ``avg_order_value`` (over the accounts with an order) is kept to tell a log in
+    other money units from the training book's (see
+    :func:`keyltv.workflows.score_job.money_scale_warning`).
+    """
     medians = {c: _median(features, c) for c in ("value_total", "mean_gap_days")}
+    ordered = features["orders_total"].fillna(0) > 0
+    medians["avg_order_value"] = _median(features[ordered], "avg_order_value")
     return {k: v for k, v in medians.items() if not np.isnan(v)}
 
 

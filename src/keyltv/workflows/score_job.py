@@ -17,8 +17,8 @@ from keyltv.data.outputs import write_table
 from keyltv.data.schema import InputError
 from keyltv.features import account_features, with_attributes
 from keyltv.features.accounts import ATTRIBUTE_PREFIX, year_ago_ratio
-from keyltv.inputs import Inputs
-from keyltv.models.bundle import KeyLTVModel
+from keyltv.inputs import Inputs, require_orders
+from keyltv.models.bundle import KeyLTVModel, accounts_without_orders
 from keyltv.scoring.report import render_report, write_report
 from keyltv.scoring.rules import (
     SEGMENTS,
@@ -80,6 +80,7 @@ def score(inputs: Inputs, config: Config, store: Store, model_uri: str,
 def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_version: str,
                  previous: str | Path | None = None) -> ScoreResult:
     """Score every account seen before ``as_of`` with a loaded bundle (no store needed)."""
+    require_orders(inputs, config)
     features = with_attributes(
         account_features(inputs.log, inputs.as_of, bundle.horizon_days), inputs.accounts
     )
@@ -92,6 +93,8 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
                             previous_value=prev_value)
     notes = {**inputs.notes, "attribute_values_unseen_in_training":
              count_unseen_levels(bundle, features), "accounts_scored": len(scores)}
+    # Scored zero (see KeyLTVModel.predict): only returns or zero-value lines so far.
+    notes["accounts_without_orders_scored_zero"] = accounts_without_orders(features)
     lost: dict[str, int] = {}
     band = config.tiers.hysteresis if prev_value is not None and comparable_previous(
         prev, scores, model_version, bundle.horizon_days) else 0.0
@@ -117,10 +120,43 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
     flags = scoring_flags(bundle, config)
     learned = frozenset(k for k, v in getattr(bundle, "flag_thresholds", {}).items()
                         if getattr(flags, k) == v)
+    money = money_scale_warning(inputs, bundle, features, config)
+    # Predictions in the wrong units make any predicted-to-trailing ratio a "season".
+    season = [] if money else season_warning(inputs, bundle.horizon_days, scores)
     warnings = silent_flags(scores, flags) + crowded_flags(scores, flags, learned) + \
-        scoring_warnings(inputs, bundle, model_version, notes, prev) + \
-        season_warning(inputs, bundle.horizon_days, scores)
+        scoring_warnings(inputs, bundle, model_version, notes, prev) + money + season
     return ScoreResult(scores, model_version, notes, config.seed, warnings, lost, band)
+
+
+# A median order value this many times the training book's, either way, is not a
+# book that changed but money in other units (thousands, cents): the trees split on
+# amounts in the training book's units (an audit's log divided by 1000 was predicted at
+# 26x its trailing value, Spearman 0.35 against the same log in units).
+MONEY_SCALE_GAP = 10.0
+
+
+def money_scale_warning(inputs: Inputs, bundle: KeyLTVModel, features: pd.DataFrame,
+                        config: Config) -> list[str]:
+    """Say when this log's money is on another scale than the training book's.
+
+    Compares the median ``avg_order_value`` of the accounts with an order against the
+    training book's (``book_medians``; a bundle saved before it was kept is not
+    checked). An order value does not grow with the length of the history, as an
+    account's total does.
+    """
+    trained = getattr(bundle, "book_medians", {}).get("avg_order_value")
+    ordered = features["orders_total"].fillna(0) > 0
+    if not trained or trained <= 0 or not ordered.any():
+        return []
+    now = float(features.loc[ordered, "avg_order_value"].median())
+    if now <= 0 or max(now / trained, trained / now) < MONEY_SCALE_GAP:
+        return []
+    c = config.columns
+    column = f"'{c.amount}'" if c.quantity is None else f"'{c.quantity}' x '{c.unit_price}'"
+    return [f"the median order value of {inputs.log.source} is {now:,.4g} against "
+            f"{trained:,.4g} in the book the model was trained on ({now / trained:.3g}x, "
+            f"column {column}): if the amounts are in other units (thousands, cents), "
+            "convert them or retrain; the models learned the training book's amounts"]
 
 
 # A year-ago ratio of next to trailing value this far from the prediction's own ratio,

@@ -22,7 +22,7 @@ from keyltv.evaluation.metrics import HIGHER_IS_BETTER
 from keyltv.evaluation.review import backtest_figures, explained_model, whose_importance
 from keyltv.features import account_features, with_attributes
 from keyltv.features.accounts import margin_day_moments
-from keyltv.inputs import Inputs
+from keyltv.inputs import Inputs, require_orders
 from keyltv.models.blend import BlendedLTV, components_of
 from keyltv.models.bundle import KeyLTVModel, book_margin_rate, book_medians, margin_credibility
 from keyltv.models.interval import BandedIntervals
@@ -115,7 +115,8 @@ def check_trainable(inputs: Inputs, config: Config) -> None:
     ------
     InputError
         ``as_of`` after the day following the last transaction, fewer than
-        :data:`MIN_TRAIN_ACCOUNTS` accounts before it, no account with a repeat order,
+        :data:`MIN_TRAIN_ACCOUNTS` accounts before it, no order at all (see
+        :func:`~keyltv.inputs.require_orders`), no account with a repeat order,
         or no value in the selection holdout.
     """
     source, as_of = inputs.log.source, inputs.as_of
@@ -133,6 +134,7 @@ def check_trainable(inputs: Inputs, config: Config) -> None:
     if accounts < MIN_TRAIN_ACCOUNTS:
         raise InputError(f"{source}: {accounts} account(s) before {as_of}; train needs at least "
                          f"{MIN_TRAIN_ACCOUNTS}; score them with an existing model instead")
+    require_orders(inputs, config)
     if repeaters == 0:
         raise InputError(f"{source}: no account ordered on more than one day before {as_of}; "
                          "with no repeat purchase there is no future value to learn from")

@@ -537,6 +537,9 @@ HANDLED = [
         amount=f["amount"].mask(f.index % 1000 == 1, "0")))), "zero_amount_lines=21", code=0),
     Case("margin-blank-on-some-lines", lambda ws: score(ws, log_csv(ws, lambda f: f.assign(
         margin=f["margin"].mask(f.index % 100 == 0, "")))), "missing_margin_lines=203", code=0),
+    Case("margin-blank-for-an-account", lambda ws: score(ws, log_csv(ws, lambda f: f.assign(
+        margin=f["margin"].mask(f["customer_id"] == "000004", "")))),
+        "accounts_given_the_book_margin_rate=1", code=0),
     Case("absurd-outlier-kept", lambda ws: score(ws, log_csv(ws, with_outlier)),
          "outlier_lines=1", code=0),
     Case("dates-after-as-of", lambda ws: score(ws, log_csv(ws), "--as-of", "2024-07-01"),

@@ -111,6 +111,12 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
     if bundle.margin_rate is not None and margins == 0:
         # A model trained with margins, a log without: no profit is predicted (see predict).
         notes["accounts_without_margins"] = len(features)
+    elif bundle.margin_rate is not None:
+        # Accounts that ordered but have no margin rate of their own (no margin on any
+        # line, or no net value): their profit uses the training book's rate, which the
+        # output cannot show.
+        notes["accounts_given_the_book_margin_rate"] = int(
+            (features["margin_rate"].isna() & (features["orders_total"].fillna(0) > 0)).sum())
     if bundle.margin_rate is None and margins:
         notes["margins_unused_by_model"] = margins  # accounts whose margins it cannot use
     if inputs.accounts is not None and not any(c.startswith(ATTRIBUTE_PREFIX)

@@ -337,6 +337,9 @@ REJECTED = [
     # -- options
     Case("as-of-before-all-data", lambda ws: score(ws, log_csv(ws), "--as-of", "2019-01-01"),
          "tx.csv: --as-of 2019-01-01 is on or before the first transaction (2021-01-01)"),
+    Case("date-far-after-the-rest", lambda ws: score(ws, log_csv(ws, lambda f: pd.concat(
+        [f, f.iloc[[0]].assign(date="2033-06-30")]))),
+         "tx.csv: column 'date': value '2033-06-30' (1 line) lies "),
     Case("as-of-not-a-date", lambda ws: score(ws, log_csv(ws), "--as-of", "2024/07/01"),
          "--as-of '2024/07/01': expected a date as YYYY-MM-DD"),
     Case("horizon-zero", lambda ws: score(ws, log_csv(ws), "--horizon-days", "0"),
@@ -626,6 +629,43 @@ def test_train_falls_back_when_no_account_repeats_before_the_backtest_cutoff(wor
     assert result.code == 0, result.err[-3000:]
     assert "skipped bgnbd: no account has a repeat order before the cutoff" in result.out
     assert "Champion: trailing" in result.out
+
+
+# A mistyped year on the log's last line; every other line is in 2023.
+TYPO_LOG = ("customer_id,date,amount\n1,2023-11-02,50\n2,2023-12-30,20\n1,2023-12-31,30\n"
+            "2,2032-12-31,40\n")
+
+
+def store_runs(ws: Workspace) -> int:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(ws.root / "mlflow.db")) as db:
+        return db.execute("SELECT count(*) FROM runs").fetchone()[0]
+
+
+@pytest.mark.parametrize("command", [["train", "--horizon-days", HORIZON],
+                                     ["score", "--out", "scores.csv"]], ids=["train", "score"])
+def test_a_far_last_day_is_refused_as_the_default_as_of_leaving_nothing(workspace, in_case,
+                                                                      command):
+    write("tx.csv", TYPO_LOG)
+    runs = store_runs(workspace)
+    result = run_cli(command[0], "--transactions", "tx.csv", *command[1:])
+    assert result.code == 2, result.err[-3000:]
+    assert result.errors == [
+        "error: tx.csv: column 'date': value '2032-12-31' (1 line) lies 3,288 days after every "
+        "other line (the latest before it is 2023-12-31) and would set the as-of date; fix "
+        "the date or pass --as-of"]
+    assert "Traceback" not in result.err
+    assert sorted(p.name for p in in_case.iterdir()) == ["tx.csv"]
+    assert store_runs(workspace) == runs
+
+
+def test_with_an_as_of_a_far_last_day_is_not_checked(workspace, in_case):
+    # The typo is then only a line after --as-of: train goes on to its next rule.
+    write("tx.csv", TYPO_LOG)
+    result = run_cli("train", "--transactions", "tx.csv", "--as-of", "2024-01-01")
+    assert result.errors == ["error: tx.csv: 2 account(s) before 2024-01-01; train needs at "
+                             "least 10; score them with an existing model instead"]
 
 
 def test_unwritable_output_fails_before_the_expensive_work(workspace, in_case, monkeypatch):

@@ -196,3 +196,21 @@ def test_train_prints_every_flag_threshold_and_where_it_came_from():
     assert flag_threshold_summary({}, Config()).startswith(
         "at_risk_decline=0.5 (the config's: no decline_risk threshold reached precision 0.6 "
         "in the backtest)")
+
+
+def test_after_a_closed_stdout_the_lines_go_to_devnull_and_the_job_goes_on(monkeypatch):
+    # evaluate and demo print before they write: a broken pipe must not stop them.
+    from keyltv import cli
+
+    read, write = os.pipe()
+    os.close(read)
+    stream = os.fdopen(write, "w")
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(sys, "stdout", stream)
+            cli._echo("Origin 2024-01-01: ...")  # EPIPE: stdout now writes to os.devnull
+            cli._echo("Metrics -> ev.json")
+            stream.flush()
+        assert os.path.samestat(os.fstat(write), os.stat(os.devnull))
+    finally:
+        stream.close()

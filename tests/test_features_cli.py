@@ -160,3 +160,23 @@ def test_a_log_with_decimal_commas_gives_the_features_of_its_plain_twin(log_file
     assert_same_features(log_files, monkeypatch, "german.csv",
                          "decimal_separator: ','\nthousands_separator: '.'\n"
                          "encoding: latin-1\n")
+
+
+def test_a_closed_stdout_does_not_fail_the_job(log_files):
+    # `keyltv features ... | true`: the reader is gone before the first line, so every
+    # write to stdout fails with EPIPE. It exited 1 with no message (audit 22).
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "keyltv.cli", "features", "--transactions",
+                               "tx.csv", "--as-of", "2024-03-01", "--out", "features.csv"],
+                              cwd=log_files, stdout=write, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 0, done.stderr
+    assert "stdout was closed by its reader" in done.stderr
+    assert "error" not in done.stderr and "Traceback" not in done.stderr
+    assert pd.read_csv(log_files / "features.csv")["customer_id"].tolist() == [42, 7]

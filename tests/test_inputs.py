@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+from datetime import date, timedelta
+
+import pytest
+
 from keyltv import workflows
 from keyltv.config import Config
+from keyltv.data.schema import InputError
+from tests.conftest import frame
 
 CONFIG = Config(horizon_days=182, models=("trailing", "bgnbd", "lightgbm"),
                 training={"n_cutoffs": 2})
@@ -30,3 +36,35 @@ def test_the_config_names_account_columns_read_as_text(tiny_rows):
     inputs = workflows.load_inputs(frame(tiny_rows), accounts, config, date(2024, 3, 1),
                                    label="t")
     assert isinstance(inputs.accounts["region"].dtype, pd.CategoricalDtype)
+
+
+TYPO = "tx.csv: column 'date': value '2032-12-31' ({lines}) lies 3,288 days after every other " \
+       "line (the latest before it is 2023-12-31) and would set the as-of date; fix the date " \
+       "or pass --as-of"
+
+
+@pytest.mark.parametrize(("typos", "lines"), [(1, "1 line"), (2, "2 lines")])
+def test_a_lone_last_day_far_after_the_rest_is_refused_as_the_default_as_of(typos, lines):
+    rows = [("a", "2023-12-01", 5.0), ("b", "2023-12-31", 5.0)]
+    rows += [("a", "2032-12-31", 7.0)] * typos
+    with pytest.raises(InputError) as refused:
+        workflows.load_inputs(frame(rows), None, CONFIG, None, label="tx.csv")
+    assert str(refused.value) == TYPO.format(lines=lines)
+
+
+@pytest.mark.parametrize(("last", "as_of"), [
+    ("2024-12-30", None),  # 365 days after the day before it: a long pause, not a typo
+    ("2032-12-31", date(2024, 1, 1)),  # --as-of given: the typo is a line after it
+])
+def test_the_last_day_is_not_checked_within_a_year_or_with_an_as_of(last, as_of):
+    rows = [("a", "2023-12-01", 5.0), ("b", "2023-12-31", 5.0), ("a", last, 7.0)]
+    inputs = workflows.load_inputs(frame(rows), None, CONFIG, as_of, label="tx.csv")
+    assert inputs.as_of == (as_of or date.fromisoformat(last) + timedelta(days=1))
+
+
+def test_evaluate_loads_a_log_with_a_far_last_day_unchecked():
+    # evaluate cuts at its own --cutoff; the log's last day sets nothing there.
+    rows = [("a", "2023-12-01", 5.0), ("a", "2032-12-31", 7.0)]
+    inputs = workflows.load_inputs(frame(rows), None, CONFIG, None, label="tx.csv",
+                                   check_last_day=False)
+    assert inputs.as_of == date(2033, 1, 1)

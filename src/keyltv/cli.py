@@ -30,7 +30,7 @@ def _version(show: bool) -> None:
     if show:
         from keyltv import __version__
 
-        typer.echo(f"keyltv {__version__}")
+        _echo(f"keyltv {__version__}")
         raise typer.Exit()
 
 
@@ -47,6 +47,33 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (s
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut date YYYY-MM-DD; default: day after the last transaction.")]
 HorizonOpt = Annotated[int | None, typer.Option("--horizon-days", help="Prediction horizon in days; default: the config's horizon_days (365). score: the model's horizon, the only one accepted.")]
 ProjectOpt = Annotated[Path | None, typer.Option("--project-dir", help="Folder of the MLflow store (mlflow.db, mlartifacts/); when given, it wins over MLFLOW_TRACKING_URI and tracking.uri. Default: the working directory.")]
+
+
+def _echo(message: str = "") -> None:
+    """Print a line of the job's report on stdout; a closed stdout never stops the job.
+
+    The printed lines only describe the job: its results are its files and its MLflow
+    run. When the reader has gone (``keyltv score ... | head -c 0``), a write raises
+    BrokenPipeError, which Typer turned into a silent exit 1 after the outputs were
+    written (audit 22), and which stopped ``evaluate`` before its JSON. stdout is then
+    pointed at os.devnull, as in Python's "Note on SIGPIPE", so that the later lines and
+    the flush at exit succeed, and the job goes on: its exit code is the job's.
+    """
+    try:
+        typer.echo(message)
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    """Point the stdout file descriptor at os.devnull; any text still buffered goes there."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    logging.getLogger("keyltv").info("stdout was closed by its reader: the rest of the "
+                                     "report is not printed, the job goes on")
 
 
 def _parse_date(value: str | None, option: str) -> date | None:
@@ -83,7 +110,7 @@ def _print_table(frame: pd.DataFrame) -> None:
 
     with pd.option_context("display.width", 160, "display.max_columns", 30,
                            "display.float_format", "{:.4f}".format):
-        typer.echo(frame.to_string())
+        _echo(frame.to_string())
 
 
 @app.command()
@@ -105,20 +132,20 @@ def train(transactions: TransactionsOpt, accounts: AccountsOpt = None, config: C
 
 def _report_training(result, cfg) -> None:
     bt = result.backtest
-    typer.echo(f"Backtest: fitted before {bt.cutoff}, judged on [{bt.cutoff}, +{bt.horizon_days} days) "
+    _echo(f"Backtest: fitted before {bt.cutoff}, judged on [{bt.cutoff}, +{bt.horizon_days} days) "
                f"over {len(bt.predictions)} accounts")
     _print_table(bt.table)
     for name, why in bt.skipped.items():
-        typer.echo(f"skipped {name}: {why}")
+        _echo(f"skipped {name}: {why}")
     events = ", ".join(f"{k}={v:.4f}" for k, v in bt.event_metrics.items())
-    typer.echo(f"Events: {events}")
-    typer.echo(f"Champion: {result.champion} (by {cfg.selection.metric})")
+    _echo(f"Events: {events}")
+    _echo(f"Champion: {result.champion} (by {cfg.selection.metric})")
     from keyltv.workflows import flag_threshold_summary
 
-    typer.echo(f"Flag thresholds: {flag_threshold_summary(result.flag_thresholds, cfg)}")
-    typer.echo(f"Run id: {result.run_id}")
+    _echo(f"Flag thresholds: {flag_threshold_summary(result.flag_thresholds, cfg)}")
+    _echo(f"Run id: {result.run_id}")
     state = "now @champion" if result.promoted else "registered without the champion alias"
-    typer.echo(f"Model version: {cfg.tracking.model_name}/{result.version}, {state}: {result.reason}")
+    _echo(f"Model version: {cfg.tracking.model_name}/{result.version}, {state}: {result.reason}")
 
 
 @app.command()
@@ -158,12 +185,12 @@ def _write_outputs(workflows, store, result, inputs, out: Path, report: Path | N
                    previous: Path | None = None) -> None:
     """Scores and report, each written atomically inside the MLflow scoring run."""
     run_id = workflows.publish_scores(store, result, inputs, out, report, previous)
-    typer.echo(f"Scored {len(result.scores)} accounts as of {inputs.as_of} with "
+    _echo(f"Scored {len(result.scores)} accounts as of {inputs.as_of} with "
                f"{result.model_version} -> {out}" + (f", report -> {report}" if report else ""))
-    typer.echo(f"Scoring run {run_id} in {store.display_uri}")
+    _echo(f"Scoring run {run_id} in {store.display_uri}")
     _print_notes(result.notes)
     for warning in result.warnings:
-        typer.echo(f"note: {warning}")
+        _echo(f"note: {warning}")
 
 
 @app.command()
@@ -182,28 +209,29 @@ def evaluate(transactions: TransactionsOpt,
     last = _parse_date(cutoff, "--cutoff")
     if out is not None:
         check_writable(out, suffixes=(".json",))
-    inputs = workflows.load_inputs(transactions, accounts, cfg, None)
+    # evaluate cuts at --cutoff: the log's last day sets nothing, so it is not checked.
+    inputs = workflows.load_inputs(transactions, accounts, cfg, None, check_last_day=False)
     results = workflows.evaluate(inputs, cfg, last)
     for result in results:
-        typer.echo(f"\nOrigin {result.origin}: keyltv champion = {result.champion}, "
+        _echo(f"\nOrigin {result.origin}: keyltv champion = {result.champion}, "
                    f"80% interval coverage {result.coverage:.3f}")
         _print_table(result.table.drop(columns=["origin", "champion"]))
         extra = {**result.outer.event_metrics, **result.flags}
-        typer.echo("Events and flags: " + ", ".join(f"{k}={v:.4f}" for k, v in extra.items()))
+        _echo("Events and flags: " + ", ".join(f"{k}={v:.4f}" for k, v in extra.items()))
         if result.season:  # a year and a horizon of log before the origin
-            typer.echo("Next horizon over the trailing one: " + ", ".join(
+            _echo("Next horizon over the trailing one: " + ", ".join(
                 f"{k} {v:.2f}x" for k, v in result.season.items())
                 + " (year_ago: the accounts of a year earlier, around the same day)")
     _print_notes(inputs.notes)
     if out is not None:
         write_text(json.dumps(workflows.evaluation_json(results), indent=2), out)
-        typer.echo(f"Metrics -> {out}")
+        _echo(f"Metrics -> {out}")
 
 
 def _print_notes(notes: dict[str, int]) -> None:
     counted = ", ".join(f"{k}={v}" for k, v in notes.items() if v)
     if counted:
-        typer.echo(f"Counted: {counted}")
+        _echo(f"Counted: {counted}")
 
 
 @app.command()
@@ -223,7 +251,7 @@ def features(transactions: TransactionsOpt,
     check_writable(out, inputs={"--transactions": transactions, "--accounts": accounts})
     inputs = load_inputs(transactions, accounts, cfg, cut)
     written = write_feature_table(inputs, cfg, out)
-    typer.echo(f"Features of {written} accounts as of {inputs.as_of} "
+    _echo(f"Features of {written} accounts as of {inputs.as_of} "
                f"({cfg.horizon_days}-day horizon) -> {out}")
     _print_notes(inputs.notes)
 
@@ -244,17 +272,17 @@ def demo(config: ConfigOpt = None, horizon_days: HorizonOpt = None,
     check_writable(out.with_suffix(".html"), suffixes=(".html",))
     store = workflows.open_store(cfg, project_dir)
     inputs = workflows.load_inputs(load_cdnow(), None, cfg, None, label="CDNOW_master.txt")
-    typer.echo(f"CDNOW: {inputs.log.n_lines} lines, {inputs.log.n_accounts} accounts, "
+    _echo(f"CDNOW: {inputs.log.n_lines} lines, {inputs.log.n_accounts} accounts, "
                f"{inputs.log.first_date} to {inputs.log.last_date}; as of {inputs.as_of}")
     trained = workflows.train(inputs, cfg, store)
     _report_training(trained, cfg)
     model_uri = f"models:/{cfg.tracking.model_name}/{trained.version}"
     result = workflows.score(inputs, cfg, store, model_uri)
-    typer.echo("")
+    _echo("")
     _write_outputs(workflows, store, result, inputs, out, out.with_suffix(".html"))
-    typer.echo("Top key accounts:")
+    _echo("Top key accounts:")
     _print_table(workflows.top_accounts(result.scores))
-    typer.echo("\nFlag and segment counts:")
+    _echo("\nFlag and segment counts:")
     _print_table(workflows.flag_counts(result.scores).to_frame("accounts"))
 
 

@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # pandas only where a frame is made: keyltv features needs no
 
 log = logging.getLogger("keyltv")
 
+# See check_last_day_near_the_rest: why a year, not the horizon.
+MAX_LAST_DAY_GAP_DAYS = 365
+
 
 @dataclass
 class Inputs:
@@ -36,8 +39,14 @@ class Inputs:
 
 
 def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | None,
-                config: Config, as_of: date | None, label: str | None = None) -> Inputs:
-    """Validate the log (and account table) and fix ``as_of`` (default: day after the last)."""
+                config: Config, as_of: date | None, label: str | None = None, *,
+                check_last_day: bool = True) -> Inputs:
+    """Validate the log (and account table) and fix ``as_of`` (default: day after the last).
+
+    Without ``as_of``, a last day that stands far apart from the rest of the log is
+    refused (see :func:`check_last_day_near_the_rest`) unless ``check_last_day`` is
+    False: ``evaluate`` cuts at its own ``--cutoff`` and uses no default ``as_of``.
+    """
     tx = load_transactions(transactions, columns=config.columns.roles(),
                            date_format=config.date_format,
                            decimal_separator=config.decimal_separator,
@@ -45,6 +54,8 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
                            encoding=config.encoding, label=label,
                            memory_limit=config.engine.memory_limit,
                            drop_blank_ids=config.drop_blank_ids)
+    if as_of is None and check_last_day:
+        check_last_day_near_the_rest(tx)
     attrs = None
     notes = dict(tx.notes)
     if accounts is not None:
@@ -73,6 +84,33 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
     log.info("data %s: %s%d lines, %d accounts, %s to %s, fingerprint %s", tx.source, files,
              tx.n_lines, tx.n_accounts, tx.first_date, tx.last_date, tx.fingerprint)
     return Inputs(tx, attrs, as_of, notes)
+
+
+def check_last_day_near_the_rest(tx: TransactionLog) -> None:
+    """Refuse a log whose last day lies more than a year after the day before it.
+
+    That last day would set the default ``as_of``, and one mistyped year (2032-12-31
+    for 2023-12-31) then scores every account as asleep for years, or puts the backtest
+    in a window with one line in it (audit 22). The limit is a fixed 365 days rather than the
+    horizon: a horizon may be as short as a month (a small log can pause that long over a
+    holiday) or as long as ten years (a nine-year typo would pass), while a whole year in
+    which no account has a single line, followed by one day, is no business pattern.
+
+    Raises
+    ------
+    InputError
+        Naming the file, column ``date``, the last day, its lines and the gap.
+    """
+    before, lines = tx.con.execute(
+        "SELECT max(day) FILTER (WHERE day < ?), sum(lines) FILTER (WHERE day = ?) FROM daily",
+        [tx.last_date, tx.last_date]).fetchall()[0]
+    if before is None or (tx.last_date - before).days <= MAX_LAST_DAY_GAP_DAYS:
+        return
+    raise InputError(
+        f"{tx.source}: column 'date': value '{tx.last_date}' ({lines} line"
+        f"{'' if lines == 1 else 's'}) lies {(tx.last_date - before).days:,} days after "
+        f"every other line (the latest before it is {before}) and would set the as-of "
+        "date; fix the date or pass --as-of")
 
 
 def _match_accounts(tx: TransactionLog, attrs: pd.DataFrame) -> dict[str, int]:

@@ -79,6 +79,43 @@ def test_calibration_curve_is_rate_per_bin():
     assert diagonal.get_ydata() == pytest.approx([0, 1])
 
 
+def test_calibration_without_accounts_says_so_instead_of_crashing():
+    # sklearn's calibration_curve raised "operands could not be broadcast together with
+    # shapes (0,) (2,)" on no account (a backtest holdout with no trailing value, audit 22).
+    ax = plots.plot_calibration(np.array([], dtype=bool), np.array([]), label="decline risk")
+    curve, diagonal = ax.lines
+    assert len(curve.get_xdata()) == 0 and curve.get_label() == "decline risk"
+    assert [t.get_text() for t in ax.texts] == ["no accounts to draw"]
+    ax.figure.canvas.draw()
+
+
+@pytest.mark.parametrize(("events", "note"), [
+    ([False, False, False], "no account had the event (3 accounts)"),
+    ([True], "every account had the event (1 account)"),
+    ([False, False, True], None),
+], ids=["no-buyer", "one-account", "one-buyer"])
+def test_calibration_of_a_degenerate_holdout_is_drawn_with_a_note(events, note):
+    scores = np.array([0.2, 0.9, 0.4])[: len(events)]
+    ax = plots.plot_calibration(np.array(events), scores, strategy="quantile")
+    curve, _ = ax.lines
+    # Quantile bins of fewer accounts than bins: one point per account.
+    assert curve.get_xdata() == pytest.approx(np.sort(scores))
+    assert [t.get_text() for t in ax.texts] == ([note] if note else [])
+
+
+@pytest.mark.parametrize("actual", [[], [0.0, 0.0, 0.0], [0.0, 0.0, 7.0]],
+                         ids=["empty", "no-buyer", "one-buyer"])
+def test_every_holdout_plot_draws_a_degenerate_holdout(actual):
+    a = np.array(actual)
+    s = np.array([0.2, 0.9, 0.4])[: len(a)]
+    axes = [plots.plot_decile_chart(a, s), plots.plot_gains(a, {"m": s}),
+            plots.plot_calibration(a > 0, s, strategy="quantile"),
+            plots.plot_p_alive_matrix(a, np.zeros_like(a), np.full_like(a, 3.0), s),
+            plots.plot_feature_importance([f"f{i}" for i in range(len(s))], s)]
+    for ax in axes:
+        ax.figure.canvas.draw()  # a crash in drawing counts too
+
+
 def test_feature_importance_keeps_the_top_largest_first():
     ax = plots.plot_feature_importance(["a", "b", "c", "d"], [1.0, 5.0, 3.0, 0.5], top=3)
     widths = [bar.get_width() for bar in ax.containers[0]]

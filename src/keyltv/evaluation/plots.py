@@ -166,7 +166,9 @@ def plot_calibration(events: object, scores: object, ax: Axes | None = None,
     """Reliability curve: observed event rate vs mean score per score bin.
 
     Used for P(alive) (event: any order in the horizon) and decline risk (event: the
-    decline event). Empty bins are left out.
+    decline event). Empty bins are left out. A degenerate holdout still gets a figure:
+    with no account the axes say so instead of a curve, and with one class only (no
+    account, or every account, had the event) a note says so beside the curve.
 
     Parameters
     ----------
@@ -186,15 +188,20 @@ def plot_calibration(events: object, scores: object, ax: Axes | None = None,
     Returns
     -------
     matplotlib.axes.Axes
-        First line: the curve (x = mean score, y = observed rate); second: the diagonal.
+        First line: the curve (x = mean score, y = observed rate; empty without
+        accounts); second: the diagonal. ``ax.texts`` holds the note, if any.
     """
     ax = _axes(ax)
     events, scores = aligned(events=events, scores=scores)
     e = np.asarray(events, dtype=bool)
     s = _vector("scores", scores)
     _same_length(events=e, scores=s)
-    observed, mean_score = calibration_curve(e, s, n_bins=n_bins, strategy=strategy)
+    observed, mean_score = _calibration_points(e, s, n_bins, strategy)
     ax.plot(mean_score, observed, marker="o", label=label)
+    note = _one_class_note(e)
+    if note:
+        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center",
+                color="dimgrey")
     ax.plot([0.0, 1.0], [0.0, 1.0], color="grey", linestyle=":", label="perfectly calibrated")
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.0)
@@ -203,6 +210,34 @@ def plot_calibration(events: object, scores: object, ax: Axes | None = None,
     ax.set_title(f"Calibration: {label}")
     ax.legend(loc="upper left")
     return ax
+
+
+def _calibration_points(events: np.ndarray, scores: np.ndarray, n_bins: int,
+                        strategy: str) -> tuple[np.ndarray, np.ndarray]:
+    """Observed rate and mean score per non-empty bin; two empty arrays without accounts.
+
+    sklearn's ``calibration_curve`` cannot take zero accounts: it infers the positive
+    class from ``np.unique(events)``, and comparing that empty array with ``[0, 1]``
+    raises "operands could not be broadcast together with shapes (0,) (2,)" (a backtest
+    holdout with no account with trailing value reached it, audit 22). ``pos_label``
+    is given because the events are booleans, so one class alone is never refused.
+    """
+    if len(events) == 0:
+        return np.array([]), np.array([])
+    return calibration_curve(events, scores, n_bins=n_bins, strategy=strategy,
+                             pos_label=True)
+
+
+def _one_class_note(events: np.ndarray) -> str:
+    """What the axes should say when the events cannot judge calibration, else ''."""
+    n = len(events)
+    if n == 0:
+        return "no accounts to draw"
+    if events.all() or not events.any():
+        # One class: every bin's observed rate is 0 (or 1) whatever the scores were.
+        who = "every account" if events.all() else "no account"
+        return f"{who} had the event ({n:,} account{'s' if n > 1 else ''})"
+    return ""
 
 
 def plot_feature_importance(names: Sequence[str], importances: object,

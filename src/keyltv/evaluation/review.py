@@ -7,6 +7,7 @@ headless job can log them to MLflow and a notebook can display them.
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from keyltv.evaluation.backtest import BacktestResult
@@ -22,6 +23,20 @@ from keyltv.evaluation.plots import (
 def _figure(width: float = 6.4, height: float = 4.4) -> tuple[Figure, object]:
     figure = Figure(figsize=(width, height), layout="constrained")
     return figure, figure.subplots()
+
+
+def _bins_of(n: int, ax: Axes, n_bins: int = 10) -> str:
+    """The calibration curve's bins in words: "10 bins of about 80 accounts".
+
+    Read from the curve drawn on ``ax``: fewer accounts than bins, or scores so alike
+    that quantile edges coincide, leave fewer bins, where "10 bins of about 0 accounts"
+    (a degenerate holdout, audit 22) said nothing true.
+    """
+    drawn = len(ax.lines[0].get_xdata())
+    if drawn == n_bins:
+        return f"{n_bins} bins of about {n // n_bins:,} accounts"
+    return (f"{n:,} account{'' if n == 1 else 's'} in {drawn} bin{'' if drawn == 1 else 's'}"
+            f" of {n_bins}")
 
 
 def feature_importance(model: object) -> tuple[list[str], np.ndarray] | None:
@@ -66,7 +81,7 @@ def backtest_figures(result: BacktestResult, champion: str) -> dict[str, Figure]
         # An alive account need not order within a short holdout: P(alive) bounds this
         # share from above, so points under the diagonal are expected, not miscalibration.
         ax.set_title(f"P(alive) at {result.cutoff} vs share that ordered again in the next "
-                     f"{result.horizon_days} days\n(10 bins of about {len(p) // 10:,} accounts; "
+                     f"{result.horizon_days} days\n({_bins_of(len(p), ax)}; "
                      "P(alive) bounds the share from above)")
         figures["calibration_p_alive.png"] = fig
         current = result.data.current
@@ -82,7 +97,7 @@ def backtest_figures(result: BacktestResult, champion: str) -> dict[str, Figure]
         plot_calibration(events["decline"][had_value], events["decline_risk"][had_value],
                          ax=ax, label="decline risk", strategy="quantile")
         ax.set_title(f"Decline risk vs realized decline (accounts with trailing value)\n"
-                     f"(10 bins of about {int(had_value.sum()) // 10:,} accounts)")
+                     f"({_bins_of(int(had_value.sum()), ax)})")
         figures["calibration_decline.png"] = fig
     explained = explained_model(result, champion)
     if explained is not None:

@@ -133,7 +133,7 @@ def train(transactions: TransactionsOpt, accounts: AccountsOpt = None, config: C
 def _report_training(result, cfg) -> None:
     bt = result.backtest
     _echo(f"Backtest: fitted before {bt.cutoff}, judged on [{bt.cutoff}, +{bt.horizon_days} days) "
-               f"over {len(bt.predictions)} accounts")
+          f"over {len(bt.predictions)} accounts")
     _print_table(bt.table)
     for name, why in bt.skipped.items():
         _echo(f"skipped {name}: {why}")
@@ -186,7 +186,7 @@ def _write_outputs(workflows, store, result, inputs, out: Path, report: Path | N
     """Scores and report, each written atomically inside the MLflow scoring run."""
     run_id = workflows.publish_scores(store, result, inputs, out, report, previous)
     _echo(f"Scored {len(result.scores)} accounts as of {inputs.as_of} with "
-               f"{result.model_version} -> {out}" + (f", report -> {report}" if report else ""))
+          f"{result.model_version} -> {out}" + (f", report -> {report}" if report else ""))
     _echo(f"Scoring run {run_id} in {store.display_uri}")
     _print_notes(result.notes)
     for warning in result.warnings:
@@ -214,7 +214,7 @@ def evaluate(transactions: TransactionsOpt,
     results = workflows.evaluate(inputs, cfg, last)
     for result in results:
         _echo(f"\nOrigin {result.origin}: keyltv champion = {result.champion}, "
-                   f"80% interval coverage {result.coverage:.3f}")
+              f"80% interval coverage {result.coverage:.3f}")
         _print_table(result.table.drop(columns=["origin", "champion"]))
         extra = {**result.outer.event_metrics, **result.flags}
         _echo("Events and flags: " + ", ".join(f"{k}={v:.4f}" for k, v in extra.items()))
@@ -252,7 +252,7 @@ def features(transactions: TransactionsOpt,
     inputs = load_inputs(transactions, accounts, cfg, cut)
     written = write_feature_table(inputs, cfg, out)
     _echo(f"Features of {written} accounts as of {inputs.as_of} "
-               f"({cfg.horizon_days}-day horizon) -> {out}")
+          f"({cfg.horizon_days}-day horizon) -> {out}")
     _print_notes(inputs.notes)
 
 
@@ -273,7 +273,7 @@ def demo(config: ConfigOpt = None, horizon_days: HorizonOpt = None,
     store = workflows.open_store(cfg, project_dir)
     inputs = workflows.load_inputs(load_cdnow(), None, cfg, None, label="CDNOW_master.txt")
     _echo(f"CDNOW: {inputs.log.n_lines} lines, {inputs.log.n_accounts} accounts, "
-               f"{inputs.log.first_date} to {inputs.log.last_date}; as of {inputs.as_of}")
+          f"{inputs.log.first_date} to {inputs.log.last_date}; as of {inputs.as_of}")
     trained = workflows.train(inputs, cfg, store)
     _report_training(trained, cfg)
     model_uri = f"models:/{cfg.tracking.model_name}/{trained.version}"

@@ -55,7 +55,7 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
                            memory_limit=config.engine.memory_limit,
                            drop_blank_ids=config.drop_blank_ids)
     if as_of is None and check_last_day:
-        check_last_day_near_the_rest(tx)
+        check_last_day_near_the_rest(tx, config.columns.date)
     attrs = None
     notes = dict(tx.notes)
     if accounts is not None:
@@ -86,7 +86,7 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
     return Inputs(tx, attrs, as_of, notes)
 
 
-def check_last_day_near_the_rest(tx: TransactionLog) -> None:
+def check_last_day_near_the_rest(tx: TransactionLog, column: str = "date") -> None:
     """Refuse a log whose last day lies more than a year after the day before it.
 
     That last day would set the default ``as_of``, and one mistyped year (2032-12-31
@@ -99,7 +99,8 @@ def check_last_day_near_the_rest(tx: TransactionLog) -> None:
     Raises
     ------
     InputError
-        Naming the file, column ``date``, the last day, its lines and the gap.
+        Naming the file, the date column (``column``, as the user's file names it), the
+        last day, its lines and the gap.
     """
     before, lines = tx.con.execute(
         "SELECT max(day) FILTER (WHERE day < ?), sum(lines) FILTER (WHERE day = ?) FROM daily",
@@ -107,7 +108,7 @@ def check_last_day_near_the_rest(tx: TransactionLog) -> None:
     if before is None or (tx.last_date - before).days <= MAX_LAST_DAY_GAP_DAYS:
         return
     raise InputError(
-        f"{tx.source}: column 'date': value '{tx.last_date}' ({lines} line"
+        f"{tx.source}: column '{column}': value '{tx.last_date}' ({lines} line"
         f"{'' if lines == 1 else 's'}) lies {(tx.last_date - before).days:,} days after "
         f"every other line (the latest before it is {before}) and would set the as-of "
         "date; fix the date or pass --as-of")

@@ -468,6 +468,10 @@ REJECTED = [
     Case("train-no-order", lambda ws: ["train", "--transactions", log_csv(
         ws, negated), "--horizon-days", HORIZON],
         "tx.csv: column 'amount': no account has a positive day before "),
+    Case("train-holdout-few-buyers", lambda ws: ["train", "--transactions", log_csv(
+        ws, lambda f: pd.concat([f, f.iloc[[0]].assign(date="2033-06-30")])), "--as-of",
+        "2033-07-01", "--horizon-days", HORIZON],
+        "tx.csv: only 1 account(s) seen before "),
     Case("train-history-too-short", lambda ws: ["train", "--transactions", log_csv(
         ws, lambda f: f[f["date"] < "2021-01-20"]), "--horizon-days", HORIZON],
         "tx.csv: only 19 days of history before 2021-01-20: too short to train"),

@@ -106,6 +106,8 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
 
 # Fewer accounts cannot be ranked, banded into intervals or split into events.
 MIN_TRAIN_ACCOUNTS = 10
+# Fewer buyers in the selection holdout cannot rank the models (a Gini over one buyer).
+MIN_HOLDOUT_BUYERS = 5
 
 
 def check_trainable(inputs: Inputs, config: Config) -> None:
@@ -117,7 +119,8 @@ def check_trainable(inputs: Inputs, config: Config) -> None:
         ``as_of`` after the day following the last transaction, fewer than
         :data:`MIN_TRAIN_ACCOUNTS` accounts before it, no order at all (see
         :func:`~keyltv.inputs.require_orders`), no account with a repeat order,
-        or no value in the selection holdout.
+        or no value (or fewer than :data:`MIN_HOLDOUT_BUYERS` buyers) in the selection
+        holdout.
     """
     source, as_of = inputs.log.source, inputs.as_of
     end = inputs.log.last_date + timedelta(days=1)
@@ -142,13 +145,20 @@ def check_trainable(inputs: Inputs, config: Config) -> None:
         cutoff = as_of - timedelta(days=validation_horizon(inputs.log.first_date, as_of, config))
     except InputError as exc:
         raise InputError(f"{source}: {exc}") from None
-    held_out = inputs.log.con.execute(
-        "SELECT COALESCE(sum(amount), 0) FROM daily WHERE day >= ? AND day < ? AND customer_id "
-        "IN (SELECT customer_id FROM daily WHERE day < ?)", [cutoff, as_of, cutoff]
-    ).fetchall()[0][0]
+    held_out, buyers = inputs.log.con.execute(
+        "SELECT COALESCE(sum(value), 0), count(*) FILTER (WHERE value > 0) FROM ("
+        "SELECT customer_id, sum(amount) AS value FROM daily WHERE day >= ? AND day < ? AND "
+        "customer_id IN (SELECT customer_id FROM daily WHERE day < ?) GROUP BY ALL)",
+        [cutoff, as_of, cutoff]).fetchall()[0]
     if held_out <= 0:
         raise InputError(f"{source}: accounts seen before {cutoff} bought nothing from {cutoff} "
                          f"to {as_of}; the backtest has no value to judge models on")
+    if buyers < MIN_HOLDOUT_BUYERS:
+        # A --as-of set years after the log (a mistyped last date) left one buyer in the
+        # holdout: every model got a negative Gini and the winner took @champion (audit 22).
+        raise InputError(f"{source}: only {buyers} account(s) seen before {cutoff} bought "
+                         f"from {cutoff} to {as_of}; the backtest needs {MIN_HOLDOUT_BUYERS} "
+                         "to rank models; check --as-of against the log's dates")
 
 
 # Source of expected orders and P(alive) in every score file, whatever the champion.

@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 
 from keyltv.cli import main
+from keyltv.data.columns import STRIPPED_CODES
 from keyltv.data.simulate import simulate_b2b
 
 HORIZON = "182"
@@ -399,9 +400,13 @@ REJECTED = [
          lambda ws: score(ws, log_csv(ws), accounts=write("acc.csv", "customer_id,industry\n")),
          "acc.csv: no account rows (empty file or header only)"),
     Case("accounts-attribute-type-changed", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
-        ws, lambda a: a.assign(employees=a["employees"].astype(str).mask(a.index == 0, "many")))),
+        ws, lambda a: a.assign(employees=a["employees"].astype(str).mask(a.index % 2 == 0, "many")))),
         "acc.csv: column 'employees': value 'many' is not a number; the model was trained with "
         "numbers"),
+    Case("accounts-stray-text-in-numbers", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
+        ws, lambda a: a.assign(employees=a["employees"].astype(str).mask(a.index == 3, "1O0")))),
+        "acc.csv: column 'employees': value '1O0' is not a number, while 199 of its 200 values "
+        "are; correct it or leave it blank, or name the column in account_text_columns"),
     # -- the model
     Case("model-not-registered",
          lambda ws: score(ws, log_csv(ws), "--model", "models:/nope@champion"),
@@ -534,6 +539,8 @@ HANDLED = [
          "duplicate_lines=7", code=0),
     Case("id-padded-with-whitespace", lambda ws: score(ws, log_csv(
         ws, set_cell("customer_id", " 000001 "))), "ids_stripped_of_whitespace=1", code=0),
+    Case("id-with-zero-width-space", lambda ws: score(ws, log_csv(
+        ws, set_cell("customer_id", "000001\u200b"))), "ids_stripped_of_whitespace=1", code=0),
     Case("ids-written-as-decimals", lambda ws: score(ws, log_csv(
         ws, set_cell("customer_id", "000001.0"))), "ids_ending_in_point_zero=1", code=0),
     Case("returns-and-fully-returned-account", lambda ws: score(ws, log_csv(ws, returned_account)),
@@ -578,6 +585,14 @@ HANDLED = [
         ws, log_csv(ws), accounts=accounts_csv(ws, lambda a: a.assign(
             industry=a["industry"].mask(a.index < 2, "space mining")))),
         "attribute_values_unseen_in_training=2", code=0),
+    Case("accounts-missing-value-marker", lambda ws: score(
+        ws, log_csv(ws), accounts=accounts_csv(ws, lambda a: a.assign(
+            employees=a["employees"].astype(str).mask(a.index < 2, "n/a")))),
+        "attribute_values_read_as_missing=2", code=0),
+    Case("account-id-with-zero-width-space", lambda ws: score(
+        ws, log_csv(ws), accounts=accounts_csv(ws, lambda a: a.assign(
+            customer_id=a["customer_id"].mask(a.index == 0, "000001\u200b")))),
+        "account_ids_stripped_of_whitespace=1", code=0),
 ]
 
 
@@ -593,8 +608,10 @@ def test_handled_input_is_counted_and_every_account_scored(workspace, in_case, c
         delimiter = csv.Sniffer().sniff(handle.readline()).delimiter
     used = pd.read_csv(args[2], sep=delimiter, dtype=str, encoding="utf-8-sig")
     as_of = args[args.index("--as-of") + 1] if "--as-of" in args else used["date"].max() + "~"
-    # Ids as typed, zeros kept; whitespace at an edge is stripped (and counted).
-    seen = set(used.loc[used["date"] < as_of, "customer_id"].str.strip())
+    # Ids as typed, zeros kept; whitespace and invisible characters at an edge are
+    # stripped (and counted).
+    stripped = "".join(map(chr, STRIPPED_CODES))
+    seen = set(used.loc[used["date"] < as_of, "customer_id"].str.strip(stripped))
     assert sorted(scores["customer_id"]) == sorted(seen)
     assert scores["customer_id"].str.startswith("0").all()
     assert scores["tier"].isin(["A", "B", "C", "D"]).all()

@@ -65,6 +65,9 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
                               thousands_separator=config.thousands_separator,
                               text_columns=config.account_text_columns)
         notes.update(_match_accounts(tx, attrs))
+        notes.update(attrs.attrs["notes"])
+        for message in attrs.attrs["messages"]:  # which column and marker each count is
+            log.warning("%s", message)
     as_of = as_date(as_of) if as_of is not None else tx.last_date + timedelta(days=1)
     if as_of <= tx.first_date:
         raise InputError(f"{tx.source}: --as-of {as_of} is on or before the first transaction "

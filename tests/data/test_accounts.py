@@ -62,3 +62,58 @@ def test_the_account_table_reads_numbers_in_the_configured_form(tmp_path):
     plain = load_accounts(write_csv(tmp_path, "customer_id,a,b\n1,\"12,5\",1_000\n2,3,4\n"))
     assert isinstance(plain["a"].dtype, pd.CategoricalDtype)
     assert isinstance(plain["b"].dtype, pd.CategoricalDtype)
+
+
+@pytest.mark.parametrize("marker", ["n/a", "NULL", "#N/A", "NA", " nan ", "-", "?"])
+def test_a_missing_marker_in_a_column_of_numbers_is_read_as_missing_and_counted(tmp_path, marker):
+    path = write_csv(tmp_path, "customer_id,employees,region\n"
+                               f"1,12,NA\n2,{marker},EU\n3,40,NA\n4,,EU\n", "acc.csv")
+    accounts = load_accounts(path)
+    assert accounts["employees"].dtype == float
+    assert accounts["employees"].isna().tolist() == [False, True, False, True]
+    assert accounts.attrs["notes"] == {"attribute_values_read_as_missing": 1}
+    assert accounts.attrs["messages"] == [
+        f"{path}: column 'employees': {marker.strip()!r} in 1 row(s) read as missing, as every "
+        "other value of the column is a number"]
+    # Among words, 'NA' is North America: a level, as written.
+    assert accounts["region"].cat.categories.tolist() == ["EU", "NA"]
+
+
+def test_markers_count_per_value_and_are_levels_where_no_value_is_a_number(tmp_path):
+    path = write_csv(tmp_path, "customer_id,employees,revenue,note\n1,n/a,1.5,n/a\n"
+                               "2,N/A,null,n/a\n3,7,2,none\n", "acc.csv")
+    accounts = load_accounts(path)
+    assert accounts["employees"].tolist()[2] == 7.0 and accounts["revenue"].tolist()[0] == 1.5
+    assert accounts.attrs["notes"] == {"attribute_values_read_as_missing": 3}
+    assert accounts.attrs["messages"] == [
+        f"{path}: column 'employees': 'n/a' in 1 row(s), 'N/A' in 1 row(s) read as missing, as "
+        "every other value of the column is a number",
+        f"{path}: column 'revenue': 'null' in 1 row(s) read as missing, as every other value "
+        "of the column is a number"]
+    assert accounts["note"].tolist() == ["n/a", "n/a", "none"]  # no number: kept as levels
+
+
+def test_a_stray_word_in_a_column_of_numbers_is_refused(tmp_path):
+    rows = "".join(f"{i},{i * 10}\n" for i in range(1, 10))
+    path = write_csv(tmp_path, f"customer_id,employees\n{rows}10,1O0\n", "acc.csv")
+    with pytest.raises(InputError, match=r"acc.csv: column 'employees': value '1O0' is not a "
+                                         r"number, while 9 of its 10 values are; .* name the "
+                                         "column in account_text_columns"):
+        load_accounts(path)
+    # Named as text, or below nine numbers in ten: categories, as written.
+    assert load_accounts(path, text_columns=["employees"])["employees"].tolist()[-1] == "1O0"
+    assert load_accounts(path, refuse_stray_text=False)["employees"].dtype == "category"
+    fewer = write_csv(tmp_path, f"customer_id,size\n{rows[:-5]}9,large\n", "fewer.csv")
+    assert load_accounts(fewer)["size"].tolist()[-2:] == ["80", "large"]
+
+
+@pytest.mark.parametrize("pad", ["\u200b", "\u2060", "\ufeff", "\u00a0 ", "\u200e"],
+                         ids=["zero-width-space", "word-joiner", "bom", "no-break-space", "lrm"])
+def test_account_ids_are_stripped_of_invisible_characters_and_counted(tmp_path, pad):
+    path = write_csv(tmp_path, f"customer_id,size\n007{pad},3\n{pad}8,4\n9,5\n", "acc.csv")
+    accounts = load_accounts(path)
+    assert accounts.index.tolist() == ["007", "8", "9"]
+    assert accounts.attrs["notes"] == {"account_ids_stripped_of_whitespace": 2}
+    path = write_csv(tmp_path, f"customer_id,size\n007{pad},3\n007,4\n", "dup.csv")
+    with pytest.raises(InputError, match="duplicated customer id '007'"):
+        load_accounts(path)

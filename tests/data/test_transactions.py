@@ -163,6 +163,24 @@ def test_padded_values_load_exactly_as_the_clean_log(tmp_path, column, date_form
     assert padded.summary() | {"source": ""} == clean.summary() | {"source": ""}
 
 
+# Invisible characters that pasted or exported values carry at an edge: zero-width
+# space, word joiner, soft hyphen, left-to-right mark, narrow no-break space.
+INVISIBLE = ["\u200b", "\u2060", "\u00ad", "\u200e", "\u202f"]
+
+
+@pytest.mark.parametrize("pad", INVISIBLE, ids=["zwsp", "word-joiner", "soft-hyphen", "lrm",
+                                                "narrow-nbsp"])
+def test_invisible_characters_at_an_edge_are_stripped_and_the_ids_counted(tmp_path, pad):
+    clean = "customer_id,date,amount\n007,2024-01-05,12.5\n007,2024-02-01,3\nA-1,2024-02-29,1\n"
+    padded = (f"customer_id,date,amount\n007{pad},2024-01-05,12.5\n007,2024-02-01{pad},{pad}3\n"
+              f"{pad}A-1,2024-02-29,1\n")
+    log = load_transactions(write_csv(tmp_path, padded, "padded.csv"))
+    expected = load_transactions(write_csv(tmp_path, clean, "clean.csv"))
+    pd.testing.assert_frame_equal(log.daily(), expected.daily())
+    assert log.notes["ids_stripped_of_whitespace"] == 2  # '007' + pad and pad + 'A-1'
+    assert log.n_accounts == 2
+
+
 @pytest.mark.parametrize("stamp", ["2024-01-31 10:00:00+02:00 ", "2024-01-31 10:00Z\t",
                                    "\u00a02024-01-31 10:00 UTC"])
 def test_padded_time_zone_aware_date_is_refused(tmp_path, stamp):

@@ -1,7 +1,9 @@
 """Load and validate an account attribute table, one row per account.
 
 The table is read as the transaction log is (:mod:`keyltv.data.sources`), with its ids
-read as in :mod:`keyltv.data.columns`, into a pandas frame of typed attributes.
+read as in :mod:`keyltv.data.columns`, into a pandas frame of typed attributes. What
+loading changed is counted in the frame's ``attrs["notes"]``, with one line per column
+in ``attrs["messages"]`` (see :func:`load_accounts`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from keyltv.data.columns import (
     check_float_ids,
     id_text_sql,
     missing_column_message,
+    padded_sql,
     quote_identifier,
     stripped_sql,
 )
@@ -28,6 +31,7 @@ from keyltv.data.sources import (
 )
 
 if TYPE_CHECKING:
+    import duckdb
     import pandas as pd  # imported where a frame is made (see keyltv.data.transactions)
 
 
@@ -35,6 +39,7 @@ def load_accounts(
     path: str | Path | pd.DataFrame, *, id_column: str = "customer_id", label: str | None = None,
     encoding: str = "utf-8", decimal_separator: str = ".",
     thousands_separator: str | None = None, text_columns: Sequence[str] = (),
+    refuse_stray_text: bool = True,
 ) -> pd.DataFrame:
     """Read an account attribute table, one row per account.
 
@@ -45,17 +50,31 @@ def load_accounts(
     leading zero (``01234``) holds codes and stays text, and so does every column of
     ``text_columns`` (codes such as a region number, whose order means nothing).
 
+    In a column whose other values are all numbers, a missing-value marker such as
+    ``n/a``, ``NULL`` or ``#N/A`` (:data:`MISSING_TOKENS`) is read as missing and
+    counted; elsewhere it is a value like any other (a region ``NA`` stays a level).
+
+    Parameters
+    ----------
+    refuse_stray_text : bool
+        Refuse a column of mostly numbers with a few other values (see
+        :data:`MOSTLY_NUMBERS`). False reads such a column as categories, for files whose
+        columns are checked where they are read (an earlier score file).
+
     Returns
     -------
     pandas.DataFrame
-        Indexed by ``customer_id`` (string), one column per attribute; the file name is
-        kept in ``frame.attrs["source"]`` for messages.
+        Indexed by ``customer_id`` (string), one column per attribute. ``attrs`` holds
+        the file name (``source``), the counts of what loading changed (``notes``:
+        ``account_ids_stripped_of_whitespace``, ``attribute_values_read_as_missing``;
+        only those above zero) and one line about each column with markers read as
+        missing (``messages``).
 
     Raises
     ------
     InputError
         Missing, duplicated or repeated columns, blank or duplicated ids, no rows,
-        unreadable file.
+        unreadable file, a stray text value in a column of numbers.
     """
     try:
         numbers = NumberFormat(decimal_separator, thousands_separator)
@@ -72,17 +91,74 @@ def load_accounts(
     if id_column not in found:
         raise InputError(missing_column_message(name, "customer_id", id_column, found))
     check_float_ids(con, name, id_column)
-    types = source_types(con)
     # Of several files, the column that names each row's file is no attribute.
     attributes = [c for c in found if c not in (id_column, FILE_COLUMN)]
     unknown = [c for c in text_columns if c not in attributes]
     if unknown:
         raise InputError(f"{name}: account_text_columns names {unknown[0]!r}, which is not "
                          f"an attribute column of this table (it has {attributes})")
-    select = [f"{stripped_sql(id_text_sql(id_column, types[id_column]))} AS {quote_identifier(id_column)}"]
+    frame = _read_rows(con, name, id_column, attributes, numbers)
+    frame, padded = _indexed_by_id(frame, name, id_column)
+    typed, missing = {}, {}
+    for i, column in enumerate(attributes):
+        parsed = frame.pop(f"{_NUMBER_OF}{i}") if f"{_NUMBER_OF}{i}" in frame else None
+        typed[column], missing[column] = _typed_attribute(
+            frame[column], parsed, as_text=column in text_columns,
+            where=f"{name}: column {column!r}", refuse_stray_text=refuse_stray_text)
+    frame = frame.assign(**typed) if typed else frame
+    read_as_missing = sum(len(tokens) for tokens in missing.values())
+    counts = {"account_ids_stripped_of_whitespace": padded,
+              "attribute_values_read_as_missing": read_as_missing}
+    frame.attrs["source"] = name
+    frame.attrs["notes"] = {key: count for key, count in counts.items() if count}
+    frame.attrs["messages"] = [_missing_message(name, column, tokens)
+                               for column, tokens in missing.items() if len(tokens)]
+    return frame
+
+
+# Prefix of the columns that hold a text attribute's value as a number (load_accounts).
+_NUMBER_OF = "__keyltv_number_"
+# Column that tells whether a row's id had whitespace at an edge (load_accounts).
+_PADDED = "__keyltv_padded_id"
+
+# Whole values that mark a missing number, compared after stripping and in any case:
+# pandas' default ``na_values`` (less the float-printing artefacts such as '1.#IND'),
+# Excel's #N/A in other languages (#NV de, #N/B nl, #N/D it/pt) and the dashes and
+# question marks typed into a sheet. ``-`` is also how an accounting format shows a
+# zero; it is read as missing, not 0, and the note names it. They are read as missing
+# only in a column whose every other value is a number: ``NA`` is North America in a
+# region column, and ``none`` or ``?`` may be a level of a column of categories.
+MISSING_TOKENS = frozenset({
+    "na", "n/a", "n.a.", "#n/a", "#na", "#n/a n/a", "<na>", "nan", "-nan", "null", "none",
+    "#nv", "#n/b", "#n/d", "-", "--", "?",
+})
+
+# Share of a column's values (blanks and missing markers aside) that must be numbers
+# for a value that is not one to be refused rather than turn the column into
+# categories. One mistyped cell (``1O0`` with a letter O, an Excel ``#VALUE!``) would
+# otherwise make every number a level of its own: nothing the model can rank, and
+# values that a corrected table never repeats, so that the attribute is scored as
+# missing for every account. A typo touches a few cells of a column; a column of
+# categories in which nine values in ten are numbers is rare, and the message names
+# ``account_text_columns``, which reads such a column as categories. With fewer than
+# ten values, one that is not a number cannot reach the share: tiny tables stay as
+# they were read before.
+MOSTLY_NUMBERS = 0.9
+
+
+def _read_rows(con: duckdb.DuckDBPyConnection, name: str, id_column: str,
+               attributes: list[str], numbers: NumberFormat) -> pd.DataFrame:
+    """The table's rows: the stripped id, whether it was padded, and each attribute.
+
+    A text attribute comes with the number it reads as in ``numbers``' form (NULL if it
+    is none), in the column ``_NUMBER_OF`` + its position.
+    """
+    types = source_types(con)
+    ident = id_text_sql(id_column, types[id_column])
+    select = [f"{stripped_sql(ident)} AS {quote_identifier(id_column)}",
+              f"COALESCE({padded_sql(ident)}, false) AS {_PADDED}"]
     for i, column in enumerate(attributes):
         if types[column] == "VARCHAR":
-            # The text, and the number it reads as in the configured form (NULL if none).
             text = f"NULLIF({stripped_sql(quote_identifier(column))}, '')"
             select += [f"{text} AS {quote_identifier(column)}", f"{numbers.sql(text)} AS {_NUMBER_OF}{i}"]
         else:
@@ -91,6 +167,17 @@ def load_accounts(
         frame = con.execute(f"SELECT {', '.join(select)} FROM src").df()
     if frame.empty:
         raise InputError(f"{name}: no account rows (empty file or header only)")
+    return frame
+
+
+def _indexed_by_id(frame: pd.DataFrame, name: str, id_column: str) -> tuple[pd.DataFrame, int]:
+    """``frame`` indexed by its ids, and the number of ids stripped of whitespace.
+
+    Raises
+    ------
+    InputError
+        A blank or duplicated id (after stripping: ``'7 '`` and ``'7'`` are one).
+    """
     ids = frame[id_column]
     blank = ids.isna() | (ids == "")
     if blank.any():
@@ -103,25 +190,16 @@ def load_accounts(
             f"{name}: column {id_column!r}: duplicated customer id {describe_value(dup.iloc[0])} "
             f"({len(dup)} duplicate row(s)); the file needs one row per account"
         )
+    padded = int(frame.pop(_PADDED).sum())
     frame = frame.set_index(id_column)
     frame.index = frame.index.astype(str)
     frame.index.name = "customer_id"
-    typed = {}
-    for i, column in enumerate(attributes):
-        parsed = frame.pop(f"{_NUMBER_OF}{i}") if f"{_NUMBER_OF}{i}" in frame else None
-        typed[column] = _typed_attribute(frame[column], parsed,
-                                         as_text=column in text_columns)
-    frame = frame.assign(**typed) if typed else frame
-    frame.attrs["source"] = name
-    return frame
-
-
-# Prefix of the columns that hold a text attribute's value as a number (load_accounts).
-_NUMBER_OF = "__keyltv_number_"
+    return frame, padded
 
 
 def _typed_attribute(column: pd.Series, parsed: pd.Series | None = None,
-                     as_text: bool = False) -> pd.Series:
+                     as_text: bool = False, where: str = "column",
+                     refuse_stray_text: bool = True) -> tuple[pd.Series, pd.Series]:
     """Numeric if every non-blank value is a number, else a categorical.
 
     ``parsed`` holds a text column's values as numbers (NULL where they are none), read
@@ -129,18 +207,50 @@ def _typed_attribute(column: pd.Series, parsed: pd.Series | None = None,
     column with a whole number written with a leading zero (a postcode ``01234``, an
     industry code ``0111``) is a code, not a quantity: it stays text (a categorical), as
     it was written, rather than becoming 1234.0.
+
+    Returns
+    -------
+    values : pandas.Series
+        The typed column.
+    read_as_missing : pandas.Series
+        The markers of :data:`MISSING_TOKENS` read as missing, as written (empty if none).
+
+    Raises
+    ------
+    InputError
+        With ``refuse_stray_text``, a value that is not a number in a column of
+        :data:`MOSTLY_NUMBERS`; ``where`` names the file and column.
     """
     import pandas as pd
 
     text = column.astype("string").str.strip().replace("", pd.NA)
+    none = text.iloc[:0]
     if as_text:  # named in account_text_columns
-        return text.astype("category")
+        return text.astype("category"), none
     if _is_text(column) and text.str.fullmatch(r"[+-]?0[0-9]+").fillna(False).any():
-        return text.astype("category")
+        return text.astype("category"), none
     numbers = pd.to_numeric(text, errors="coerce") if parsed is None else parsed
-    if numbers.notna().sum() == text.notna().sum():
-        return numbers.astype(float)
-    return text.astype("category")
+    others = text[text.notna() & numbers.isna()]
+    tokens = others.str.lower().isin(MISSING_TOKENS)
+    if numbers.notna().any() and tokens.all():
+        return numbers.astype(float), others
+    stray, counted = others[~tokens], int(numbers.notna().sum())
+    if refuse_stray_text and len(stray) and counted >= MOSTLY_NUMBERS * (counted + len(stray)):
+        raise InputError(
+            f"{where}: value {describe_value(stray.iloc[0])} is not a number, while "
+            f"{counted} of its {counted + len(stray)} values are; correct it or leave it "
+            "blank, or name the column in account_text_columns to read it as categories")
+    return text.astype("category"), none
+
+
+def _missing_message(name: str, column: str, tokens: pd.Series) -> str:
+    """One line: which markers of ``column`` were read as missing, and how often."""
+    counts = tokens.value_counts()
+    listed = ", ".join(f"{describe_value(token)} in {int(n)} row(s)"
+                       for token, n in counts.head(3).items())
+    more = f" and {len(counts) - 3} other marker(s)" if len(counts) > 3 else ""
+    return (f"{name}: column {column!r}: {listed}{more} read as missing, as every other "
+            "value of the column is a number")
 
 
 def _is_text(column: pd.Series) -> bool:

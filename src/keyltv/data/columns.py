@@ -110,8 +110,9 @@ def _squashed(column: str) -> str:
 def stripped_sql(expression: str) -> str:
     """Wrap ``expression`` in SQL that strips surrounding whitespace of any kind.
 
-    ``trim`` only removes spaces; exports also pad with tabs, line breaks and Excel's
-    no-break space, and an id made only of those is blank.
+    ``trim`` only removes spaces; exports also pad with tabs, line breaks, Excel's
+    no-break space and invisible characters such as a zero-width space (see
+    :data:`STRIPPED_CODES`), and an id made only of those is blank.
     """
     # Replacing costs far more than testing, and almost no value needs it.
     return (f"CASE WHEN {padded_sql(expression)} "
@@ -120,16 +121,31 @@ def stripped_sql(expression: str) -> str:
 
 
 def padded_sql(expression: str) -> str:
-    """SQL that is true where ``expression`` starts or ends with whitespace to strip."""
+    """SQL that is true where ``expression`` starts or ends with a code point to strip."""
     # The first and last code point (``x[1]``, ``x[-1]``; -1 for ''), which is what a
     # regex's anchors see, for a quarter of the cost of a regex match per value.
     return (f"(ord({expression}[1]) IN ({_SPACE_CODES}) "
             f"OR ord({expression}[-1]) IN ({_SPACE_CODES}))")
 
 
-# RE2's \s is [\t\n\f\r ]; exports add the no-break space and the byte-order mark.
-_SPACE = r"[\s\x{00A0}\x{FEFF}]"
-_SPACE_CODES = "9, 10, 12, 13, 32, 160, 65279"
+# Code points stripped at a value's edges. RE2's \s is only [\t\n\f\r ]; exports and
+# pasted values add the other Unicode spaces (the no-break space of Excel, the narrow
+# one of a French locale, the byte-order mark) and invisible format characters: a
+# zero-width space, joiner or word joiner, a soft hyphen and the bidirectional marks
+# that text copied from a web page or a right-to-left app carries. Left in place, 'A7'
+# and 'A7' + U+200B look alike and are two accounts. Only the edges are tested: an
+# IN list on the first and last code point costs little per value (lines.py checks
+# each distinct id, and each value only when a log needs its second, stripped pass).
+STRIPPED_CODES = (
+    9, 10, 11, 12, 13, 32, 0x85, 0xA0, 0xAD, 0x61C, 0x1680, 0x180E,
+    *range(0x2000, 0x2010), *range(0x2028, 0x2030), *range(0x205F, 0x2065),
+    *range(0x2066, 0x206A), 0x3000, 0xFEFF,
+)
+_SPACE_CLASS = "".join(f"\\x{{{code:04X}}}" for code in STRIPPED_CODES)
+_SPACE = f"[{_SPACE_CLASS}]"
+# RE2 character class of anything but those (a value's last character, lines.py).
+NOT_SPACE = f"[^{_SPACE_CLASS}]"
+_SPACE_CODES = ", ".join(map(str, STRIPPED_CODES))
 
 
 def id_text_sql(column: str, column_type: str) -> str:

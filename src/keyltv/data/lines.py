@@ -15,7 +15,13 @@ from collections.abc import Mapping
 
 import duckdb
 
-from keyltv.data.columns import id_text_sql, padded_sql, quote_identifier, stripped_sql
+from keyltv.data.columns import (
+    NOT_SPACE,
+    id_text_sql,
+    padded_sql,
+    quote_identifier,
+    stripped_sql,
+)
 from keyltv.data.schema import (
     ISO_DATE_PATTERN,
     MAX_ABS_AMOUNT,
@@ -170,9 +176,10 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, st
 _PLAIN_DAY = ("(date_raw LIKE '____-__-__' "
               "AND TRY_CAST(date_raw AS DATE) >= DATE '1000-01-01')")
 
-# ISO_DATE_PATTERN for unstripped dates: one that ends in whitespace does not match
+# ISO_DATE_PATTERN for unstripped dates: one that ends in whitespace (or an invisible
+# character, see keyltv.data.columns.STRIPPED_CODES) does not match
 # (it starts with a digit in both), so that it is parsed again, stripped.
-_UNPADDED_ISO_DATE = r"^\d{4}-\d{1,2}-\d{1,2}([ T]\d(.*[^\s\x{00A0}\x{FEFF}])?)?$"
+_UNPADDED_ISO_DATE = r"^\d{4}-\d{1,2}-\d{1,2}([ T]\d(.*" + NOT_SPACE + r")?)?$"
 
 # Each rule: (key, SQL condition on `parsed`, column role, problem, what is allowed).
 # One rule per line; the first broken rule in this order is reported.

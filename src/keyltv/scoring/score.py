@@ -283,7 +283,11 @@ def read_previous(path: str | Path) -> tuple[pd.Series, pd.Series | None]:
         What its tiers ranked (predicted profit, else predicted value); None for a file
         of tiers alone.
     """
-    frame = load_accounts(path, id_column="customer_id")
+    # Its columns are checked where they are read (a European re-save's '1234,5' beside
+    # '0' is no typo to refuse in a column that may not be read at all).
+    frame = load_accounts(path, id_column="customer_id", refuse_stray_text=False)
+    # The tiers carry what this file tells about its run, not what loading counted.
+    frame.attrs = {"source": frame.attrs["source"]}
     if "tier" not in frame.columns:
         raise InputError(f"{path}: column 'tier' is missing; pass an earlier keyltv score file")
     tiers = frame["tier"].astype("string")

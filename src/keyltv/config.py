@@ -80,6 +80,12 @@ class Columns(_Frozen):
             roles["margin"] = None
         return roles
 
+    def value_label(self) -> str:
+        """Where a line's value comes from, for messages: ``column 'amount'`` or the product."""
+        if self.quantity is None:
+            return f"column '{self.amount}'"
+        return f"columns '{self.quantity}' x '{self.unit_price}'"
+
 
 class Training(_Frozen):
     """How ``train`` cuts its own history into training examples.

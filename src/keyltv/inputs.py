@@ -184,11 +184,8 @@ def require_orders(inputs: Inputs, config: Config) -> None:
                                      [inputs.as_of]).fetchall()[0][0]
     if largest is not None and largest > 0:
         return
-    c = config.columns
-    column = f"column '{c.amount}'" if c.quantity is None else \
-        f"columns '{c.quantity}' x '{c.unit_price}'"
     raise InputError(
-        f"{inputs.log.source}: {column}: no account has a positive day before "
+        f"{inputs.log.source}: {config.columns.value_label()}: no account has a positive day before "
         f"{inputs.as_of} (the largest day's net value is {float(largest or 0):g}); keyltv reads "
         "positive amounts as orders and negative ones as returns: if the export signs sales "
         "negative, negate the column")

@@ -157,11 +157,9 @@ def money_scale_warning(inputs: Inputs, bundle: KeyLTVModel, features: pd.DataFr
     now = float(features.loc[ordered, "avg_order_value"].median())
     if now <= 0 or max(now / trained, trained / now) < MONEY_SCALE_GAP:
         return []
-    c = config.columns
-    column = f"'{c.amount}'" if c.quantity is None else f"'{c.quantity}' x '{c.unit_price}'"
     return [f"the median order value of {inputs.log.source} is {now:,.4g} against "
             f"{trained:,.4g} in the book the model was trained on ({now / trained:.3g}x, "
-            f"column {column}): if the amounts are in other units (thousands, cents), "
+            f"{config.columns.value_label()}): if the amounts are in other units (thousands, cents), "
             "convert them or retrain; the models learned the training book's amounts"]
 
 

@@ -207,12 +207,14 @@ def parquet_parts(ws: Workspace) -> list[str]:
     return score(ws, "pq")
 
 
-def previous_scores(ids: list[str], as_of: str | None = None) -> str:
+def previous_scores(ids: list[str], as_of: str | None = None, value: str | None = None) -> str:
     """An earlier score file (only the columns ``--previous`` reads) for ``ids``."""
     tiers = [("A", "B", "C", "D")[i % 4] for i in range(len(ids))]
     frame = pd.DataFrame({"customer_id": ids, "tier": tiers})
     if as_of is not None:
         frame["as_of"] = as_of
+    if value is not None:
+        frame["predicted_value"] = value
     frame.to_csv("prev.csv", index=False)
     return "prev.csv"
 
@@ -457,6 +459,17 @@ REJECTED = [
          lambda ws: score(ws, log_csv(ws), "--previous",
                           previous_scores(["000001", "000002"], as_of="2099-01-01")),
          "prev.csv: column 'as_of': the file is as of 2099-01-01, after --as-of "),
+    Case("previous-as-of-not-iso",
+         lambda ws: score(ws, log_csv(ws), "--previous",
+                          previous_scores(["000001", "000002"], as_of="12/07/2023")),
+         "prev.csv: column 'as_of': value '12/07/2023' is not an ISO date; keyltv writes "
+         "YYYY-MM-DD and does not guess day-first or month-first"),
+    Case("previous-value-in-another-number-form",
+         lambda ws: score(ws, log_csv(ws), "--previous",
+                          previous_scores(["000001", "000002"], value="1234,5")),
+         "prev.csv: column 'predicted_value': value '1234,5' is not a number; expected a plain "
+         "number such as -1234.5 (no currency signs; for 1.234,5 set decimal_separator and "
+         "thousands_separator in the config)"),
     Case("previous-not-a-score-file",
          lambda ws: score(ws, log_csv(ws), "--previous", ws.accounts_csv),
          "accounts.csv: column 'tier' is missing; pass an earlier keyltv score file"),

@@ -1,12 +1,12 @@
 """The earlier score file (``--previous``): what is read from it and what is refused."""
 
-from datetime import date
+from datetime import date, datetime
 
 import pandas as pd
 import pytest
 
-from keyltv.data.schema import InputError
-from keyltv.scoring.score import match_previous, read_previous_tiers
+from keyltv.data.schema import InputError, NumberFormat
+from keyltv.scoring.score import match_previous, read_previous, read_previous_tiers
 
 
 def test_previous_of_a_later_run_is_refused_even_when_it_mixes_days(tmp_path):
@@ -38,3 +38,83 @@ def test_the_band_uses_an_earlier_file_only_of_the_same_model_horizon_and_basis(
     assert not comparable_previous(tiers, profit.drop(columns="predicted_profit"), "keyltv/3", 182)
     pd.DataFrame({"customer_id": ["1"], "tier": ["A"]}).to_csv(path, index=False)
     assert read_previous(path)[1] is None  # tiers alone: nothing to tell a move from a tie
+
+
+# An earlier score file as keyltv writes it, and as a German or French spreadsheet
+# re-saves it: semicolons, a byte-order mark, CRLF line ends, decimal commas.
+PLAIN_PREVIOUS = ("customer_id,as_of,predicted_value,predicted_profit,tier,model_version\n"
+                  "1,2024-05-01,1234.5,12.25,A,keyltv/3\n"
+                  "2,2024-05-01,980.0,0.5,B,keyltv/3\n"
+                  "3,2024-05-01,7.125,1e-05,C,keyltv/3\n")
+EUROPEAN_PREVIOUS = ("\ufeffcustomer_id;as_of;predicted_value;predicted_profit;tier;model_version\r\n"
+                     "1;2024-05-01;1234,5;12,25;A;keyltv/3\r\n"
+                     "2;2024-05-01;980;0,5;B;keyltv/3\r\n"
+                     "3;2024-05-01;7,125;1E-05;C;keyltv/3\r\n")
+
+
+@pytest.mark.parametrize("numbers, text", [
+    (NumberFormat(",", None), EUROPEAN_PREVIOUS),
+    (NumberFormat(",", "."), EUROPEAN_PREVIOUS.replace("1234,5", "1.234,5")),
+    (NumberFormat(",", "."), PLAIN_PREVIOUS),  # keyltv's own file under a European config
+    (NumberFormat(), PLAIN_PREVIOUS),
+], ids=["decimal-comma", "thousands-point", "plain-file-european-config", "plain"])
+def test_a_spreadsheet_resave_reads_as_the_file_keyltv_wrote(tmp_path, numbers, text):
+    path = tmp_path / "prev.csv"
+    path.write_text(text, encoding="utf-8", newline="")
+    tiers, values = read_previous(path, numbers)
+    assert tiers.to_dict() == {"1": "A", "2": "B", "3": "C"}
+    assert tiers.attrs | {"source": ""} == {"as_of": date(2024, 5, 1), "ranked_by": "profit",
+                                            "model_version": "keyltv/3", "source": ""}
+    assert values.to_dict() == {"1": 12.25, "2": 0.5, "3": 1e-05}
+
+
+def test_a_ranking_value_no_form_reads_is_refused_not_dropped(tmp_path):
+    path = tmp_path / "prev.csv"
+    path.write_text(EUROPEAN_PREVIOUS, encoding="utf-8", newline="")
+    with pytest.raises(InputError) as plain:
+        read_previous(path)  # the default config: plain numbers
+    assert str(plain.value) == (
+        f"{path}: column 'predicted_profit': value '12,25' is not a number; expected a plain "
+        "number such as -1234.5 (no currency signs; for 1.234,5 set decimal_separator and "
+        "thousands_separator in the config)")
+    path.write_text(EUROPEAN_PREVIOUS.replace("0,5", "0,5 EUR"), encoding="utf-8", newline="")
+    with pytest.raises(InputError) as european:
+        read_previous(path, NumberFormat(",", None))
+    assert str(european.value) == (
+        f"{path}: column 'predicted_profit': value '0,5 EUR' is not a number; expected a "
+        "number such as -1234,5 (decimal_separator ',' in the config; no currency signs), "
+        "or -1234.5 as keyltv writes it")
+
+
+def test_a_column_mixing_both_number_forms_is_refused(tmp_path):
+    path = tmp_path / "prev.csv"
+    path.write_text(EUROPEAN_PREVIOUS.replace("12,25", "12.25"), encoding="utf-8", newline="")
+    with pytest.raises(InputError, match=r"column 'predicted_profit': value '12.25' is written "
+                                         r"as keyltv writes numbers, other values in the "
+                                         r"config's form .*; write the whole column in one form"):
+        read_previous(path, NumberFormat(",", None))
+
+
+@pytest.mark.parametrize("as_of", ["12/07/2023", "07.12.2023", "2023-13-01", "yesterday"])
+def test_an_as_of_that_is_not_iso_is_refused_not_guessed(tmp_path, as_of):
+    path = tmp_path / "prev.csv"
+    pd.DataFrame({"customer_id": ["1", "2"], "tier": ["A", "B"],
+                  "as_of": ["2023-07-01", as_of]}).to_csv(path, index=False)
+    with pytest.raises(InputError) as refused:
+        read_previous_tiers(path)
+    assert str(refused.value) == (
+        f"{path}: column 'as_of': value {as_of!r} is not an ISO date; keyltv writes "
+        "YYYY-MM-DD and does not guess day-first or month-first (a spreadsheet may have "
+        "re-saved it: save the column as YYYY-MM-DD)")
+
+
+@pytest.mark.parametrize("as_of", [
+    ["2023-07-01", "2023-07-01 08:30:00", "2023-7-1T08:30", None],
+    [date(2023, 7, 1), date(2023, 6, 1), None, None],
+    [datetime(2023, 7, 1, 23, 59), datetime(2023, 6, 1), None, None],
+], ids=["iso-text", "parquet-date", "parquet-timestamp"])
+def test_an_iso_as_of_in_text_or_a_date_type_is_read(tmp_path, as_of):
+    path = tmp_path / "prev.parquet"
+    pd.DataFrame({"customer_id": ["1", "2", "3", "4"], "tier": ["A", "B", "C", "D"],
+                  "as_of": as_of}).to_parquet(path)
+    assert read_previous_tiers(path).attrs["as_of"] == date(2023, 7, 1)

@@ -29,3 +29,24 @@ def test_a_season_unlike_the_prediction_is_said(predicted, horizon, said):
                                  "their trailing 60 days in the 60 days from 2023-03-03; "
                                  "this run predicts 1.00x")
         assert "the predicted total is about 0.25x of what they will bring" in got[0]
+
+
+def test_the_earlier_file_is_read_in_the_configs_number_form(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from keyltv.config import Config
+    from keyltv.workflows import score_job
+
+    class Scored(Exception):
+        """Stops the job where the earlier file's values reach the scoring."""
+
+    def score_accounts(*args, previous_value, **kwargs):
+        raise Scored(previous_value)
+
+    monkeypatch.setattr(score_job, "score_accounts", score_accounts)
+    path = tmp_path / "prev.csv"
+    path.write_text("customer_id;tier;predicted_value\na;A;1,5\n", encoding="utf-8")
+    with pytest.raises(Scored) as scored:
+        score_job.score_bundle(_season_inputs(), Config(decimal_separator=","),
+                               SimpleNamespace(horizon_days=60), "keyltv/1", path)
+    assert scored.value.args[0].to_dict() == {"a": 1.5}

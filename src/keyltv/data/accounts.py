@@ -157,14 +157,21 @@ def _read_rows(con: duckdb.DuckDBPyConnection, name: str, id_column: str,
     ident = id_text_sql(id_column, types[id_column])
     select = [f"{stripped_sql(ident)} AS {quote_identifier(id_column)}",
               f"COALESCE({padded_sql(ident)}, false) AS {_PADDED}"]
+    numbers_of = []
     for i, column in enumerate(attributes):
         if types[column] == "VARCHAR":
-            text = f"NULLIF({stripped_sql(quote_identifier(column))}, '')"
-            select += [f"{text} AS {quote_identifier(column)}", f"{numbers.sql(text)} AS {_NUMBER_OF}{i}"]
+            # The text, and the number it reads as in the configured form (NULL if none).
+            select.append(f"NULLIF({stripped_sql(quote_identifier(column))}, '') "
+                          f"AS {quote_identifier(column)}")
+            numbers_of.append(f"{numbers.sql(quote_identifier(column))} AS {_NUMBER_OF}{i}")
         else:
             select.append(quote_identifier(column))
+    # The number form reads the stripped text of a subquery: inlined, the stripping ran
+    # once per use of the text in the form's SQL (5.7 s instead of 0.4 s for a 22-column
+    # score file of 711 rows; about 12 minutes with a thousands separator, on 2 busy cores).
+    outer = ", ".join(["*", *numbers_of])
     with read_errors(name):
-        frame = con.execute(f"SELECT {', '.join(select)} FROM src").df()
+        frame = con.execute(f"SELECT {outer} FROM (SELECT {', '.join(select)} FROM src)").df()
     if frame.empty:
         raise InputError(f"{name}: no account rows (empty file or header only)")
     return frame
@@ -258,3 +265,30 @@ def _is_text(column: pd.Series) -> bool:
     import pandas as pd
 
     return not pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def parse_numbers(text: pd.Series, numbers: NumberFormat) -> pd.Series:
+    """Read text as numbers in the form ``numbers`` gives, as the loaders do in SQL.
+
+    Parameters
+    ----------
+    text : pandas.Series
+        Values as text; blanks and missing values stay missing.
+    numbers : NumberFormat
+        Decimal and thousands separator (parsed strictly: see its ``sql``).
+
+    Returns
+    -------
+    pandas.Series
+        Floats on ``text``'s index, missing where a value is no number in that form.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame({"row": range(len(text)),
+                          "v": text.astype("string").str.strip().replace("", pd.NA)})
+    con = connect_duckdb()
+    con.register("numbers_text", frame)
+    # ORDER BY: a parallel scan need not keep the frame's order.
+    parsed = con.execute(f"SELECT {numbers.sql('v')} AS n FROM numbers_text ORDER BY row").df()
+    return pd.Series(parsed["n"].to_numpy(dtype=float, na_value=float("nan")), index=text.index,
+                     name=text.name)

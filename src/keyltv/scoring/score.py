@@ -12,8 +12,14 @@ import numpy as np
 import pandas as pd
 
 from keyltv.config import Config, Flags
-from keyltv.data.accounts import load_accounts
-from keyltv.data.schema import InputError, as_date, describe_value
+from keyltv.data.accounts import load_accounts, parse_numbers
+from keyltv.data.schema import (
+    ISO_DATE_PATTERN,
+    InputError,
+    NumberFormat,
+    as_date,
+    describe_value,
+)
 from keyltv.models.probabilistic import INPUTS as PROBABILISTIC_INPUTS
 from keyltv.scoring.reasons import explain_flags
 from keyltv.scoring.rules import THRESHOLDED_FLAGS, TIER_ORDER, apply_flags, tier_migrations
@@ -271,8 +277,18 @@ def read_previous_tiers(path: str | Path) -> pd.Series:
     return read_previous(path)[0]
 
 
-def read_previous(path: str | Path) -> tuple[pd.Series, pd.Series | None]:
+def read_previous(path: str | Path, numbers: NumberFormat | None = None
+                  ) -> tuple[pd.Series, pd.Series | None]:
     """Tiers and ranking values per account from an earlier score file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A score file that keyltv wrote (CSV or Parquet), or one re-saved by a spreadsheet.
+    numbers : NumberFormat, optional
+        The config's number form (``decimal_separator``, ``thousands_separator``): a
+        spreadsheet re-saves numbers in its locale's form. Numbers in the plain form that
+        keyltv writes are read too.
 
     Returns
     -------
@@ -282,10 +298,18 @@ def read_previous(path: str | Path) -> tuple[pd.Series, pd.Series | None]:
     values : pandas.Series or None
         What its tiers ranked (predicted profit, else predicted value); None for a file
         of tiers alone.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_previous_tiers`; an ``as_of`` that is not an ISO date; a ranking
+        value that is no number in the config's form nor in keyltv's.
     """
     # Its columns are checked where they are read (a European re-save's '1234,5' beside
     # '0' is no typo to refuse in a column that may not be read at all).
-    frame = load_accounts(path, id_column="customer_id", refuse_stray_text=False)
+    numbers = numbers or NumberFormat()
+    frame = load_accounts(path, id_column="customer_id", decimal_separator=numbers.decimal,
+                          thousands_separator=numbers.thousands, refuse_stray_text=False)
     # The tiers carry what this file tells about its run, not what loading counted.
     frame.attrs = {"source": frame.attrs["source"]}
     if "tier" not in frame.columns:
@@ -296,9 +320,9 @@ def read_previous(path: str | Path) -> tuple[pd.Series, pd.Series | None]:
         raise InputError(f"{path}: column 'tier': unknown tier {bad.iloc[0]!r}; allowed A, B, C, D")
     tiers = tiers.astype(object)
     if "as_of" in frame.columns:  # a keyltv score file has one; kept to check the order of runs
-        days = pd.to_datetime(frame["as_of"].astype("string"), errors="coerce").dropna()
-        if len(days):  # the latest: a file mixing days is as late as its latest row
-            tiers.attrs["as_of"] = days.max().date()
+        as_of = _latest_iso_day(frame["as_of"], path)
+        if as_of is not None:
+            tiers.attrs["as_of"] = as_of
     if "predicted_value" in frame.columns:  # a score file: what its tiers ranked
         profit = "predicted_profit" in frame.columns and frame["predicted_profit"].notna().any()
         tiers.attrs["ranked_by"] = "profit" if profit else "value"
@@ -309,7 +333,62 @@ def read_previous(path: str | Path) -> tuple[pd.Series, pd.Series | None]:
                 tiers.attrs[column] = str(values[0]).removesuffix(".0")
     ranked = {"profit": "predicted_profit", "value": "predicted_value"}.get(
         tiers.attrs.get("ranked_by", ""))
-    values = None
-    if ranked is not None and pd.api.types.is_numeric_dtype(frame[ranked]):
-        values = frame[ranked].astype(float)
+    values = None if ranked is None else _ranking_values(frame[ranked], numbers, path)
     return tiers, values
+
+
+def _latest_iso_day(column: pd.Series, path: str | Path) -> date | None:
+    """The latest day of an ``as_of`` column; a file mixing days is as late as its latest row.
+
+    keyltv writes ISO dates; ``12/07/2023`` (a spreadsheet's re-save) is refused rather
+    than read month-first, as the transaction loader refuses to guess.
+
+    Raises
+    ------
+    InputError
+        For the first value that is not an ISO date (``YYYY-MM-DD``, perhaps with a time).
+    """
+    text = column.dropna().astype("string").str.strip()
+    text = text[text != ""]
+    days = pd.to_datetime(text.str.extract(r"^(\d{4}-\d{1,2}-\d{1,2})")[0], format="%Y-%m-%d",
+                          errors="coerce")
+    bad = days.isna() | ~text.str.match(ISO_DATE_PATTERN)
+    if bad.any():
+        raise InputError(
+            f"{path}: column 'as_of': value {describe_value(text[bad].iloc[0])} is not an ISO "
+            "date; keyltv writes YYYY-MM-DD and does not guess day-first or month-first "
+            "(a spreadsheet may have re-saved it: save the column as YYYY-MM-DD)")
+    return days.max().date() if len(days) else None
+
+
+def _ranking_values(column: pd.Series, numbers: NumberFormat, path: str | Path) -> pd.Series:
+    """The earlier file's ranking values as floats, read in the config's form or keyltv's.
+
+    A value that would be dropped would turn the tolerance band off without a word (an
+    audit found 15 accounts changing tier through a file re-saved with decimal commas).
+    The config's form is tried first: it is the one the user declared.
+
+    Raises
+    ------
+    InputError
+        For the first value that neither form reads, naming what the config sets.
+    """
+    if pd.api.types.is_numeric_dtype(column):  # read in the config's form, or typed Parquet
+        return column.astype(float)
+    text = column.astype("string").str.strip().replace("", pd.NA)
+    given = text.notna()
+    # The config's form, then keyltv's own (once, where they are the same).
+    read = {form: parse_numbers(text, form) for form in dict.fromkeys([numbers, NumberFormat()])}
+    for values in read.values():
+        if (np.isfinite(values) | ~given).all():
+            return values
+    readable = pd.concat([np.isfinite(v) for v in read.values()], axis=1).any(axis=1)
+    if (given & ~readable).any():
+        keyltv_form = "" if numbers.plain else ", or -1234.5 as keyltv writes it"
+        raise InputError(
+            f"{path}: column {column.name!r}: value {describe_value(text[given & ~readable].iloc[0])} "
+            f"is not a number; expected {numbers.hint()}{keyltv_form}")
+    plain = text[given & ~np.isfinite(read[numbers])].iloc[0]
+    raise InputError(f"{path}: column {column.name!r}: value {describe_value(plain)} is written "
+                     "as keyltv writes numbers, other values in the config's form "
+                     f"({numbers.hint()}); write the whole column in one form")

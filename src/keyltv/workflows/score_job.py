@@ -14,7 +14,7 @@ import pandas as pd
 
 from keyltv.config import Config
 from keyltv.data.outputs import write_table
-from keyltv.data.schema import InputError
+from keyltv.data.schema import InputError, NumberFormat
 from keyltv.features import account_features, with_attributes
 from keyltv.features.accounts import ATTRIBUTE_PREFIX, year_ago_ratio
 from keyltv.inputs import Inputs, require_orders
@@ -85,7 +85,10 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
         account_features(inputs.log, inputs.as_of, bundle.horizon_days), inputs.accounts
     )
     accounts_source = inputs.accounts.attrs.get("source") if inputs.accounts is not None else None
-    prev, prev_value = read_previous(previous) if previous is not None else (None, None)
+    # A spreadsheet re-saves the earlier file's numbers in its locale's form, the config's.
+    numbers = NumberFormat(config.decimal_separator, config.thousands_separator)
+    prev, prev_value = (read_previous(previous, numbers) if previous is not None
+                        else (None, None))
     # score_accounts checks the inputs and the earlier file, naming these sources.
     scores = score_accounts(bundle, features, as_of=inputs.as_of, model_version=model_version,
                             config=config, previous=prev, source=inputs.log.source,

@@ -188,15 +188,15 @@ def _nothing_without_orders(features: pd.DataFrame, out: pd.DataFrame) -> pd.Dat
     """
     if "orders_total" not in features:
         return out
-    none = features["orders_total"].fillna(0).to_numpy() <= 0
+    none = ~ordered(features).to_numpy()
     if none.any():
         out.loc[none, :] = 0.0
     return out
 
 
-def accounts_without_orders(features: pd.DataFrame) -> int:
-    """Accounts with no order before the cut (see :func:`_nothing_without_orders`)."""
-    return int((features["orders_total"].fillna(0) <= 0).sum())
+def ordered(features: pd.DataFrame) -> pd.Series:
+    """Whether each account has an order (a day with a positive net) before the cut."""
+    return features["orders_total"].fillna(0) > 0
 
 
 def book_medians(features: pd.DataFrame) -> dict[str, float]:
@@ -207,8 +207,7 @@ def book_medians(features: pd.DataFrame) -> dict[str, float]:
     :func:`keyltv.workflows.score_job.money_scale_warning`).
     """
     medians = {c: _median(features, c) for c in ("value_total", "mean_gap_days")}
-    ordered = features["orders_total"].fillna(0) > 0
-    medians["avg_order_value"] = _median(features[ordered], "avg_order_value")
+    medians["avg_order_value"] = _median(features[ordered(features)], "avg_order_value")
     return {k: v for k, v in medians.items() if not np.isnan(v)}
 
 

@@ -18,7 +18,7 @@ from keyltv.data.schema import InputError, NumberFormat
 from keyltv.features import account_features, with_attributes
 from keyltv.features.accounts import ATTRIBUTE_PREFIX, year_ago_ratio
 from keyltv.inputs import Inputs, require_orders
-from keyltv.models.bundle import KeyLTVModel, accounts_without_orders
+from keyltv.models.bundle import KeyLTVModel, ordered
 from keyltv.scoring.report import render_report, write_report
 from keyltv.scoring.rules import (
     SEGMENTS,
@@ -97,7 +97,7 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
     notes = {**inputs.notes, "attribute_values_unseen_in_training":
              count_unseen_levels(bundle, features), "accounts_scored": len(scores)}
     # Scored zero (see KeyLTVModel.predict): only returns or zero-value lines so far.
-    notes["accounts_without_orders_scored_zero"] = accounts_without_orders(features)
+    notes["accounts_without_orders_scored_zero"] = int((~ordered(features)).sum())
     lost: dict[str, int] = {}
     band = config.tiers.hysteresis if prev_value is not None and comparable_previous(
         prev, scores, model_version, bundle.horizon_days) else 0.0
@@ -119,7 +119,7 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
         # line, or no net value): their profit uses the training book's rate, which the
         # output cannot show.
         notes["accounts_given_the_book_margin_rate"] = int(
-            (features["margin_rate"].isna() & (features["orders_total"].fillna(0) > 0)).sum())
+            (features["margin_rate"].isna() & ordered(features)).sum())
     if bundle.margin_rate is None and margins:
         notes["margins_unused_by_model"] = margins  # accounts whose margins it cannot use
     if inputs.accounts is not None and not any(c.startswith(ATTRIBUTE_PREFIX)
@@ -154,10 +154,10 @@ def money_scale_warning(inputs: Inputs, bundle: KeyLTVModel, features: pd.DataFr
     account's total does.
     """
     trained = getattr(bundle, "book_medians", {}).get("avg_order_value")
-    ordered = features["orders_total"].fillna(0) > 0
-    if not trained or trained <= 0 or not ordered.any():
+    buyers = ordered(features)
+    if not trained or trained <= 0 or not buyers.any():
         return []
-    now = float(features.loc[ordered, "avg_order_value"].median())
+    now = float(features.loc[buyers, "avg_order_value"].median())
     if now <= 0 or max(now / trained, trained / now) < MONEY_SCALE_GAP:
         return []
     return [f"the median order value of {inputs.log.source} is {now:,.4g} against "

@@ -105,6 +105,10 @@ def test_selection_offers_a_cross_fitted_blend_and_the_origin_reuses_its_weights
     log, accounts = sim
     result, _ = select_champion(log, date(2024, 1, 1), FAST, accounts)
     assert any("." in key for key in result.blend_weights) == (min_stratum == 20)
+    # Idle means a deployed horizon without an order, not the selection's half of it.
+    stratified = min_stratum == 20
+    assert result.blend_idle_days == (FAST.horizon_days if stratified else None)
+    assert result.models["blend"].idle_days == result.blend_idle_days
     assert "blend" in result.table.index
     weights = result.blend_weights
     parts = result.table.loc[components_of(weights), "fit_seconds"].sum()
@@ -112,18 +116,22 @@ def test_selection_offers_a_cross_fitted_blend_and_the_origin_reuses_its_weights
     assert weights and set(components_of(weights)) <= {"trailing", "bgnbd", "lightgbm"}
     assert all(w > 0 for w in weights.values())
     # The table row is out-of-fold: it differs from the in-sample blend of the holdout.
-    assert not np.allclose(result.predictions["blend"], _weighted(result.predictions, weights))
+    assert not np.allclose(result.predictions["blend"],
+                           _weighted(result.predictions, weights, result.data.current))
 
     origin = evaluate_origin(log, date(2024, 1, 1), FAST, accounts)
     outer = origin.outer
     assert "blend" in outer.table.index
+    assert outer.blend_idle_days == result.blend_idle_days
     np.testing.assert_allclose(outer.predictions["blend"],
-                               _weighted(outer.predictions, origin.selection.blend_weights))
+                               _weighted(outer.predictions, origin.selection.blend_weights,
+                                         outer.data.current))
 
 
-def _weighted(predictions, weights):
+def _weighted(predictions, weights, features):
     """Sum of weight x prediction, a stratified weight counting in its stratum only."""
-    active = predictions["trailing_value"] > 0
+    active = (features["orders_total"] > 0) & (features["days_since_last_order"]
+                                                <= FAST.horizon_days)
     inside = {"": active | True, "active": active, "idle": ~active}
     total = 0.0
     for key, w in weights.items():

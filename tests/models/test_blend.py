@@ -11,6 +11,7 @@ from keyltv.models.blend import (
     can_stratify,
     components_of,
     cross_fitted_blend,
+    stratify,
 )
 
 
@@ -108,6 +109,11 @@ def test_stratified_weights_apply_to_their_own_accounts_only():
                        {"p.active": 1.0, "g.idle": 0.8, "p.idle": 0.2})
     # b is active (1 x 10); a and c are idle (0.8 x 4 + 0.2 x 10).
     np.testing.assert_allclose(blend.predict(X), [5.2, 10.0, 5.2])
+    # With idle_days the stratum comes from the last order: a ordered 30 days ago.
+    X = X.assign(orders_total=[2, 1, 0], days_since_last_order=[30, 400, 30])
+    days = BlendedLTV(blend.components, blend.weights, idle_days=90)
+    np.testing.assert_allclose(days.predict(X), [10.0, 5.2, 5.2])
+    assert days.tracking_params()["idle_days"] == 90
     assert components_of(blend.weights) == ["p", "g"]
     assert blend.contributions(X)["f"].tolist() == [4.0, 4.0, 4.0]  # g: 0.8 over strata
     assert blend.explained_part() == ("g", pytest.approx(0.4))  # 0.8 in one of two strata
@@ -116,19 +122,32 @@ def test_stratified_weights_apply_to_their_own_accounts_only():
 def test_blend_columns_mask_each_stratum_and_weights_recover_a_stratified_truth():
     rng = np.random.default_rng(0)
     n = 4000
-    P = pd.DataFrame({"a": rng.gamma(2.0, 50.0, n), "b": rng.gamma(2.0, 50.0, n),
-                      "trailing_value": np.where(rng.random(n) < 0.5, 0.0, 1.0)})
-    active = P["trailing_value"] > 0
+    P = pd.DataFrame({"a": rng.gamma(2.0, 50.0, n), "b": rng.gamma(2.0, 50.0, n)})
+    active = rng.random(n) >= 0.5
+    strata = np.where(active, "active", "idle")
     y = np.where(active, 0.8 * P["a"] + 0.2 * P["b"], 0.3 * P["a"] + 0.7 * P["b"])
-    frame = blend_columns(P, ["a", "b"], stratified=True)
+    frame = blend_columns(P, ["a", "b"], strata)
     assert (frame.loc[~active, "a.active"] == 0).all() and (frame.loc[active, "b.idle"] == 0).all()
     w = blend_weights(frame, y)
     np.testing.assert_allclose(w[["a.active", "b.active", "a.idle", "b.idle"]],
                                [0.8, 0.2, 0.3, 0.7], atol=1e-3)
-    assert can_stratify(P["trailing_value"], y)
+    assert can_stratify(strata, y)
     # Too few idle accounts, or none of them buying: one set of weights.
-    assert not can_stratify(np.r_[np.zeros(10), np.ones(n)], np.ones(n + 10))
-    assert not can_stratify(P["trailing_value"], np.where(active, 1.0, 0.0))
+    assert not can_stratify(np.r_[["idle"] * 10, ["active"] * n], np.ones(n + 10))
+    assert not can_stratify(strata, np.where(active, 1.0, 0.0))
+    assert blend_columns(P, ["a", "b"]).columns.tolist() == ["a", "b"]
+
+
+def test_an_account_is_idle_after_idle_days_without_an_order_whatever_the_trailing_window():
+    # The selection backtest's features have a trailing window of half the deployed
+    # horizon: an order 200 days ago leaves no trailing value there, but the account
+    # is active for a 365-day horizon, as it will be when the blend is deployed.
+    X = pd.DataFrame({"orders_total": [3, 3, 3, 0], "days_since_last_order": [10, 200, 400, 5],
+                      "trailing_value": [50.0, 0.0, 0.0, -20.0]}, index=list("abcd"))
+    assert stratify(X, 365).tolist() == ["active", "active", "idle", "idle"]  # d: no order
+    assert stratify(X, 182).tolist() == ["active", "idle", "idle", "idle"]
+    # A blend stored without idle_days keeps the trailing-value rule.
+    assert stratify(X, None).tolist() == ["active", "idle", "idle", "idle"]
 
 
 @pytest.mark.parametrize(("weights", "message"), [

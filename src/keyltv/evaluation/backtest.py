@@ -36,6 +36,7 @@ from keyltv.models.blend import (
     components_of,
     cross_fitted_blend,
     is_stratified,
+    stratify,
 )
 from keyltv.models.bundle import fallback_event_scores
 from keyltv.models.training import (
@@ -92,6 +93,9 @@ class BacktestResult:
         Weight per model (or ``<model>.<stratum>``) of the blend: fitted on the whole
         holdout by :func:`add_blend`, or the weights given to :func:`apply_blend`;
         empty without a blend.
+    blend_idle_days : int or None
+        With weights per stratum, the days without an order that make an account
+        ``idle`` (:func:`keyltv.models.blend.stratify`); None otherwise.
     """
 
     cutoff: date
@@ -104,6 +108,7 @@ class BacktestResult:
     models: dict[str, object] = field(default_factory=dict, repr=False)
     data: TrainingData | None = field(default=None, repr=False)
     blend_weights: dict[str, float] = field(default_factory=dict)
+    blend_idle_days: int | None = None
 
 
 def backtest(
@@ -270,7 +275,8 @@ def select_champion(
     inner = config if h_v == config.horizon_days else config.with_overrides(horizon_days=h_v)
     result = backtest(log, as_of - timedelta(days=h_v), inner, accounts)
     if config.selection.blend:
-        add_blend(result, config.seed)
+        # Idle at the deployed horizon, not the selection's half of it (see blend.stratify).
+        add_blend(result, config.seed, idle_days=config.horizon_days)
     # The naive peer is the bar to clear, not a model to deploy: it is only chosen
     # when nothing else could be fitted (it may still carry weight inside the blend).
     candidates = result.table.drop(index="trailing", errors="ignore")
@@ -282,27 +288,37 @@ def select_champion(
 BLEND = "blend"
 
 
-def add_blend(result: BacktestResult, seed: int) -> None:
+def add_blend(result: BacktestResult, seed: int, idle_days: int | None = None) -> None:
     """Add the cross-fitted blend of the fitted models to a selection backtest.
 
     The table row and ``predictions["blend"]`` are out-of-fold (each account's weights
     were fitted without it), so the blend competes on equal terms with single models;
-    ``blend_weights`` are then fitted on the whole holdout, for deployment.
+    ``blend_weights`` are then fitted on the whole holdout, for deployment. With
+    ``idle_days`` (the deployed horizon), accounts without an order for that long get
+    their own weights where both strata are large enough (see
+    :func:`keyltv.models.blend.stratify`); None: no value in the trailing window.
     """
     names = [m for m in result.table.index if m in result.predictions]
     if len(names) < 2:
         return
     actual = result.predictions["actual"]
-    frame = blend_columns(result.predictions, names,
-                          can_stratify(result.predictions["trailing_value"], actual))
+    strata = stratify(result.data.current, idle_days)
+    if not can_stratify(strata, actual):
+        strata, idle_days = None, None
+    frame = blend_columns(result.predictions, names, strata)
     weights = {m: float(w) for m, w in blend_weights(frame, actual).items() if w > 0}
     _record_blend(result, cross_fitted_blend(frame, actual, seed=seed), weights)
+    result.blend_idle_days = idle_days
     result.models[BLEND] = BlendedLTV({m: result.models[m] for m in components_of(weights)},
-                                      weights)
+                                      weights, idle_days)
 
 
-def apply_blend(result: BacktestResult, weights: dict[str, float]) -> None:
+def apply_blend(result: BacktestResult, weights: dict[str, float],
+                idle_days: int | None = None) -> None:
     """Blend ``result``'s models with ``weights`` fitted elsewhere; add the row.
+
+    ``idle_days`` is the stratum rule those weights were fitted with
+    (``blend_idle_days`` of the backtest that fitted them).
 
     Raises
     ------
@@ -314,8 +330,10 @@ def apply_blend(result: BacktestResult, weights: dict[str, float]) -> None:
     if missing:
         raise ValueError(f"blend component {missing[0]} could not be fitted at {result.cutoff}: "
                          f"{result.skipped.get(missing[0])}")
-    frame = blend_columns(result.predictions, names, is_stratified(weights))
-    _record_blend(result, blend(frame, weights), dict(weights))
+    strata = stratify(result.data.current, idle_days) if is_stratified(weights) else None
+    _record_blend(result, blend(blend_columns(result.predictions, names, strata), weights),
+                  dict(weights))
+    result.blend_idle_days = idle_days if strata is not None else None
 
 
 def _record_blend(result: BacktestResult, predicted: np.ndarray, weights: dict[str, float]) -> None:

@@ -52,7 +52,7 @@ def evaluate_origin(
     selection, champion = select_champion(log, origin, config, accounts)
     outer = backtest(log, origin, config, accounts)
     if selection.blend_weights:
-        apply_blend(outer, selection.blend_weights)
+        apply_blend(outer, selection.blend_weights, selection.blend_idle_days)
     if champion not in outer.predictions:
         raise ValueError(f"champion {champion} could not be refitted at {origin}: "
                          f"{outer.skipped.get(champion)}")

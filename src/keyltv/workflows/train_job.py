@@ -209,7 +209,7 @@ def _fit_champion(champion: str, data: TrainingData, config: Config, result: Bac
     if champion != BLEND:
         return fit(champion)
     return BlendedLTV({name: fit(name) for name in components_of(result.blend_weights)},
-                      result.blend_weights)
+                      result.blend_weights, result.blend_idle_days)
 
 
 def bundle_example(bundle: KeyLTVModel, inputs: Inputs, config: Config,

@@ -83,11 +83,18 @@ class Workspace:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Workspace:
-    """One store trained on 200 simulated accounts (4 years) with attributes."""
+    """One store trained on 200 simulated accounts (4 years) with attributes.
+
+    Besides the simulator's attributes, the table has a VAT number per account (an id,
+    which no model reads) and a ``customer_since`` date (read as days before as_of).
+    """
     root = tmp_path_factory.mktemp("bad_inputs")
     tx, accounts = simulate_b2b(200, seed=7)
     tx["customer_id"] = tx["customer_id"].str.replace("A", "0")
     accounts["customer_id"] = accounts["customer_id"].str.replace("A", "0")
+    accounts["vat_id"] = [f"DE{100_000_000 + 7 * i}" for i in range(len(accounts))]
+    accounts["customer_since"] = (pd.Timestamp("2018-01-01") + pd.to_timedelta(
+        [7 * i for i in range(len(accounts))], unit="D")).strftime("%Y-%m-%d")
     tx = tx.assign(date=tx["date"].dt.strftime("%Y-%m-%d")).astype(str)
     tx.to_csv(root / "tx.csv", index=False)
     accounts.to_csv(root / "accounts.csv", index=False)
@@ -405,6 +412,10 @@ REJECTED = [
         ws, lambda a: a.assign(employees=a["employees"].astype(str).mask(a.index % 2 == 0, "many")))),
         "acc.csv: column 'employees': value 'many' is not a number; the model was trained with "
         "numbers"),
+    Case("accounts-dates-no-longer-dates", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
+        ws, lambda a: a.assign(customer_since=a["customer_since"].mask(a.index % 2 == 0, "tbd")))),
+        "acc.csv: column 'customer_since': value 'tbd' is not a date (YYYY-MM-DD); the model was "
+        "trained with dates in this column"),
     Case("accounts-stray-text-in-numbers", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
         ws, lambda a: a.assign(employees=a["employees"].astype(str).mask(a.index == 3, "1O0")))),
         "acc.csv: column 'employees': value '1O0' is not a number, while 199 of its 200 values "
@@ -602,6 +613,13 @@ HANDLED = [
         ws, log_csv(ws), accounts=accounts_csv(ws, lambda a: a.assign(
             employees=a["employees"].astype(str).mask(a.index < 2, "n/a")))),
         "attribute_values_read_as_missing=2", code=0),
+    Case("accounts-date-placeholder", lambda ws: score(
+        ws, log_csv(ws), accounts=accounts_csv(ws, lambda a: a.assign(
+            customer_since=a["customer_since"].mask(a.index < 2, "tbd")))),
+        "attribute_values_read_as_missing=2, attribute_columns_read_as_dates=1", code=0),
+    Case("accounts-id-like-column", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
+        ws, lambda a: a.assign(vat_id=[f"FR{i}" for i in range(len(a))]))),
+        "attribute_columns_ignored_as_ids=1", code=0),
     Case("account-id-with-zero-width-space", lambda ws: score(
         ws, log_csv(ws), accounts=accounts_csv(ws, lambda a: a.assign(
             customer_id=a["customer_id"].mask(a.index == 0, "000001\u200b")))),
@@ -823,6 +841,18 @@ def test_lines_without_an_id_are_dropped_and_counted_when_the_config_says_so(wor
 def test_train_prints_what_it_counted(workspace):
     # train (like score) says what it handled, not only the run's MLflow artifact.
     assert "Counted: return_lines=" in workspace.trained.out
+    assert "attribute_columns_read_as_dates=1" in workspace.trained.out
+    assert "attribute_columns_ignored_as_ids=1" in workspace.trained.out
+
+
+def test_the_model_records_the_columns_it_left_out_as_ids(workspace):
+    import cloudpickle
+
+    with open(next(workspace.model_dir.rglob("bundle.pkl")), "rb") as handle:
+        bundle = cloudpickle.load(handle)
+    assert bundle.ignored_attributes == {"vat_id": "200 distinct values in 200 non-blank rows"}
+    assert "attr_vat_id" not in bundle.feature_columns
+    assert "attr_customer_since_days_before" in bundle.feature_columns
 
 
 def test_profit_is_not_invented_for_a_log_without_margins(workspace, in_case):

@@ -180,3 +180,26 @@ def test_a_closed_stdout_does_not_fail_the_job(log_files):
     assert "stdout was closed by its reader" in done.stderr
     assert "error" not in done.stderr and "Traceback" not in done.stderr
     assert pd.read_csv(log_files / "features.csv")["customer_id"].tolist() == [42, 7]
+
+
+def test_features_write_a_date_attribute_as_days_and_leave_out_an_id(log_files, monkeypatch,
+                                                                     capsys, caplog):
+    # 25 rows (22 without transactions): enough for a VAT number per row to be an id.
+    ids = ["00042", "7", "00003", *(f"x{i}" for i in range(22))]
+    pd.DataFrame({"customer_id": ids, "vat": [f"DE{i:09d}" for i in range(25)],
+                  "customer_since": ["2023-12-02", "2024-03-11", *["2020-01-01"] * 23],
+                  "region": (["north", "south"] * 13)[:25]}).to_csv("accounts.csv", index=False)
+    code = run_features(monkeypatch, "--transactions", "tx.csv", "--accounts", "accounts.csv",
+                        "--as-of", "2024-03-01", "--out", "features.csv")
+    assert code == 0
+    table = pd.read_csv(log_files / "features.csv", dtype={"customer_id": str})
+    assert list(table.columns)[-2:] == ["attr_customer_since_days_before", "attr_region"]
+    assert table.set_index("customer_id")["attr_customer_since_days_before"].to_dict() == {
+        "00042": 90.0, "7": -10.0}
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["accounts.csv: column 'vat': 25 distinct values in 25 non-blank rows, an "
+                      "id rather than a category: not used as a model input (name it in "
+                      "account_text_columns to use it as categories)"]
+    out = capsys.readouterr().out
+    assert "attribute_columns_read_as_dates=1" in out
+    assert "attribute_columns_ignored_as_ids=1" in out

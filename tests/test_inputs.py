@@ -68,3 +68,30 @@ def test_evaluate_loads_a_log_with_a_far_last_day_unchecked():
     inputs = workflows.load_inputs(frame(rows), None, CONFIG, None, label="tx.csv",
                                    check_last_day=False)
     assert inputs.as_of == date(2033, 1, 1)
+
+
+def test_id_like_account_columns_are_said_once_and_counted(tiny_rows, caplog):
+    import logging
+
+    import pandas as pd
+
+    ids = ["00042", "7", *(f"x{i}" for i in range(23))]
+    accounts = pd.DataFrame({"customer_id": ids, "vat": [f"DE{i}" for i in range(25)],
+                             "region": (["north", "south"] * 13)[:25]})
+    inputs = workflows.load_inputs(frame(tiny_rows), accounts, CONFIG, date(2024, 3, 1),
+                                   label="t")
+    with caplog.at_level(logging.WARNING, logger="keyltv"):
+        from keyltv.inputs import ignored_attributes
+
+        assert ignored_attributes(inputs, CONFIG) == {
+            "vat": "25 distinct values in 25 non-blank rows"}
+    assert [r.getMessage() for r in caplog.records] == [
+        "<DataFrame>: column 'vat': 25 distinct values in 25 non-blank rows, an id rather than "
+        "a category: not used as a model input (name it in account_text_columns to use it as "
+        "categories)"]
+    assert inputs.notes["attribute_columns_ignored_as_ids"] == 1
+    # Named as text, it is the user's category: kept, nothing said.
+    named = CONFIG.with_overrides(account_text_columns=["vat"])
+    inputs = workflows.load_inputs(frame(tiny_rows), accounts, named, date(2024, 3, 1), label="t")
+    assert ignored_attributes(inputs, named) == {}
+    assert "attribute_columns_ignored_as_ids" not in inputs.notes

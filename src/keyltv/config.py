@@ -229,6 +229,8 @@ class Config(_Frozen):
     """A complete, validated keyltv configuration."""
 
     columns: Columns = Columns()
+    # strptime format of the log's text dates (None: ISO 8601); the account table's
+    # dates are read in it too, besides ISO.
     date_format: str | None = None
     # How the log writes numbers: "," and "." read -1.234,5 (see NumberFormat).
     decimal_separator: Literal[".", ","] = "."
@@ -239,7 +241,8 @@ class Config(_Frozen):
     # then they are left out and counted (note blank_id_lines_dropped).
     drop_blank_ids: bool = False
     # Account-table columns read as text (categories) even when every value is a number:
-    # codes such as a region or industry number, whose order means nothing.
+    # codes such as a region or industry number, whose order means nothing. A column
+    # named here is also never read as dates nor left out as an id.
     account_text_columns: tuple[str, ...] = ()
     horizon_days: int = Field(365, ge=1, le=MAX_HORIZON_DAYS)
     seed: int = 42

@@ -63,7 +63,8 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
                               encoding=config.encoding,
                               decimal_separator=config.decimal_separator,
                               thousands_separator=config.thousands_separator,
-                              text_columns=config.account_text_columns)
+                              text_columns=config.account_text_columns,
+                              date_format=config.date_format)
         notes.update(_match_accounts(tx, attrs))
         notes.update(attrs.attrs["notes"])
         for message in attrs.attrs["messages"]:  # which column and marker each count is
@@ -140,14 +141,38 @@ def _match_accounts(tx: TransactionLog, attrs: pd.DataFrame) -> dict[str, int]:
             "accounts_without_attributes": int((~known.isin(attrs.index)).sum())}
 
 
+def ignored_attributes(inputs: Inputs, config: Config) -> dict[str, str]:
+    """The id-like columns of the account table that training leaves out, each with why.
+
+    Says so once per column (a ``WARNING`` naming the file, the column and its distinct
+    values) and counts them in ``inputs.notes`` (``attribute_columns_ignored_as_ids``):
+    the jobs that decide what the models read (``train``, ``evaluate``, ``features``)
+    call it once; the models themselves leave the columns out without a word.
+    """
+    from keyltv.features.attributes import id_like_attributes, ignored_attribute_message
+
+    ignored = id_like_attributes(inputs.accounts, config.account_text_columns)
+    if ignored:
+        source = inputs.accounts.attrs.get("source", "account table")
+        for column, why in ignored.items():
+            log.warning("%s", ignored_attribute_message(source, column, why))
+        inputs.notes["attribute_columns_ignored_as_ids"] = len(ignored)
+    return ignored
+
+
 def feature_table(inputs: Inputs, config: Config) -> pd.DataFrame:
     """Per-account features at ``as_of`` as the models read them, ``customer_id`` a column.
 
     The same SQL serves training cutoffs and scoring; no model or tracking store is used.
+    Id-like attribute columns are left out, as training leaves them out (and said so:
+    see :func:`ignored_attributes`); a date attribute is its days before ``as_of``.
     """
+    from keyltv.features.attributes import model_attributes
+
+    ignored_attributes(inputs, config)
     table = features.with_attributes(
         features.account_features(inputs.log, inputs.as_of, config.horizon_days),
-        inputs.accounts,
+        model_attributes(inputs.accounts, config.account_text_columns), inputs.as_of,
     )
     return table.rename_axis("customer_id").reset_index()
 

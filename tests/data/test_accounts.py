@@ -117,3 +117,57 @@ def test_account_ids_are_stripped_of_invisible_characters_and_counted(tmp_path, 
     path = write_csv(tmp_path, f"customer_id,size\n007{pad},3\n007,4\n", "dup.csv")
     with pytest.raises(InputError, match="duplicated customer id '007'"):
         load_accounts(path)
+
+
+def test_a_column_of_iso_dates_is_read_as_days(tmp_path):
+    path = write_csv(tmp_path, "customer_id,customer_since,contract_end,note\n"
+                               "1,2021-03-04,2025-1-31,2021-03-04\n"
+                               "2,2019-12-31T08:30:00,n/a,see file\n3,,9999-12-31,\n", "acc.csv")
+    accounts = load_accounts(path)
+    assert str(accounts["customer_since"].dtype) == "datetime64[s]"
+    assert accounts["customer_since"].tolist()[:2] == [pd.Timestamp("2021-03-04"),
+                                                       pd.Timestamp("2019-12-31")]  # time dropped
+    # An open end (9999-12-31) is a date like any other; 'n/a' a missing one.
+    assert accounts["contract_end"].tolist()[::2] == [pd.Timestamp("2025-01-31"),
+                                                      pd.Timestamp("9999-12-31")]
+    assert isinstance(accounts["note"].dtype, pd.CategoricalDtype)  # half words: text
+    assert accounts.attrs["notes"] == {"attribute_values_read_as_missing": 1,
+                                       "attribute_columns_read_as_dates": 2}
+    assert accounts.attrs["messages"] == [
+        f"{path}: column 'contract_end': 'n/a' in 1 row(s) read as missing, as 2 of its 3 "
+        "values are dates"]
+    # Named as text (or not read as dates, as for an earlier score file): as written.
+    assert load_accounts(path, text_columns=["customer_since"])["customer_since"].tolist()[0] \
+        == "2021-03-04"
+    assert isinstance(load_accounts(path, read_dates=False)["contract_end"].dtype,
+                      pd.CategoricalDtype)
+
+
+def test_a_few_words_among_dates_are_read_as_missing_more_leave_the_column_text(tmp_path):
+    days = [f"2022-01-{d:02d}" for d in range(1, 20)]
+    rows = "".join(f"{i},{day},{day}\n" for i, day in enumerate(days))
+    path = write_csv(tmp_path, f"customer_id,a,b\n{rows}19,tbd,tbd\n20,2022-02-01,open\n",
+                     "acc.csv")
+    accounts = load_accounts(path)
+    # 20 dates in 21 values (95%) are a column of dates; 19 in 21 are words with dates.
+    assert str(accounts["a"].dtype) == "datetime64[s]" and accounts["a"].isna().sum() == 1
+    assert isinstance(accounts["b"].dtype, pd.CategoricalDtype)
+    assert accounts.attrs["messages"] == [
+        f"{path}: column 'a': 'tbd' in 1 row(s) read as missing, as 20 of its 21 values are "
+        "dates"]
+
+
+def test_dates_in_the_configured_format_and_typed_parquet_dates(tmp_path):
+    path = write_csv(tmp_path, "customer_id;since\n1;04.03.2021\n2;31.12.2019\n", "acc.csv")
+    assert isinstance(load_accounts(path)["since"].dtype, pd.CategoricalDtype)
+    since = load_accounts(path, date_format="%d.%m.%Y")["since"]
+    assert since.tolist() == [pd.Timestamp("2021-03-04"), pd.Timestamp("2019-12-31")]
+    typed = pd.DataFrame({
+        "customer_id": ["1", "2"],
+        "since": pd.to_datetime(["2021-03-04", "2019-12-31"]).date,  # a Parquet DATE
+        "seen": pd.to_datetime(["2021-03-04 23:30", None]).tz_localize("UTC")})
+    typed.to_parquet(tmp_path / "acc.parquet")
+    accounts = load_accounts(tmp_path / "acc.parquet")
+    assert accounts["since"].tolist() == [pd.Timestamp("2021-03-04"), pd.Timestamp("2019-12-31")]
+    assert accounts["seen"].tolist()[0] == pd.Timestamp("2021-03-04")  # its UTC day
+    assert accounts.attrs["notes"] == {"attribute_columns_read_as_dates": 2}

@@ -48,6 +48,12 @@ def test_every_feature_has_its_own_phrase_and_none_is_read_from_a_suffix():
     assert describe_feature("orders_30d", row) == "2 orders in the last 30 days"
     assert describe_feature("attr_employees", row) == "employees = 12,188"
     assert describe_feature("attr_share", row) == "share = 0.125"
+    # A date attribute, as days before as_of: in words that say which way.
+    dates = pd.Series({"attr_customer_since_days_before": 1234.0,
+                       "attr_contract_end_days_before": -120.0})
+    assert describe_feature("attr_customer_since_days_before", dates) == (
+        "customer_since 1,234 days ago")
+    assert describe_feature("attr_contract_end_days_before", dates) == "contract_end in 120 days"
 
 
 def test_a_low_margin_account_is_told_its_margin_first():

@@ -50,3 +50,53 @@ def test_the_earlier_file_is_read_in_the_configs_number_form(tmp_path, monkeypat
         score_job.score_bundle(_season_inputs(), Config(decimal_separator=","),
                                SimpleNamespace(horizon_days=60), "keyltv/1", path)
     assert scored.value.args[0].to_dict() == {"a": 1.5}
+
+
+@pytest.mark.slow  # a selection backtest and a refit with LightGBM: about 10 s on two cores
+def test_a_model_trained_with_an_id_and_a_date_scores_a_later_table_as_trained(caplog):
+    import logging
+
+    import cloudpickle
+    import numpy as np
+
+    from keyltv import workflows
+    from keyltv.config import Config
+    from keyltv.evaluation.backtest import select_champion
+    from keyltv.inputs import ignored_attributes
+    from keyltv.workflows.train_job import fit_bundle
+
+    config = Config(horizon_days=182, models=("trailing", "lightgbm"), training={"n_cutoffs": 2})
+    tx, accounts = simulate_small_book()
+    inputs = workflows.load_inputs(tx, accounts, config, None, label="sim")
+    with caplog.at_level(logging.WARNING, logger="keyltv"):
+        ignored_attributes(inputs, config)  # as train says it, once
+        result, champion = select_champion(inputs.log, inputs.as_of, config, inputs.accounts)
+        bundle = cloudpickle.loads(cloudpickle.dumps(
+            fit_bundle(inputs, config, "lightgbm", result)))
+    # Said once; the backtest and the refits leave the column out without a word.
+    assert [r.getMessage()[:26] for r in caplog.records] == ["<DataFrame>: column 'vat':"]
+    assert bundle.ignored_attributes == {"vat": "60 distinct values in 60 non-blank rows"}
+    learned = list(bundle.value_model.feature_names_in_)
+    assert "attr_customer_since_days_before" in learned and "attr_vat" not in learned
+    # A month later: new VAT numbers, the same dates. Nothing unseen, nothing re-decided.
+    later = accounts.assign(vat=[f"FR{i}" for i in range(len(accounts))])
+    inputs = workflows.load_inputs(tx, later, config, inputs.as_of, label="sim")
+    scored = workflows.score_bundle(inputs, config, bundle, "1")
+    assert scored.notes["attribute_values_unseen_in_training"] == 0
+    assert scored.notes["attribute_columns_ignored_as_ids"] == 1
+    assert len(scored.scores) == inputs.log.n_accounts
+    assert np.isfinite(scored.scores["predicted_value"]).all()
+
+
+def simulate_small_book():
+    """60 simulated accounts over two years, with a VAT number and a customer_since each."""
+    import numpy as np
+
+    from keyltv.data.simulate import simulate_b2b
+
+    tx, accounts = simulate_b2b(60, seed=8, start="2023-01-01", end="2025-01-01")
+    rng = np.random.default_rng(1)
+    accounts["vat"] = [f"DE{100_000_000 + 7 * i}" for i in range(len(accounts))]
+    accounts["customer_since"] = (pd.Timestamp("2019-01-01") + pd.to_timedelta(
+        rng.integers(0, 1800, len(accounts)), unit="D")).strftime("%Y-%m-%d")
+    return tx, accounts

@@ -1,9 +1,11 @@
 """Load and validate an account attribute table, one row per account.
 
 The table is read as the transaction log is (:mod:`keyltv.data.sources`), with its ids
-read as in :mod:`keyltv.data.columns`, into a pandas frame of typed attributes. What
-loading changed is counted in the frame's ``attrs["notes"]``, with one line per column
-in ``attrs["messages"]`` (see :func:`load_accounts`).
+read as in :mod:`keyltv.data.columns`, into a pandas frame of typed attributes: numbers,
+dates or categories. What loading changed is counted in the frame's ``attrs["notes"]``,
+with one line per column in ``attrs["messages"]`` (see :func:`load_accounts`). Which
+attributes the models read, and how a date becomes a number, is
+:mod:`keyltv.features.attributes`' concern.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from keyltv.data.columns import (
     quote_identifier,
     stripped_sql,
 )
-from keyltv.data.schema import InputError, NumberFormat, describe_value
+from keyltv.data.schema import ISO_DATE_PATTERN, InputError, NumberFormat, describe_value
 from keyltv.data.sources import (
     FILE_COLUMN,
     attach_source,
@@ -39,13 +41,15 @@ def load_accounts(
     path: str | Path | pd.DataFrame, *, id_column: str = "customer_id", label: str | None = None,
     encoding: str = "utf-8", decimal_separator: str = ".",
     thousands_separator: str | None = None, text_columns: Sequence[str] = (),
-    refuse_stray_text: bool = True,
+    refuse_stray_text: bool = True, date_format: str | None = None, read_dates: bool = True,
 ) -> pd.DataFrame:
     """Read an account attribute table, one row per account.
 
     Columns whose every non-blank value parses as a number (in the form that
     ``decimal_separator`` and ``thousands_separator`` give, as for the transaction log;
-    a numeric Parquet column as stored) become floats; the others become categoricals
+    a numeric Parquet column as stored) become floats; columns of dates (see
+    :data:`DATE_SHARE`; a Parquet date or timestamp column as stored) become days
+    (``datetime64[s]``, the time of day dropped); the others become categoricals
     (LightGBM uses both natively). A text column with a whole number written with a
     leading zero (``01234``) holds codes and stays text, and so does every column of
     ``text_columns`` (codes such as a region number, whose order means nothing).
@@ -53,6 +57,7 @@ def load_accounts(
     In a column whose other values are all numbers, a missing-value marker such as
     ``n/a``, ``NULL`` or ``#N/A`` (:data:`MISSING_TOKENS`) is read as missing and
     counted; elsewhere it is a value like any other (a region ``NA`` stays a level).
+    In a column of dates, every value that is no date is read as missing and counted.
 
     Parameters
     ----------
@@ -60,15 +65,22 @@ def load_accounts(
         Refuse a column of mostly numbers with a few other values (see
         :data:`MOSTLY_NUMBERS`). False reads such a column as categories, for files whose
         columns are checked where they are read (an earlier score file).
+    date_format : str, optional
+        The config's ``date_format`` (a strptime format) for text dates, read besides
+        ISO 8601 (``2021-03-04``, perhaps with a time): an account table is often
+        exported by the same system, in the same locale, as the log.
+    read_dates : bool
+        False leaves dates as categories of their text, for files whose columns are
+        checked where they are read (an earlier score file's ``as_of``).
 
     Returns
     -------
     pandas.DataFrame
         Indexed by ``customer_id`` (string), one column per attribute. ``attrs`` holds
         the file name (``source``), the counts of what loading changed (``notes``:
-        ``account_ids_stripped_of_whitespace``, ``attribute_values_read_as_missing``;
-        only those above zero) and one line about each column with markers read as
-        missing (``messages``).
+        ``account_ids_stripped_of_whitespace``, ``attribute_values_read_as_missing``,
+        ``attribute_columns_read_as_dates``; only those above zero) and one line about
+        each column with values read as missing (``messages``).
 
     Raises
     ------
@@ -104,14 +116,17 @@ def load_accounts(
         parsed = frame.pop(f"{_NUMBER_OF}{i}") if f"{_NUMBER_OF}{i}" in frame else None
         typed[column], missing[column] = _typed_attribute(
             frame[column], parsed, as_text=column in text_columns,
-            where=f"{name}: column {column!r}", refuse_stray_text=refuse_stray_text)
+            where=f"{name}: column {column!r}", refuse_stray_text=refuse_stray_text,
+            date_format=date_format, read_dates=read_dates)
     frame = frame.assign(**typed) if typed else frame
     read_as_missing = sum(len(tokens) for tokens in missing.values())
+    dated = sum(is_dates(values) for values in typed.values())
     counts = {"account_ids_stripped_of_whitespace": padded,
-              "attribute_values_read_as_missing": read_as_missing}
+              "attribute_values_read_as_missing": read_as_missing,
+              "attribute_columns_read_as_dates": dated}
     frame.attrs["source"] = name
     frame.attrs["notes"] = {key: count for key, count in counts.items() if count}
-    frame.attrs["messages"] = [_missing_message(name, column, tokens)
+    frame.attrs["messages"] = [_missing_message(name, column, tokens, typed[column])
                                for column, tokens in missing.items() if len(tokens)]
     return frame
 
@@ -145,6 +160,17 @@ MISSING_TOKENS = frozenset({
 # they were read before.
 MOSTLY_NUMBERS = 0.9
 
+# Share of a text column's values (blanks and missing markers aside) that must be dates
+# for the column to be read as dates; its other values are read as missing and counted.
+# Kept as categories, every day of a column such as customer_since or contract_end is a
+# level of its own, which a tree can only memorise and a new account never matches; as
+# days before each cutoff it is the account's age or the days to its contract's end.
+# A contract_end with ``open`` or ``tbd`` in a few rows is still a column of dates; one
+# in which more than one value in twenty is no date is text that holds some dates, and
+# stays categories (as does a column named in account_text_columns). The share is not
+# MOSTLY_NUMBERS' refusal: a word among dates is a common placeholder, not a typo.
+DATE_SHARE = 0.95
+
 
 def _read_rows(con: duckdb.DuckDBPyConnection, name: str, id_column: str,
                attributes: list[str], numbers: NumberFormat) -> pd.DataFrame:
@@ -164,6 +190,11 @@ def _read_rows(con: duckdb.DuckDBPyConnection, name: str, id_column: str,
             select.append(f"NULLIF({stripped_sql(quote_identifier(column))}, '') "
                           f"AS {quote_identifier(column)}")
             numbers_of.append(f"{numbers.sql(quote_identifier(column))} AS {_NUMBER_OF}{i}")
+        elif types[column] == "TIMESTAMP WITH TIME ZONE":
+            # Its UTC time (the day is what counts, see parse_dates): pandas gets no
+            # zone to convert, which it warns about when DuckDB hands it over.
+            select.append(f"timezone('UTC', {quote_identifier(column)}) "
+                          f"AS {quote_identifier(column)}")
         else:
             select.append(quote_identifier(column))
     # The number form reads the stripped text of a subquery: inlined, the stripping ran
@@ -206,21 +237,28 @@ def _indexed_by_id(frame: pd.DataFrame, name: str, id_column: str) -> tuple[pd.D
 
 def _typed_attribute(column: pd.Series, parsed: pd.Series | None = None,
                      as_text: bool = False, where: str = "column",
-                     refuse_stray_text: bool = True) -> tuple[pd.Series, pd.Series]:
-    """Numeric if every non-blank value is a number, else a categorical.
+                     refuse_stray_text: bool = True, date_format: str | None = None,
+                     read_dates: bool = True) -> tuple[pd.Series, pd.Series]:
+    """A column as numbers, as days or as categories, by what its values are.
+
+    Numbers if every non-blank value is one, days if nearly all are dates, else a
+    categorical.
 
     ``parsed`` holds a text column's values as numbers (NULL where they are none), read
     in SQL in the configured number form; a typed column (Parquet) has none. A text
     column with a whole number written with a leading zero (a postcode ``01234``, an
     industry code ``0111``) is a code, not a quantity: it stays text (a categorical), as
-    it was written, rather than becoming 1234.0.
+    it was written, rather than becoming 1234.0. Dates are read when ``read_dates`` (see
+    :data:`DATE_SHARE` and :func:`parse_dates`).
 
     Returns
     -------
     values : pandas.Series
         The typed column.
     read_as_missing : pandas.Series
-        The markers of :data:`MISSING_TOKENS` read as missing, as written (empty if none).
+        The values read as missing, as written (empty if none): markers of
+        :data:`MISSING_TOKENS` in a column of numbers, values that are no date in a
+        column of dates.
 
     Raises
     ------
@@ -234,6 +272,8 @@ def _typed_attribute(column: pd.Series, parsed: pd.Series | None = None,
     none = text.iloc[:0]
     if as_text:  # named in account_text_columns
         return text.astype("category"), none
+    if read_dates and pd.api.types.is_datetime64_any_dtype(column):  # a Parquet date
+        return _days(column), none
     if _is_text(column) and text.str.fullmatch(r"[+-]?0[0-9]+").fillna(False).any():
         return text.astype("category"), none
     numbers = pd.to_numeric(text, errors="coerce") if parsed is None else parsed
@@ -247,17 +287,77 @@ def _typed_attribute(column: pd.Series, parsed: pd.Series | None = None,
             f"{where}: value {describe_value(stray.iloc[0])} is not a number, while "
             f"{counted} of its {counted + len(stray)} values are; correct it or leave it "
             "blank, or name the column in account_text_columns to read it as categories")
+    if read_dates and _is_text(column):
+        dates = parse_dates(text, date_format)
+        not_dates = text[text.notna() & dates.isna()]
+        counted = int(dates.notna().sum())
+        words = int((~not_dates.str.lower().isin(MISSING_TOKENS)).sum())
+        if counted and counted >= DATE_SHARE * (counted + words):
+            return dates, not_dates
     return text.astype("category"), none
 
 
-def _missing_message(name: str, column: str, tokens: pd.Series) -> str:
-    """One line: which markers of ``column`` were read as missing, and how often."""
+def parse_dates(text: pd.Series, date_format: str | None = None) -> pd.Series:
+    """The day of each ISO 8601 date (or of ``date_format``), NaT where a value is none.
+
+    ISO means ``2021-03-04`` or ``2021-3-4``, perhaps with a time after a space or
+    ``T`` (dropped, offset and all: an attribute's date counts in days before a
+    cutoff, where a day either way of a time zone does not matter).
+
+    Parameters
+    ----------
+    text : pandas.Series
+        Values as text (stripped; blanks missing).
+    date_format : str, optional
+        A strptime format for the values that are not ISO (the config's ``date_format``).
+
+    Returns
+    -------
+    pandas.Series
+        ``datetime64[s]`` at midnight, on ``text``'s index.
+    """
+    import pandas as pd
+
+    text = text.astype("string")
+    days = pd.Series(pd.NaT, index=text.index, dtype="datetime64[s]")
+    iso = text.str.match(ISO_DATE_PATTERN).fillna(False).astype(bool)
+    if iso.any():  # the cheap test spares a column of words the date parse
+        day = text[iso].str.extract(r"^(\d{4}-\d{1,2}-\d{1,2})")[0]
+        days[iso] = pd.to_datetime(day, format="%Y-%m-%d", errors="coerce")
+    rest = days.isna() & text.notna()
+    if date_format and rest.any():
+        days[rest] = pd.to_datetime(text[rest], format=date_format,
+                                    errors="coerce").dt.normalize()
+    return days
+
+
+def is_dates(values: pd.Series) -> bool:
+    """Whether an attribute column holds dates (as :func:`load_accounts` types them)."""
+    import pandas as pd
+
+    return pd.api.types.is_datetime64_any_dtype(values)
+
+
+def _days(column: pd.Series) -> pd.Series:
+    """A typed date or timestamp column as days (``datetime64[s]`` at midnight).
+
+    A time-zone-aware timestamp arrives as its UTC time (see :func:`_read_rows`).
+    """
+    return column.dt.normalize().astype("datetime64[s]")
+
+
+def _missing_message(name: str, column: str, tokens: pd.Series, values: pd.Series) -> str:
+    """One line: which values of ``column`` were read as missing, how often, and why."""
     counts = tokens.value_counts()
     listed = ", ".join(f"{describe_value(token)} in {int(n)} row(s)"
                        for token, n in counts.head(3).items())
-    more = f" and {len(counts) - 3} other marker(s)" if len(counts) > 3 else ""
-    return (f"{name}: column {column!r}: {listed}{more} read as missing, as every other "
-            "value of the column is a number")
+    more = f" and {len(counts) - 3} other value(s)" if len(counts) > 3 else ""
+    if is_dates(values):
+        dates = int(values.notna().sum())
+        why = f"as {dates} of its {dates + len(tokens)} values are dates"
+    else:
+        why = "as every other value of the column is a number"
+    return f"{name}: column {column!r}: {listed}{more} read as missing, {why}"
 
 
 def _is_text(column: pd.Series) -> bool:

@@ -1,8 +1,9 @@
 """Per-account feature and label frames for models and notebooks.
 
 The features are one SQL query (:mod:`keyltv.features.definitions`); this module runs
-it into pandas at one or several cutoffs, joins account attributes, and computes the
-labels: value, orders and profit in the horizon after a cutoff.
+it into pandas at one or several cutoffs, joins account attributes (a date as its days
+before each cutoff, see :mod:`keyltv.features.attributes`), and computes the labels:
+value, orders and profit in the horizon after a cutoff.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ import pandas as pd
 
 from keyltv.data.schema import InputError, as_date, as_horizon
 from keyltv.data.transactions import TransactionLog
+from keyltv.features.attributes import ATTRIBUTE_PREFIX, with_days_before
 from keyltv.features.definitions import feature_sql
-
-# Prefix of the account attribute columns in a feature frame.
-ATTRIBUTE_PREFIX = "attr_"
 
 _LABELS_SQL = """
 SELECT customer_id, sum(amount) AS value, count(*) FILTER (WHERE amount > 0) AS orders,
@@ -262,19 +261,24 @@ def sampled_training_frame(
     return pd.concat(xs), pd.concat(ys), sampled_out
 
 
-def with_attributes(features: pd.DataFrame, accounts: pd.DataFrame | None) -> pd.DataFrame:
+def with_attributes(features: pd.DataFrame, accounts: pd.DataFrame | None,
+                    as_of: date | None = None) -> pd.DataFrame:
     """Join account attributes (prefixed ``attr_``) onto a feature frame.
 
     Accounts missing from the attribute table get missing values, which LightGBM
     treats as their own branch; attribute rows without transactions are not added.
     ``accounts`` is indexed by ``customer_id`` (as :func:`keyltv.data.accounts.load_accounts`
-    returns it) or has a ``customer_id`` column.
+    returns it) or has a ``customer_id`` column. A date attribute becomes its days before
+    each row's ``cutoff`` (stacked training rows), or else before ``as_of``, named
+    ``attr_<column>_days_before`` (see :func:`keyltv.features.attributes.days_before`).
 
     Raises
     ------
     InputError
         When the table's ids are not text, as the log's are: every attribute would be
         missing (a table indexed by row numbers, or ids read as numbers).
+    ValueError
+        A date attribute with neither a ``cutoff`` column nor ``as_of``.
     """
     if accounts is not None and "customer_id" in accounts.columns:
         accounts = accounts.set_index("customer_id")
@@ -289,7 +293,8 @@ def with_attributes(features: pd.DataFrame, accounts: pd.DataFrame | None) -> pd
     for column in attrs.columns:
         if isinstance(attrs[column].dtype, pd.CategoricalDtype):
             joined[column] = joined[column].astype(attrs[column].dtype)
-    return joined
+    return with_days_before(joined, as_date(as_of) if as_of is not None else None,
+                            accounts.attrs.get("source", "account table"))
 
 
 def _require_text_ids(index: pd.Index, what: str, advice: str = "pass the ids as text") -> None:

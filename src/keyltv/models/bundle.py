@@ -70,6 +70,11 @@ class KeyLTVModel:
     flag_thresholds : dict
         Flag thresholds learned in the backtest to meet the precision targets
         (``Flags`` field -> value); they replace the config's fixed thresholds.
+    ignored_attributes : dict
+        Account-table columns training left out as ids (column -> why, see
+        :func:`keyltv.features.attributes.id_like_attributes`), which scoring leaves out
+        too rather than judging its own table again. Empty in a bundle saved before it
+        existed.
     """
 
     champion: str
@@ -85,6 +90,7 @@ class KeyLTVModel:
     book_medians: dict[str, float] = field(default_factory=dict)
     flag_thresholds: dict[str, float] = field(default_factory=dict)
     margin_credibility: float | None = None
+    ignored_attributes: dict[str, str] = field(default_factory=dict)
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Model outputs per account (index kept).

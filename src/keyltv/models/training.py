@@ -25,6 +25,7 @@ from keyltv.features import (
     training_cutoffs,
     with_attributes,
 )
+from keyltv.features.attributes import model_attributes
 from keyltv.models.baseline import TrailingValueRegressor
 from keyltv.models.events import GBMClassifier
 from keyltv.models.gbm import GBMRegressor
@@ -71,9 +72,13 @@ def training_data(
     When the history before ``as_of`` is too short for a full label window, the
     supervised rows use the longest label window that fits (at least 28 days) and the
     labels are scaled to the horizon per account (see :func:`_scale_labels`).
+    Id-like attribute columns are left out (see
+    :func:`keyltv.features.attributes.id_like_attributes`), and a date attribute is
+    counted in days before each row's own cutoff.
     """
     h = config.horizon_days
-    current = with_attributes(account_features(log, as_of, h), accounts)
+    accounts = model_attributes(accounts, config.account_text_columns)
+    current = with_attributes(account_features(log, as_of, h), accounts, as_of)
     t = config.training
     label_days = min(h, (as_of - log.first_date).days - t.min_feature_days)
     if label_days < MIN_LABEL_DAYS:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from keyltv.features.attributes import ATTRIBUTE_PREFIX, DAYS_BEFORE
 from keyltv.features.definitions import EWM_DAYS, WINDOWS
 from keyltv.scoring.rules import digits_apart
 
@@ -177,10 +178,14 @@ def describe_feature(name: str, row: pd.Series) -> str | None:
     """One phrase for ``name`` quoting ``row``'s values, or None when nothing to say."""
     if name in PHRASES:
         return PHRASES[name](row)
-    if name.startswith("attr_"):
+    if name.startswith(ATTRIBUTE_PREFIX):
         value = row.get(name)
         if pd.isna(value):
             return None
+        if name.endswith(DAYS_BEFORE):  # a date attribute, as days before as_of
+            column = name[len(ATTRIBUTE_PREFIX):-len(DAYS_BEFORE)]
+            return (f"{column} {value:,.0f} days ago" if value >= 0
+                    else f"{column} in {-value:,.0f} days")
         if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
             value = f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4g}"
         return f"{name[5:]} = {value}"

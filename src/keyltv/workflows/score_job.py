@@ -6,6 +6,7 @@ written (see :func:`publish_scores`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +17,8 @@ from keyltv.config import Config
 from keyltv.data.outputs import write_table
 from keyltv.data.schema import InputError, NumberFormat
 from keyltv.features import account_features, with_attributes
-from keyltv.features.accounts import ATTRIBUTE_PREFIX, year_ago_ratio
+from keyltv.features.accounts import year_ago_ratio
+from keyltv.features.attributes import ATTRIBUTE_PREFIX, as_trained
 from keyltv.inputs import Inputs, require_orders
 from keyltv.models.bundle import KeyLTVModel, ordered
 from keyltv.scoring.report import render_report, write_report
@@ -37,6 +39,8 @@ from keyltv.scoring.score import (
 )
 from keyltv.tracking.pyfunc import load_bundle
 from keyltv.tracking.store import Store, sigterm_held
+
+log = logging.getLogger("keyltv")
 
 
 @dataclass
@@ -81,8 +85,9 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
                  previous: str | Path | None = None) -> ScoreResult:
     """Score every account seen before ``as_of`` with a loaded bundle (no store needed)."""
     require_orders(inputs, config)
+    accounts, ignored = trained_accounts(inputs, bundle, config)
     features = with_attributes(
-        account_features(inputs.log, inputs.as_of, bundle.horizon_days), inputs.accounts
+        account_features(inputs.log, inputs.as_of, bundle.horizon_days), accounts, inputs.as_of
     )
     accounts_source = inputs.accounts.attrs.get("source") if inputs.accounts is not None else None
     # A spreadsheet re-saves the earlier file's numbers in its locale's form, the config's.
@@ -96,6 +101,8 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
                             previous_value=prev_value)
     notes = {**inputs.notes, "attribute_values_unseen_in_training":
              count_unseen_levels(bundle, features), "accounts_scored": len(scores)}
+    if ignored:
+        notes["attribute_columns_ignored_as_ids"] = len(ignored)
     # Scored zero (see KeyLTVModel.predict): only returns or zero-value lines so far.
     notes["accounts_without_orders_scored_zero"] = int((~ordered(features)).sum())
     lost: dict[str, int] = {}
@@ -135,6 +142,27 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
     warnings = silent_flags(scores, flags) + crowded_flags(scores, flags, learned) + \
         scoring_warnings(inputs, bundle, model_version, notes, prev) + money + season
     return ScoreResult(scores, model_version, notes, config.seed, warnings, lost, band)
+
+
+def trained_accounts(inputs: Inputs, bundle: KeyLTVModel, config: Config
+                     ) -> tuple[pd.DataFrame | None, list[str]]:
+    """The account table as the model was trained on it, and the columns it left out.
+
+    Training decided which columns are ids and which are dates
+    (:func:`keyltv.features.attributes.as_trained`); a table of other accounts, a
+    month later, is not judged again. The columns left out are said in one ``INFO``
+    line: training warned about them.
+    """
+    if inputs.accounts is None:
+        return None, []
+    ignored = [c for c in getattr(bundle, "ignored_attributes", {})
+               if c in inputs.accounts.columns]
+    if ignored:
+        log.info("%s: column(s) %s not used: the model left them out in training as ids",
+                 inputs.accounts.attrs.get("source", "account table"),
+                 ", ".join(map(repr, ignored)))
+    return as_trained(inputs.accounts, bundle.feature_columns, ignored,
+                      config.date_format), ignored
 
 
 # A median order value this many times the training book's, either way, is not a

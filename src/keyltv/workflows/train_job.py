@@ -22,7 +22,8 @@ from keyltv.evaluation.metrics import HIGHER_IS_BETTER
 from keyltv.evaluation.review import backtest_figures, explained_model, whose_importance
 from keyltv.features import account_features, with_attributes
 from keyltv.features.accounts import margin_day_moments
-from keyltv.inputs import Inputs, require_orders
+from keyltv.features.attributes import id_like_attributes
+from keyltv.inputs import Inputs, ignored_attributes, require_orders
 from keyltv.models.blend import BlendedLTV, components_of
 from keyltv.models.bundle import KeyLTVModel, book_margin_rate, book_medians, margin_credibility
 from keyltv.models.interval import BandedIntervals
@@ -56,6 +57,7 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     """
     h = config.horizon_days
     check_trainable(inputs, config)
+    ignored_attributes(inputs, config)  # said once here; every fit below leaves them out
     log.info("selection backtest before %s on %d accounts, seed %d", inputs.as_of,
              inputs.log.n_accounts, config.seed)
     result, champion = select_champion(inputs.log, inputs.as_of, config, inputs.accounts)
@@ -70,6 +72,8 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
                                                                     config)})
         if bundle.margin_credibility is not None:  # how far own margin rates are trusted
             store.log_params({"margin_credibility": bundle.margin_credibility})
+        if bundle.ignored_attributes:  # the account-table columns no model reads, and why
+            store.log_dict(bundle.ignored_attributes, "ignored_attributes.json")
         store.log_metrics({"interval_holdout_coverage": bundle.intervals.holdout_coverage_})
         example = bundle_example(bundle, inputs, config, features=data.current)
         tags = {
@@ -196,6 +200,7 @@ def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestRe
         book_medians=book_medians(data.current),
         metrics={k: float(v) for k, v in result.table.loc[champion].items()},
         flag_thresholds=learn_flag_thresholds(result, champion, config),
+        ignored_attributes=id_like_attributes(inputs.accounts, config.account_text_columns),
     )
 
 
@@ -221,8 +226,8 @@ def bundle_example(bundle: KeyLTVModel, inputs: Inputs, config: Config,
     """
     if features is None:
         features = with_attributes(
-            account_features(inputs.log, inputs.as_of, config.horizon_days), inputs.accounts
-        )
+            account_features(inputs.log, inputs.as_of, config.horizon_days), inputs.accounts,
+            inputs.as_of)
     return features[bundle.feature_columns].head(5).rename_axis("customer_id").reset_index()
 
 

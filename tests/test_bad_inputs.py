@@ -843,5 +843,8 @@ def test_a_database_uri_without_its_driver_is_one_line(workspace, in_case, monke
 
 def test_version_and_bare_command():
     assert run_cli("--version").out.strip().startswith("keyltv ")
+    # A scheduler that lost the arguments must not see a success (see test_cli).
     bare = run_cli()
-    assert bare.code == 0 and "Usage" in bare.out and bare.errors == []
+    assert bare.code == 2 and bare.out == "" and "Usage" in bare.err
+    assert bare.errors == ["error: no command given; expected one of train, score, evaluate, "
+                           "features, demo"]

@@ -6,6 +6,7 @@ Set ``KEYLTV_DEBUG=1`` to see the traceback of an internal error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -22,7 +23,8 @@ from keyltv.data.schema import InputError
 if TYPE_CHECKING:  # imported where used: keyltv features starts without pandas
     import pandas as pd
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# No no_args_is_help: a bare `keyltv` is a usage error (see _options), not a help request.
+app = typer.Typer(add_completion=False,
                   help="keyltv: key-account lifetime value from a transaction log.")
 
 
@@ -34,12 +36,37 @@ def _version(show: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def _options(version: Annotated[bool, typer.Option(
+@app.callback(invoke_without_command=True)
+def _options(ctx: typer.Context, version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False
              ) -> None:
     # The app's own options; its help text is the Typer(help=...) above.
-    return None
+    if ctx.invoked_subcommand is None and not ctx.resilient_parsing:
+        _refuse_missing_command(ctx)
+
+
+def _refuse_missing_command(ctx: typer.Context) -> None:
+    """Print the help on stderr and stop with a usage error (exit code 2).
+
+    A bare ``keyltv`` printed the help and exited 0, so a scheduler whose job lost its
+    arguments saw a success. Like any usage error it now exits 2 with one ``error:``
+    line, and the help goes to stderr with it: stdout holds a job's report, and a
+    scheduler keeps a failed job's stderr. ``keyltv --help`` still prints to stdout and
+    exits 0.
+
+    Raises
+    ------
+    InputError
+        Always; naming the commands.
+    """
+    # Typer's rich help prints itself to stdout (get_help returns ""); plain click's
+    # help comes back as text.
+    with contextlib.redirect_stdout(sys.stderr):
+        text = ctx.get_help()
+    if text.strip():
+        typer.echo(text, err=True)
+    commands = ", ".join(ctx.command.list_commands(ctx))  # in the help's order
+    raise InputError(f"no command given; expected one of {commands}")
 
 TransactionsOpt = Annotated[Path, typer.Option("--transactions", help="Transaction log: a CSV or Parquet file, a folder of part files, or a quoted glob such as 'exports/*.csv'.")]
 AccountsOpt = Annotated[Path | None, typer.Option("--accounts", help="Account attribute table (CSV or Parquet; a file, folder or glob).")]
@@ -326,8 +353,6 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # usage errors (typer's own click) are input errors too
         if hasattr(exc, "format_message") and isinstance(exc, typer.TyperException):
-            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `keyltv`: the help is shown
-                sys.exit(0)
             typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
             sys.exit(2)
         if debug:

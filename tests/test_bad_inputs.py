@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
 import io
 import os
 import shutil
@@ -224,6 +225,18 @@ def accounts_csv(ws: Workspace, edit: Callable[[pd.DataFrame], pd.DataFrame]) ->
     return "acc.csv"
 
 
+def gzipped(name: str, damage: Callable[[bytes], bytes] = bytes) -> str:
+    """The file ``name`` gzipped as ``name.gz`` (the plain one removed), then ``damage``d."""
+    packed = gzip.compress(Path(name).read_bytes())
+    Path(name).unlink()
+    return write(f"{name}.gz", damage(packed))
+
+
+def bad_checksum(packed: bytes) -> bytes:
+    """The CRC-32 in the gzip trailer flipped: the data decompresses, DuckDB reads it."""
+    return packed[:-8] + bytes([packed[-8] ^ 0xFF]) + packed[-7:]
+
+
 def model_copy(ws: Workspace, damage: bool = False) -> str:
     shutil.copytree(ws.model_dir, "model")
     if damage:
@@ -337,6 +350,12 @@ REJECTED = [
     Case("path-missing", lambda ws: score(ws, "nope.csv"), "nope.csv: file not found"),
     Case("unsupported-extension", lambda ws: score(ws, write("tx.xlsx", b"PK\x03\x04")),
          "tx.xlsx: unsupported file type '.xlsx'"),
+    Case("gzip-truncated", lambda ws: score(ws, gzipped(log_csv(ws), lambda b: b[:len(b) // 2])),
+         "tx.csv.gz: cannot read file: the gzip data ends early (a truncated copy or "
+         "download?); copy or export the file again"),
+    Case("gzip-damaged", lambda ws: score(ws, gzipped(log_csv(ws), bad_checksum)),
+         "tx.csv.gz: cannot read file: the gzip data is damaged (its CRC-32 checksum does not "
+         "match); copy or export the file again"),
     # -- options
     Case("as-of-before-all-data", lambda ws: score(ws, log_csv(ws), "--as-of", "2019-01-01"),
          "tx.csv: --as-of 2019-01-01 is on or before the first transaction (2021-01-01)"),
@@ -545,6 +564,10 @@ def with_outlier(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 HANDLED = [
+    Case("gzipped-inputs", lambda ws: score(
+        ws, gzipped(log_csv(ws)), "--previous", gzipped(previous_scores(["000001", "gone-1"])),
+        accounts=gzipped(accounts_csv(ws, lambda a: a))), "previous_accounts_not_scored=1",
+        code=0),
     Case("leading-zeros-and-excel-dialect",
          lambda ws: score(ws, log_csv(ws, sep=";", lineterminator="\r\n", encoding="utf-8-sig")),
          "accounts_scored=194", code=0),
@@ -617,7 +640,8 @@ def test_handled_input_is_counted_and_every_account_scored(workspace, in_case, c
     counted = [line for line in result.out.splitlines() if line.startswith("Counted:")]
     assert len(counted) == 1 and case.message in counted[0], result.out
     scores = score_file()
-    with open(args[2], encoding="utf-8-sig") as handle:
+    with (gzip.open if args[2].endswith(".gz") else open)(args[2], "rt",
+                                                          encoding="utf-8-sig") as handle:
         delimiter = csv.Sniffer().sniff(handle.readline()).delimiter
     used = pd.read_csv(args[2], sep=delimiter, dtype=str, encoding="utf-8-sig")
     as_of = args[args.index("--as-of") + 1] if "--as-of" in args else used["date"].max() + "~"

@@ -180,3 +180,19 @@ def test_a_closed_stdout_does_not_fail_the_job(log_files):
     assert "stdout was closed by its reader" in done.stderr
     assert "error" not in done.stderr and "Traceback" not in done.stderr
     assert pd.read_csv(log_files / "features.csv")["customer_id"].tolist() == [42, 7]
+
+
+@pytest.mark.parametrize("with_accounts", [False, True], ids=["duckdb-writes", "with-accounts"])
+def test_a_gzipped_log_gives_the_features_of_its_plain_twin_byte_for_byte(
+        log_files, monkeypatch, with_accounts):
+    import gzip
+
+    for name in ("tx.csv", "accounts.csv"):
+        (log_files / f"{name}.gz").write_bytes(gzip.compress((log_files / name).read_bytes()))
+    for suffix in ("", ".gz"):
+        accounts = ["--accounts", f"accounts.csv{suffix}"] if with_accounts else []
+        code = run_features(monkeypatch, "--transactions", f"tx.csv{suffix}", *accounts,
+                            "--as-of", "2024-03-01", "--out", f"features{suffix or '.plain'}.csv")
+        assert code == 0
+    assert (log_files / "features.gz.csv").read_bytes() == \
+        (log_files / "features.plain.csv").read_bytes()

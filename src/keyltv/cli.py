@@ -68,8 +68,8 @@ def _refuse_missing_command(ctx: typer.Context) -> None:
     commands = ", ".join(ctx.command.list_commands(ctx))  # in the help's order
     raise InputError(f"no command given; expected one of {commands}")
 
-TransactionsOpt = Annotated[Path, typer.Option("--transactions", help="Transaction log: a CSV or Parquet file, a folder of part files, or a quoted glob such as 'exports/*.csv'.")]
-AccountsOpt = Annotated[Path | None, typer.Option("--accounts", help="Account attribute table (CSV or Parquet; a file, folder or glob).")]
+TransactionsOpt = Annotated[Path, typer.Option("--transactions", help="Transaction log: a CSV file (perhaps gzipped, .csv.gz) or Parquet file, a folder of part files, or a quoted glob such as 'exports/*.csv'.")]
+AccountsOpt = Annotated[Path | None, typer.Option("--accounts", help="Account attribute table (CSV, gzipped CSV or Parquet; a file, folder or glob).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (see configs/).")]
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut date YYYY-MM-DD; default: day after the last transaction.")]
 HorizonOpt = Annotated[int | None, typer.Option("--horizon-days", help="Prediction horizon in days; default: the config's horizon_days (365). score: the model's horizon, the only one accepted.")]
@@ -181,7 +181,7 @@ def score(transactions: TransactionsOpt,
           accounts: AccountsOpt = None, config: ConfigOpt = None,
           model: Annotated[str | None, typer.Option("--model", help="Model URI; default: models:/NAME@champion, NAME being tracking.model_name (keyltv).")] = None,
           as_of: AsOfOpt = None, horizon_days: HorizonOpt = None,
-          previous: Annotated[Path | None, typer.Option("--previous", help="Earlier score file, for tier migrations.")] = None,
+          previous: Annotated[Path | None, typer.Option("--previous", help="Earlier score file (CSV, gzipped CSV or Parquet), for tier migrations.")] = None,
           report: Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")] = None,
           project_dir: ProjectOpt = None) -> None:
     """Score every account seen before --as-of with a registered model (no retraining)."""

@@ -856,6 +856,35 @@ def test_profit_is_not_invented_for_a_log_without_margins(workspace, in_case):
     assert "predicted_profit" not in scores.columns and "low_margin_key" not in scores.columns
 
 
+# Ids that a spreadsheet would run as formulas, and two plain numbers that it would not.
+FORMULA_IDS = {"000001": "=1+1", "000002": "@SUM(A1)", "000003": "-2+3", "000004": "-123",
+               "000005": "+44"}
+
+
+def test_formula_ids_are_written_as_text_and_still_match_as_previous(workspace, in_case):
+    def renamed(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(customer_id=frame["customer_id"].replace(FORMULA_IDS))
+
+    log, accounts = log_csv(workspace, renamed), accounts_csv(workspace, renamed)
+    first = run_cli(*score(workspace, log, accounts=accounts))
+    assert first.code == 0, first.err[-2000:]
+    assert "cells_escaped_for_spreadsheets=3" in first.out  # on the Counted: line
+    cells = {row[0] for row in csv.reader(io.StringIO(Path("scores.csv").read_text()))}
+    assert {"'=1+1", "'@SUM(A1)", "'-2+3", "-123", "+44"} <= cells
+    assert not {"=1+1", "@SUM(A1)", "-2+3"} & cells
+    Path("scores.csv").rename("earlier.csv")
+    again = run_cli(*score(workspace, log, "--previous", "earlier.csv", accounts=accounts))
+    assert again.code == 0, again.err[-2000:]
+    assert "previous_accounts_not_scored" not in again.out  # printed when above 0
+    scores = pd.read_csv("scores.csv", dtype={"customer_id": str}).set_index("customer_id")
+    earlier = pd.read_csv("earlier.csv", dtype={"customer_id": str}).set_index("customer_id")
+    for raw in FORMULA_IDS.values():  # each found in the earlier file by its own id
+        cell = raw if raw in ("-123", "+44") else "'" + raw
+        assert scores.loc[cell, "previous_tier"] == earlier.loc[cell, "tier"]
+        assert scores.loc[cell, "tier_change"] == "same"
+    assert (scores["tier_change"] != "new").all()
+
+
 def test_a_database_uri_without_its_driver_is_one_line(workspace, in_case, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://bob:hunter2@127.0.0.1:1/db")
     result = run_cli(*score(workspace, log_csv(workspace)))

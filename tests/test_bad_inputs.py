@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
 import io
 import os
 import shutil
@@ -231,6 +232,18 @@ def accounts_csv(ws: Workspace, edit: Callable[[pd.DataFrame], pd.DataFrame]) ->
     return "acc.csv"
 
 
+def gzipped(name: str, damage: Callable[[bytes], bytes] = bytes) -> str:
+    """The file ``name`` gzipped as ``name.gz`` (the plain one removed), then ``damage``d."""
+    packed = gzip.compress(Path(name).read_bytes())
+    Path(name).unlink()
+    return write(f"{name}.gz", damage(packed))
+
+
+def bad_checksum(packed: bytes) -> bytes:
+    """The CRC-32 in the gzip trailer flipped: the data decompresses, DuckDB reads it."""
+    return packed[:-8] + bytes([packed[-8] ^ 0xFF]) + packed[-7:]
+
+
 def model_copy(ws: Workspace, damage: bool = False) -> str:
     shutil.copytree(ws.model_dir, "model")
     if damage:
@@ -344,6 +357,12 @@ REJECTED = [
     Case("path-missing", lambda ws: score(ws, "nope.csv"), "nope.csv: file not found"),
     Case("unsupported-extension", lambda ws: score(ws, write("tx.xlsx", b"PK\x03\x04")),
          "tx.xlsx: unsupported file type '.xlsx'"),
+    Case("gzip-truncated", lambda ws: score(ws, gzipped(log_csv(ws), lambda b: b[:len(b) // 2])),
+         "tx.csv.gz: cannot read file: the gzip data ends early (a truncated copy or "
+         "download?); copy or export the file again"),
+    Case("gzip-damaged", lambda ws: score(ws, gzipped(log_csv(ws), bad_checksum)),
+         "tx.csv.gz: cannot read file: the gzip data is damaged (its CRC-32 checksum does not "
+         "match); copy or export the file again"),
     # -- options
     Case("as-of-before-all-data", lambda ws: score(ws, log_csv(ws), "--as-of", "2019-01-01"),
          "tx.csv: --as-of 2019-01-01 is on or before the first transaction (2021-01-01)"),
@@ -556,6 +575,10 @@ def with_outlier(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 HANDLED = [
+    Case("gzipped-inputs", lambda ws: score(
+        ws, gzipped(log_csv(ws)), "--previous", gzipped(previous_scores(["000001", "gone-1"])),
+        accounts=gzipped(accounts_csv(ws, lambda a: a))), "previous_accounts_not_scored=1",
+        code=0),
     Case("leading-zeros-and-excel-dialect",
          lambda ws: score(ws, log_csv(ws, sep=";", lineterminator="\r\n", encoding="utf-8-sig")),
          "accounts_scored=194", code=0),
@@ -635,7 +658,8 @@ def test_handled_input_is_counted_and_every_account_scored(workspace, in_case, c
     counted = [line for line in result.out.splitlines() if line.startswith("Counted:")]
     assert len(counted) == 1 and case.message in counted[0], result.out
     scores = score_file()
-    with open(args[2], encoding="utf-8-sig") as handle:
+    with (gzip.open if args[2].endswith(".gz") else open)(args[2], "rt",
+                                                          encoding="utf-8-sig") as handle:
         delimiter = csv.Sniffer().sniff(handle.readline()).delimiter
     used = pd.read_csv(args[2], sep=delimiter, dtype=str, encoding="utf-8-sig")
     as_of = args[args.index("--as-of") + 1] if "--as-of" in args else used["date"].max() + "~"
@@ -862,6 +886,35 @@ def test_profit_is_not_invented_for_a_log_without_margins(workspace, in_case):
     assert "predicted_profit" not in scores.columns and "low_margin_key" not in scores.columns
 
 
+# Ids that a spreadsheet would run as formulas, and two plain numbers that it would not.
+FORMULA_IDS = {"000001": "=1+1", "000002": "@SUM(A1)", "000003": "-2+3", "000004": "-123",
+               "000005": "+44"}
+
+
+def test_formula_ids_are_written_as_text_and_still_match_as_previous(workspace, in_case):
+    def renamed(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(customer_id=frame["customer_id"].replace(FORMULA_IDS))
+
+    log, accounts = log_csv(workspace, renamed), accounts_csv(workspace, renamed)
+    first = run_cli(*score(workspace, log, accounts=accounts))
+    assert first.code == 0, first.err[-2000:]
+    assert "cells_escaped_for_spreadsheets=3" in first.out  # on the Counted: line
+    cells = {row[0] for row in csv.reader(io.StringIO(Path("scores.csv").read_text()))}
+    assert {"'=1+1", "'@SUM(A1)", "'-2+3", "-123", "+44"} <= cells
+    assert not {"=1+1", "@SUM(A1)", "-2+3"} & cells
+    Path("scores.csv").rename("earlier.csv")
+    again = run_cli(*score(workspace, log, "--previous", "earlier.csv", accounts=accounts))
+    assert again.code == 0, again.err[-2000:]
+    assert "previous_accounts_not_scored" not in again.out  # printed when above 0
+    scores = pd.read_csv("scores.csv", dtype={"customer_id": str}).set_index("customer_id")
+    earlier = pd.read_csv("earlier.csv", dtype={"customer_id": str}).set_index("customer_id")
+    for raw in FORMULA_IDS.values():  # each found in the earlier file by its own id
+        cell = raw if raw in ("-123", "+44") else "'" + raw
+        assert scores.loc[cell, "previous_tier"] == earlier.loc[cell, "tier"]
+        assert scores.loc[cell, "tier_change"] == "same"
+    assert (scores["tier_change"] != "new").all()
+
+
 def test_a_database_uri_without_its_driver_is_one_line(workspace, in_case, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://bob:hunter2@127.0.0.1:1/db")
     result = run_cli(*score(workspace, log_csv(workspace)))
@@ -873,5 +926,8 @@ def test_a_database_uri_without_its_driver_is_one_line(workspace, in_case, monke
 
 def test_version_and_bare_command():
     assert run_cli("--version").out.strip().startswith("keyltv ")
+    # A scheduler that lost the arguments must not see a success (see test_cli).
     bare = run_cli()
-    assert bare.code == 0 and "Usage" in bare.out and bare.errors == []
+    assert bare.code == 2 and bare.out == "" and "Usage" in bare.err
+    assert bare.errors == ["error: no command given; expected one of train, score, evaluate, "
+                           "features, demo"]

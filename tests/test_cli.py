@@ -214,3 +214,20 @@ def test_after_a_closed_stdout_the_lines_go_to_devnull_and_the_job_goes_on(monke
         assert os.path.samestat(os.fstat(write), os.stat(os.devnull))
     finally:
         stream.close()
+
+
+def test_a_bare_keyltv_is_a_usage_error_and_help_is_not(tmp_path):
+    # A scheduler that lost the argument list must see a failure, with the help in its
+    # stderr log; asking for the help is a success, on stdout.
+    def keyltv(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "keyltv.cli", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    bare, asked = keyltv(), keyltv("--help")
+    assert bare.returncode == 2 and bare.stdout == ""
+    assert "Usage:" in bare.stderr and "features" in bare.stderr
+    assert bare.stderr.splitlines()[-1] == ("error: no command given; expected one of train, "
+                                            "score, evaluate, features, demo")
+    assert "Traceback" not in bare.stderr
+    assert asked.returncode == 0 and "Usage:" in asked.stdout and asked.stderr == ""
+    assert list(tmp_path.iterdir()) == []  # no store or output

@@ -203,3 +203,19 @@ def test_features_write_a_date_attribute_as_days_and_leave_out_an_id(log_files, 
     out = capsys.readouterr().out
     assert "attribute_columns_read_as_dates=1" in out
     assert "attribute_columns_ignored_as_ids=1" in out
+
+
+@pytest.mark.parametrize("with_accounts", [False, True], ids=["duckdb-writes", "with-accounts"])
+def test_a_gzipped_log_gives_the_features_of_its_plain_twin_byte_for_byte(
+        log_files, monkeypatch, with_accounts):
+    import gzip
+
+    for name in ("tx.csv", "accounts.csv"):
+        (log_files / f"{name}.gz").write_bytes(gzip.compress((log_files / name).read_bytes()))
+    for suffix in ("", ".gz"):
+        accounts = ["--accounts", f"accounts.csv{suffix}"] if with_accounts else []
+        code = run_features(monkeypatch, "--transactions", f"tx.csv{suffix}", *accounts,
+                            "--as-of", "2024-03-01", "--out", f"features{suffix or '.plain'}.csv")
+        assert code == 0
+    assert (log_files / "features.gz.csv").read_bytes() == \
+        (log_files / "features.plain.csv").read_bytes()

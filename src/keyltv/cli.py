@@ -6,6 +6,7 @@ Set ``KEYLTV_DEBUG=1`` to see the traceback of an internal error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -22,7 +23,8 @@ from keyltv.data.schema import InputError
 if TYPE_CHECKING:  # imported where used: keyltv features starts without pandas
     import pandas as pd
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# No no_args_is_help: a bare `keyltv` is a usage error (see _options), not a help request.
+app = typer.Typer(add_completion=False,
                   help="keyltv: key-account lifetime value from a transaction log.")
 
 
@@ -34,15 +36,40 @@ def _version(show: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def _options(version: Annotated[bool, typer.Option(
+@app.callback(invoke_without_command=True)
+def _options(ctx: typer.Context, version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False
              ) -> None:
     # The app's own options; its help text is the Typer(help=...) above.
-    return None
+    if ctx.invoked_subcommand is None and not ctx.resilient_parsing:
+        _refuse_missing_command(ctx)
 
-TransactionsOpt = Annotated[Path, typer.Option("--transactions", help="Transaction log: a CSV or Parquet file, a folder of part files, or a quoted glob such as 'exports/*.csv'.")]
-AccountsOpt = Annotated[Path | None, typer.Option("--accounts", help="Account attribute table (CSV or Parquet; a file, folder or glob).")]
+
+def _refuse_missing_command(ctx: typer.Context) -> None:
+    """Print the help on stderr and stop with a usage error (exit code 2).
+
+    A bare ``keyltv`` printed the help and exited 0, so a scheduler whose job lost its
+    arguments saw a success. Like any usage error it now exits 2 with one ``error:``
+    line, and the help goes to stderr with it: stdout holds a job's report, and a
+    scheduler keeps a failed job's stderr. ``keyltv --help`` still prints to stdout and
+    exits 0.
+
+    Raises
+    ------
+    InputError
+        Always; naming the commands.
+    """
+    # Typer's rich help prints itself to stdout (get_help returns ""); plain click's
+    # help comes back as text.
+    with contextlib.redirect_stdout(sys.stderr):
+        text = ctx.get_help()
+    if text.strip():
+        typer.echo(text, err=True)
+    commands = ", ".join(ctx.command.list_commands(ctx))  # in the help's order
+    raise InputError(f"no command given; expected one of {commands}")
+
+TransactionsOpt = Annotated[Path, typer.Option("--transactions", help="Transaction log: a CSV file (perhaps gzipped, .csv.gz) or Parquet file, a folder of part files, or a quoted glob such as 'exports/*.csv'.")]
+AccountsOpt = Annotated[Path | None, typer.Option("--accounts", help="Account attribute table (CSV, gzipped CSV or Parquet; a file, folder or glob).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (see configs/).")]
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut date YYYY-MM-DD; default: day after the last transaction.")]
 HorizonOpt = Annotated[int | None, typer.Option("--horizon-days", help="Prediction horizon in days; default: the config's horizon_days (365). score: the model's horizon, the only one accepted.")]
@@ -154,7 +181,7 @@ def score(transactions: TransactionsOpt,
           accounts: AccountsOpt = None, config: ConfigOpt = None,
           model: Annotated[str | None, typer.Option("--model", help="Model URI; default: models:/NAME@champion, NAME being tracking.model_name (keyltv).")] = None,
           as_of: AsOfOpt = None, horizon_days: HorizonOpt = None,
-          previous: Annotated[Path | None, typer.Option("--previous", help="Earlier score file, for tier migrations.")] = None,
+          previous: Annotated[Path | None, typer.Option("--previous", help="Earlier score file (CSV, gzipped CSV or Parquet), for tier migrations.")] = None,
           report: Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")] = None,
           project_dir: ProjectOpt = None) -> None:
     """Score every account seen before --as-of with a registered model (no retraining)."""
@@ -326,8 +353,6 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # usage errors (typer's own click) are input errors too
         if hasattr(exc, "format_message") and isinstance(exc, typer.TyperException):
-            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `keyltv`: the help is shown
-                sys.exit(0)
             typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
             sys.exit(2)
         if debug:

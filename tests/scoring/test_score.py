@@ -118,3 +118,17 @@ def test_an_iso_as_of_in_text_or_a_date_type_is_read(tmp_path, as_of):
     pd.DataFrame({"customer_id": ["1", "2", "3", "4"], "tier": ["A", "B", "C", "D"],
                   "as_of": as_of}).to_parquet(path)
     assert read_previous_tiers(path).attrs["as_of"] == date(2023, 7, 1)
+
+
+def test_ids_and_model_version_escaped_for_spreadsheets_read_back_raw(tmp_path):
+    from keyltv.data.outputs import write_table
+
+    path = tmp_path / "prev.csv"
+    write_table(pd.DataFrame({"customer_id": ["=1+1", "@SUM(A1)", "-2+3", "-123", "+44"],
+                              "tier": ["A", "B", "C", "D", "D"], "model_version": "=m/3"}),
+                path)
+    assert "'=1+1" in path.read_text()
+    tiers = read_previous_tiers(path)
+    assert tiers.to_dict() == {"=1+1": "A", "@SUM(A1)": "B", "-2+3": "C", "-123": "D",
+                               "+44": "D"}
+    assert tiers.attrs["model_version"] == "=m/3"

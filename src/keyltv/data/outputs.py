@@ -1,7 +1,9 @@
 """Write outputs atomically: tables, query results written by DuckDB, and text files.
 
 A run killed at any point leaves the previous file intact and no partial one (see
-:func:`write_atomic`); :func:`check_writable` fails before any expensive work.
+:func:`write_atomic`); :func:`check_writable` fails before any expensive work. In CSV
+tables, a text cell that a spreadsheet would run as a formula is written as text (see
+:func:`escape_formulas`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import duckdb
 
+from keyltv.data.columns import quote_identifier
 from keyltv.data.schema import InputError
 from keyltv.data.schema import sql_literal as _literal
 
@@ -73,6 +76,10 @@ def check_writable(path: str | Path, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write CSV or Parquet (by extension) atomically (see :func:`write_atomic`).
 
+    In a CSV file, text cells that a spreadsheet would run as a formula are escaped
+    (:func:`escape_formulas`); Parquet keeps every value as it is (typed, and not opened
+    by a spreadsheet).
+
     Raises
     ------
     InputError
@@ -80,7 +87,8 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     """
     path = check_writable(path)
     if path.suffix.lower() == ".csv":
-        return write_atomic(path, lambda handle: frame.to_csv(handle, index=False))
+        escaped = escape_formulas(frame)
+        return write_atomic(path, lambda handle: escaped.to_csv(handle, index=False))
     # Dictionary pages only for text and category columns: on float columns Arrow builds
     # a dictionary and then drops it (nearly all values differ), which took 60% of the
     # write of 250,000 accounts. The values and dtypes read back are the same.
@@ -100,7 +108,8 @@ def copy_query(con: duckdb.DuckDBPyConnection, query: str, params: Mapping[str, 
 
     No frame is made in Python: DuckDB's ``COPY`` writes into :func:`write_atomic`'s
     file, which it opens by its /proc name (``USE_TMP_FILE false`` keeps it from writing
-    beside that name instead). Needs :func:`can_copy_query`.
+    beside that name instead). Needs :func:`can_copy_query`. A CSV file's text cells are
+    escaped in SQL as :func:`escape_formulas` escapes a frame's.
 
     Returns
     -------
@@ -114,6 +123,8 @@ def copy_query(con: duckdb.DuckDBPyConnection, query: str, params: Mapping[str, 
     """
     path = check_writable(path)
     fmt = "csv" if path.suffix.lower() == ".csv" else "parquet"
+    if fmt == "csv":
+        query = _formulas_escaped_sql(con, query, params)
     rows = 0
 
     def copy(handle: BinaryIO) -> None:
@@ -124,6 +135,100 @@ def copy_query(con: duckdb.DuckDBPyConnection, query: str, params: Mapping[str, 
 
     write_atomic(path, copy)
     return int(rows)
+
+
+# OWASP's "CSV injection" advice: a cell that starts with one of these is read by Excel,
+# LibreOffice or Google Sheets as a formula (=HYPERLINK(...), @SUM(...), a tab or carriage
+# return before one), so a CSV output prefixes such a text cell with a single quote, which
+# makes a spreadsheet show it as text. A cell that already starts with quotes before one
+# of them gets one more quote, so that reading back (unescape_formulas) takes off exactly
+# the one keyltv added: an id written '=1 by someone else comes back as '=1, not =1.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPE_PATTERN = r"^'*[=+\-@\t\r]"
+_ESCAPED_PATTERN = r"^'+[=+\-@\t\r]"
+# A plain number is not escaped: an id -123 or +44, an amount -1.5e3. A sign, ASCII
+# digits, at most one decimal point and an exponent hold no letter, reference, function or
+# operator between operands, so a spreadsheet can only read the number itself; a quote
+# would make it text (a -123 that no longer sorts or sums as a number). Anything more
+# (-2+3, -1,5, +44 20 7946) is escaped.
+_PLAIN_NUMBER = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
+
+
+def formula_cells(values: pd.Series) -> pd.Series:
+    """Which cells of a column :func:`escape_formulas` prefixes with a quote.
+
+    Only text columns (object, string, category) hold such cells; numbers, booleans and
+    dates are written as numbers and dates.
+    """
+    if values.dtype.kind != "O":  # object, string and category columns are "O"
+        return values.notna() & False
+    text = values.astype("string")
+    starts = text.str.contains(_ESCAPE_PATTERN).fillna(False).astype(bool)
+    if not starts.any():  # the usual case: no number test on every cell
+        return starts
+    return starts & ~text.str.fullmatch(_PLAIN_NUMBER).fillna(False).astype(bool)
+
+
+def escape_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each text cell that a spreadsheet would run prefixed with a quote.
+
+    ``=HYPERLINK("http://x","y")`` is written ``'=HYPERLINK("http://x","y")`` and ``-2+3``
+    ``'-2+3``; ``-123`` stays (see :data:`FORMULA_STARTS`). :func:`unescape_formulas`
+    reverses it exactly. Column names are not escaped: keyltv names its columns itself
+    (account attributes as ``attr_NAME``).
+    """
+    escaped = frame
+    for i in range(frame.shape[1]):  # by position (a name may repeat), as arrays (an index may)
+        hit = formula_cells(frame.iloc[:, i]).to_numpy()
+        if hit.any():
+            escaped = frame.copy() if escaped is frame else escaped
+            values = frame.iloc[:, i].to_numpy(dtype=object, copy=True)
+            values[hit] = ["'" + str(value) for value in values[hit]]
+            escaped.isetitem(i, values)
+    return escaped
+
+
+def count_escaped_cells(frame: pd.DataFrame) -> int:
+    """How many cells a CSV file of ``frame`` holds escaped (see :func:`escape_formulas`)."""
+    return sum(int(formula_cells(frame.iloc[:, i]).sum()) for i in range(frame.shape[1]))
+
+
+def unescape_formulas(values: pd.Series) -> pd.Series:
+    """Take off the quote that :func:`escape_formulas` put before a cell, and no other.
+
+    A quote is taken off only where keyltv puts one: before (more quotes and) one of
+    :data:`FORMULA_STARTS`, and not before a plain number, which keyltv never escapes
+    (``'-123`` typed by hand stays ``'-123``).
+    """
+    text = values.astype("string")
+    rest = text.str[1:]
+    ours = (text.str.contains(_ESCAPED_PATTERN) & ~rest.str.fullmatch(_PLAIN_NUMBER)
+            ).fillna(False).to_numpy(dtype=bool)
+    if not ours.any():
+        return values
+    import pandas as pd  # loaded by whoever made ``values``: no cost here
+
+    unescaped = values.to_numpy(dtype=object, copy=True)
+    unescaped[ours] = rest.to_numpy(dtype=object)[ours]
+    return pd.Series(unescaped, index=values.index, name=values.name)
+
+
+def _formulas_escaped_sql(con: duckdb.DuckDBPyConnection, query: str,
+                          params: Mapping[str, object]) -> str:
+    """``query`` with its text cells escaped as :func:`escape_formulas` escapes them."""
+    types = con.execute(f"DESCRIBE ({query})", params).fetchall()  # binds, runs nothing
+    # Text, and categories: a pandas category reaches DuckDB as an ENUM.
+    text = [quote_identifier(column) for column, kind, *_ in types
+            if kind == "VARCHAR" or kind.startswith("ENUM(")]
+    if not text:
+        return query
+    escape, number, quote = (_literal(_ESCAPE_PATTERN), _literal(_PLAIN_NUMBER),
+                             _literal("'"))
+    replaced = ", ".join(
+        f"CASE WHEN regexp_matches({t}, {escape}) AND NOT regexp_full_match({t}, {number}) "
+        f"THEN {quote} || {t} ELSE {t} END AS {c}"
+        for c, t in ((c, f"CAST({c} AS VARCHAR)") for c in text))
+    return f"SELECT * REPLACE ({replaced}) FROM ({query})"
 
 
 def write_text(text: str, path: str | Path, encoding: str = "utf-8") -> Path:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from keyltv.config import Config, Flags
 from keyltv.data.accounts import load_accounts, parse_numbers
+from keyltv.data.outputs import unescape_formulas
 from keyltv.data.schema import (
     ISO_DATE_PATTERN,
     InputError,
@@ -312,6 +313,10 @@ def read_previous(path: str | Path, numbers: NumberFormat | None = None
                           thousands_separator=numbers.thousands, refuse_stray_text=False)
     # The tiers carry what this file tells about its run, not what loading counted.
     frame.attrs = {"source": frame.attrs["source"]}
+    # keyltv's CSV writer quoted the ids a spreadsheet would run as formulas ('=1+1);
+    # they match the log's raw ids without that quote (escape_formulas is one-to-one).
+    frame.index = pd.Index(unescape_formulas(frame.index.to_series()), name=frame.index.name,
+                           dtype=frame.index.dtype)
     if "tier" not in frame.columns:
         raise InputError(f"{path}: column 'tier' is missing; pass an earlier keyltv score file")
     tiers = frame["tier"].astype("string")
@@ -328,7 +333,7 @@ def read_previous(path: str | Path, numbers: NumberFormat | None = None
         tiers.attrs["ranked_by"] = "profit" if profit else "value"
     for column in ("model_version", "horizon_days"):  # to say when the runs differ
         if column in frame.columns:
-            values = frame[column].dropna().astype("string").unique()
+            values = unescape_formulas(frame[column].dropna().astype("string")).unique()
             if len(values) == 1:
                 tiers.attrs[column] = str(values[0]).removesuffix(".0")
     ranked = {"profit": "predicted_profit", "value": "predicted_value"}.get(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from keyltv.config import Config
-from keyltv.data.outputs import write_table
+from keyltv.data.outputs import count_escaped_cells, write_table
 from keyltv.data.schema import InputError, NumberFormat
 from keyltv.features import account_features, with_attributes
 from keyltv.features.accounts import year_ago_ratio
@@ -308,11 +308,17 @@ def publish_scores(store: Store, result: ScoreResult, inputs: Inputs, out: Path,
     leaves either the earlier files or the new ones with their finished run, never new
     files beside a failed run. Each file is written atomically.
 
+    A CSV score file counts, in ``result.notes``, the cells that it writes escaped for
+    spreadsheets (``cells_escaped_for_spreadsheets``, see
+    :func:`keyltv.data.outputs.escape_formulas`), before the notes are recorded and shown.
+
     Returns
     -------
     str
         The scoring run's id.
     """
+    if Path(out).suffix.lower() == ".csv":  # Parquet keeps every value as it is
+        result.notes["cells_escaped_for_spreadsheets"] = count_escaped_cells(result.scores)
     html = score_report_html(result, inputs) if report is not None else None
     with sigterm_held(), store.run("score", tags={"keyltv.job": "score"}) as run_id:
         log_scoring(store, result, out, inputs, html, previous)

@@ -141,13 +141,16 @@ def test_run_rate_annualizes_young_accounts_only():
 
 
 def test_run_rate_offset_is_where_the_boosting_starts(stacked):
-    from keyltv.models.gbm import run_rate
+    from keyltv.models.gbm import idle_fade, run_rate
 
     X, y = stacked
     model = GBMRegressor(n_estimators=1, early_stopping_rounds=None, learning_rate=1e-9,
                          run_rate_offset=True, horizon_days=182, random_state=3).fit(X, y)
-    # With one vanishing tree the prediction is the offset: run rate plus the floor.
-    start = run_rate(X["trailing_value"], X["tenure_days"], 182) + model.offset_floor_
+    # With one vanishing tree the prediction is the offset: run rate plus the floor,
+    # which fades after a horizon without an order.
+    fade = idle_fade(X["days_since_last_order"], 182)
+    assert fade.min() < 0.5  # the fixture has accounts idle for more than two horizons
+    start = run_rate(X["trailing_value"], X["tenure_days"], 182) + model.offset_floor_ * fade
     np.testing.assert_allclose(model.predict(X), start, rtol=1e-6)
     assert model.offset_floor_ == pytest.approx(0.05 * np.clip(y, 0, None).mean())
     # Same split of the log prediction into contributions as without the offset.
@@ -174,6 +177,29 @@ def test_run_rate_offset_ranks_growing_accounts_beyond_the_training_range(stacke
     bigger[money] *= 2
     assert plain.predict(bigger)[0] == pytest.approx(plain.predict(top)[0], rel=0.05)
     assert offset.predict(bigger)[0] > 1.5 * offset.predict(top)[0]
+
+
+def test_the_floor_keeps_falling_for_accounts_idle_longer_than_any_in_training(stacked):
+    # The longest-idle accounts at scoring were idle longer than anyone at the training
+    # cutoffs; the trees give them the longest-idle leaf, the fading floor less.
+    X, y = stacked
+    model = GBMRegressor(run_rate_offset=True, horizon_days=182, random_state=3).fit(X, y)
+    idle = X[X["trailing_value"] <= 0]
+    longest = idle.loc[[idle["days_since_last_order"].idxmax()]].head(1)
+    longer = longest.assign(days_since_last_order=longest["days_since_last_order"] + 182,
+                            recency=longest["recency"], tenure_days=longest["tenure_days"] + 182,
+                            T=longest["T"] + 182)
+    ratio = model.predict(longer)[0] / model.predict(longest)[0]
+    assert ratio == pytest.approx(np.exp(-1), rel=0.05)  # one more horizon: 1/e of it
+    # The contributions still add up, the fading counted on the idle time.
+    contrib = model.contributions(pd.concat([longest, longer]))
+    np.testing.assert_allclose(np.exp(contrib.sum(axis=1)),
+                               model.predict(pd.concat([longest, longer])), rtol=1e-6)
+    assert contrib["days_since_last_order"].iloc[1] < contrib["days_since_last_order"].iloc[0]
+    # A model fitted before the fading floor keeps its flat one.
+    flat = model.predict(longest)
+    del model.__dict__["offset_fade_days_"]
+    assert model.predict(longer)[0] > flat[0] * 0.9
 
 
 def test_model_pickled_before_the_offset_existed_still_predicts(stacked):

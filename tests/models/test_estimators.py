@@ -202,6 +202,28 @@ def test_the_floor_keeps_falling_for_accounts_idle_longer_than_any_in_training(s
     assert model.predict(longer)[0] > flat[0] * 0.9
 
 
+def test_growth_odds_keep_falling_for_accounts_idle_longer_than_any_in_training(stacked):
+    X, y = stacked
+    events = y > np.median(y)
+    model = GBMClassifier(idle_fade_days=182, random_state=3).fit(X, events)
+    idle = X[X["trailing_value"] <= 0]
+    longest = idle.loc[[idle["days_since_last_order"].idxmax()]].head(1)
+    longer = longest.assign(days_since_last_order=longest["days_since_last_order"] + 182)
+    odds = [p / (1 - p) for p in model.predict_proba(pd.concat([longest, longer]))[:, 1]]
+    assert odds[1] / odds[0] == pytest.approx(np.exp(-1), rel=0.05)  # past the last leaf
+    # The contributions add up to the logit, the fading start on the idle time.
+    contrib = model.contributions(pd.concat([longest, longer]))
+    np.testing.assert_allclose(contrib.sum(axis=1), np.log(odds), rtol=1e-6)
+    assert contrib["days_since_last_order"].iloc[1] < contrib["days_since_last_order"].iloc[0]
+    # Without it (and in a model pickled before it) every row starts from the mean.
+    plain = GBMClassifier(random_state=3).fit(X, events)
+    del plain.__dict__["idle_fade_days"]
+    p = plain.predict_proba(pd.concat([longest, longer]))[:, 1]
+    assert p[1] == pytest.approx(p[0], rel=0.05)
+    with pytest.raises(ValueError, match="'days_since_last_order' is missing"):
+        GBMClassifier(idle_fade_days=182).fit(X.drop(columns="days_since_last_order"), events)
+
+
 def test_model_pickled_before_the_offset_existed_still_predicts(stacked):
     X, y = stacked
     model = GBMRegressor(n_estimators=20, random_state=3).fit(X, y)

@@ -214,7 +214,10 @@ def fit_event_models(data: TrainingData, config: Config) -> tuple[GBMClassifier,
     try:
         return (
             GBMClassifier(random_state=config.seed).fit(X[had_value], decline[had_value]),
-            GBMClassifier(random_state=config.seed).fit(X, growth),
+            # Growth needs a purchase, ever less likely the longer an account has been
+            # idle, beyond what the training cutoffs saw (see GBMClassifier).
+            GBMClassifier(idle_fade_days=config.horizon_days, random_state=config.seed
+                          ).fit(X, growth),
         )
     except ValueError:
         return None

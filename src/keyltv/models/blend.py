@@ -36,7 +36,8 @@ backtest, whose horizon (and so trailing window) is half the deployed one. There
 meant half a horizon without value; at scoring it meant a whole one, a smaller and
 more dormant group, on which the weights fitted for the other over-predicted. In
 ``bench-accuracy`` (seed 7, `growth_heavy` at 2024-01-01, 365-day horizon) the idle
-accounts' blended mean was 214 against 86 realized, and the champion's decile MAPE
+accounts' blended mean was 214 against 86 realized (an ad-hoc breakdown of that
+origin), and the champion's decile MAPE
 0.55 against the best peer's 0.37; with the same ``idle_days`` at both ends it is 0.30
 (stop 23; README, Accuracy).
 

@@ -347,16 +347,17 @@ def idle_fade(days_since_last_order: object, horizon_days: int) -> np.ndarray:
     1 for an account with an order in the last horizon (and where the days are
     missing), ``1/e`` two horizons after its last order, ``1/e^2`` three horizons after.
 
-    Why: an account without value in the trailing window starts from the floor, and
-    the trees learn how likely it is to come back from its idle time. They cannot
+    Why: an account without value in the trailing window starts from the floor, and the
+    trees learn how likely it is to come back from its idle time. They cannot
     extrapolate: the training cutoffs lie a horizon and more before the deployment
     cutoff, with less log before them, so nobody there had been idle as long as the
-    longest-idle accounts at scoring, and those got the value of the longest-idle
-    leaf. In ``bench-accuracy`` (seed 11, `base` 2023-07-03, one-year horizon)
-    LightGBM predicted 361-383 for accounts idle 545-1095 days that bought 0-15 on
-    average; with the floor fading from the end of the first horizon, 125-195. The time
-    constant of one horizon is a choice, not a fit (stop 23, not tuned); within the
-    idle times the training cutoffs saw, the trees still set the level.
+    longest-idle accounts at scoring, and those got the value of the longest-idle leaf.
+    In an ad-hoc breakdown by idle time of the backtest at ``bench-accuracy``'s seed 11,
+    `base` 2023-07-03 origin (one-year horizon), LightGBM predicted 361-383 for accounts
+    idle 545-1095 days that bought 0-15 on average; with the floor fading from the end
+    of the first horizon, 125-195. The time constant of one horizon is a choice, not a
+    fit (stop 23, not tuned); within the idle times the training cutoffs saw, the trees
+    still set the level.
 
     Examples
     --------

@@ -837,7 +837,12 @@ def test_every_run_logs_the_seed_and_the_data_fingerprint(workspace):
     assert {f"segment_{s}" for s in ("at_risk", "sleeping", "key", "growing", "cultivate",
                                      "ordinary")} <= set(score_run.data.metrics)
     train_run = next(r for r in runs if r.info.run_name == "train")
-    assert train_run.data.params["flag_thresholds"].startswith("at_risk_decline=")
+    assert train_run.data.params["flag_thresholds"].startswith("at_risk_decline: set at scoring")
+    # The scoring run logs the thresholds it used, exactly, and where each came from.
+    for name in ("at_risk_decline", "high_potential_growth"):
+        assert 0 <= float(score_run.data.params[f"threshold_{name}"]) <= 1
+        assert score_run.data.params[f"threshold_{name}_source"] in (
+            "expected precision", "learned in training", "the config")
 
 
 def test_mlflow_ui_binds_to_localhost_by_default():

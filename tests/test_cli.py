@@ -191,11 +191,11 @@ def test_train_prints_every_flag_threshold_and_where_it_came_from():
     config = Config(flags={"at_risk_precision": None})
     assert flag_threshold_summary({"high_potential_growth": 0.2599561}, config) == (
         "at_risk_decline=0.5 (the config's; no precision target); "
-        "high_potential_growth=0.2599561 (learned: precision 0.5 among valuable accounts "
-        "in the backtest)")
+        "high_potential_growth: set at scoring for an expected precision of 0.5, else "
+        "0.2599561 (learned: precision 0.5 among valuable accounts in the backtest)")
     assert flag_threshold_summary({}, Config()).startswith(
-        "at_risk_decline=0.5 (the config's: no decline_risk threshold reached precision 0.6 "
-        "in the backtest)")
+        "at_risk_decline: set at scoring for an expected precision of 0.6, else 0.5 (the "
+        "config's: no decline_risk threshold reached precision 0.6 in the backtest)")
 
 
 def test_after_a_closed_stdout_the_lines_go_to_devnull_and_the_job_goes_on(monkeypatch):

@@ -215,6 +215,9 @@ def _write_outputs(workflows, store, result, inputs, out: Path, report: Path | N
     _echo(f"Scored {len(result.scores)} accounts as of {inputs.as_of} with "
           f"{result.model_version} -> {out}" + (f", report -> {report}" if report else ""))
     _echo(f"Scoring run {run_id} in {store.display_uri}")
+    if result.flag_thresholds:  # exact: rounded, a threshold can misplace a recount
+        _echo("Flag thresholds: " + "; ".join(f"{name}={value!r} ({source})" for name, (
+            value, source) in result.flag_thresholds.items()))
     _print_notes(result.notes)
     for warning in result.warnings:
         _echo(f"note: {warning}")
@@ -245,6 +248,9 @@ def evaluate(transactions: TransactionsOpt,
         _print_table(result.table.drop(columns=["origin", "champion"]))
         extra = {**result.outer.event_metrics, **result.flags}
         _echo("Events and flags: " + ", ".join(f"{k}={v:.4f}" for k, v in extra.items()))
+        if result.threshold_sources:
+            _echo("Flag thresholds from: " + ", ".join(
+                f"{k} {v}" for k, v in result.threshold_sources.items()))
         if result.season:  # a year and a horizon of log before the origin
             _echo("Next horizon over the trailing one: " + ", ".join(
                 f"{k} {v:.2f}x" for k, v in result.season.items())

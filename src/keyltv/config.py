@@ -170,10 +170,12 @@ class Flags(_Frozen):
 
     at_risk_decline: float = Field(0.5, ge=0, le=1)
     high_potential_growth: float = Field(0.5, ge=0, le=1)
-    # With a precision target, `train` replaces the threshold above by the lowest one
-    # whose precision among valuable accounts reaches the target in the selection
-    # backtest (the most warnings a team can trust); the fixed threshold stays when
-    # no threshold reaches it. null: always the fixed threshold.
+    # With a precision target, `score` replaces the threshold above by the lowest one at
+    # which the flagged valuable accounts' mean score reaches the target with 95%
+    # confidence (the most warnings a team can trust), else by the lowest one whose
+    # precision among valuable accounts reached it in `train`'s selection backtest; the
+    # fixed threshold stays when neither does (keyltv.scoring.rules.resolve_thresholds).
+    # null: always the fixed threshold.
     at_risk_precision: float | None = Field(0.6, gt=0, le=1)
     high_potential_precision: float | None = Field(0.5, gt=0, le=1)
     # "Valuable" = in the top share of accounts by trailing or predicted value.

@@ -73,15 +73,6 @@ def test_no_threshold_is_learned_when_flagging_everyone_meets_the_target(rate):
     assert learn_flag_thresholds(common, "m", cfg) == {}
 
 
-def test_wilson_lower_bound():
-    from keyltv.evaluation.flags import wilson_lower_bound
-
-    bound = wilson_lower_bound(np.array([0.5, 0.5, 1.0]), np.array([100, 10_000, 5]))
-    assert bound[0] == pytest.approx(0.4188, abs=1e-3)
-    assert bound[1] == pytest.approx(0.4918, abs=1e-3)  # more trials, a tighter bound
-    assert bound[2] == pytest.approx(0.6490, abs=1e-3)  # 5 of 5 is not certainty
-
-
 def test_flag_metrics_apply_given_thresholds():
     from keyltv.evaluation.flags import flag_metrics
 

@@ -102,10 +102,13 @@ def test_a_flag_that_marks_most_of_its_accounts_says_so():
     grow = flags.model_copy(update={"high_potential_growth": 0.05})
     rising = scores(trailing_value=[1.0, 1.0, 1.0, 0.0, 0.0], predicted_value=[9.0, 9.0, 9.0, 1.0, 0.0])
     lines = crowded_flags(apply_flags(rising, grow, Tiers()), grow,
-                          frozenset({"high_potential_growth"}))
+                          {"high_potential_growth": "learned in training"})
     assert lines == ["high_potential: marks 4 of the 5 accounts (80%) at growth_potential "
                      ">= 0.050 (learned in training): too many to call; work them by "
                      "growth_potential, highest first"]
+    lines = crowded_flags(apply_flags(rising, grow, Tiers()), grow,
+                          {"high_potential_growth": "expected precision"})
+    assert "(set for an expected precision of 0.5 among the valuable)" in lines[0]
     assert crowded_flags(apply_flags(scores().head(0), flags, Tiers()), flags) == []
 
 
@@ -128,12 +131,85 @@ def test_scoring_uses_learned_thresholds_only_while_their_target_is_set():
     from keyltv.config import Config
     from keyltv.scoring.score import scoring_flags
 
+    # Scores far below either target: no threshold is set on these accounts.
+    unlikely = pd.DataFrame({"predicted_value": [200.0, 100.0], "trailing_value": [100.0, 50.0],
+                             "decline_risk": [0.1, 0.1], "growth_potential": [0.1, 0.1]})
     bundle = SimpleNamespace(flag_thresholds={"at_risk_decline": 0.2, "high_potential_growth": 0.7})
-    flags = scoring_flags(bundle, Config())
+    flags, sources = scoring_flags(bundle, Config(), unlikely)
     assert (flags.at_risk_decline, flags.high_potential_growth) == (0.2, 0.7)
+    assert set(sources.values()) == {"learned in training"}
     fixed = Config(flags={"at_risk_precision": None, "at_risk_decline": 0.4})
-    assert scoring_flags(bundle, fixed).at_risk_decline == 0.4
-    assert scoring_flags(SimpleNamespace(), Config()).at_risk_decline == 0.5  # older bundles
+    flags, sources = scoring_flags(bundle, fixed, unlikely)
+    assert (flags.at_risk_decline, sources["at_risk_decline"]) == (0.4, "the config")
+    older = scoring_flags(SimpleNamespace(), Config(), unlikely)[0]  # bundles without thresholds
+    assert older.at_risk_decline == 0.5
+
+
+def test_wilson_lower_bound():
+    from keyltv.scoring.rules import wilson_lower_bound
+
+    bound = wilson_lower_bound(np.array([0.5, 0.5, 1.0]), np.array([100, 10_000, 5]))
+    assert bound[0] == pytest.approx(0.4188, abs=1e-3)
+    assert bound[1] == pytest.approx(0.4918, abs=1e-3)  # more trials, a tighter bound
+    assert bound[2] == pytest.approx(0.6490, abs=1e-3)  # 5 of 5 is not certainty
+
+
+def test_threshold_flags_the_largest_group_whose_expected_precision_is_sure_enough():
+    from keyltv.scoring.rules import lowest_reaching_threshold, wilson_lower_bound
+
+    # 100 accounts at 0.9, then 100 at 0.3 (scores read as chances), then 200 at 0.05.
+    chance = np.repeat([0.9, 0.3, 0.05], [100, 100, 200])
+    threshold = lowest_reaching_threshold(chance, chance, 0.5)
+    # Flagging the 0.3 group too: mean 0.6 over 200 accounts, lower bound above 0.5;
+    # the 0.05 group would bring it to 0.325.
+    assert wilson_lower_bound(np.array([0.6]), np.array([200]))[0] > 0.5
+    assert threshold == 0.3
+    # A tie is flagged whole: 250 accounts at one score, half of them likely.
+    tied = np.full(250, 0.4)
+    assert lowest_reaching_threshold(tied, np.repeat([0.9, 0.1], 125), 0.6) is None
+    assert lowest_reaching_threshold(chance, chance, 0.95) is None  # nobody that sure
+    assert lowest_reaching_threshold(np.array([]), np.array([]), 0.5) is None
+
+
+def test_no_threshold_is_set_where_nearly_every_account_would_be_flagged():
+    from keyltv.scoring.rules import lowest_reaching_threshold
+
+    # A common event: even the least likely tenth still keeps the group above 0.6.
+    chance = np.linspace(0.95, 0.7, 100)
+    assert lowest_reaching_threshold(chance, chance, 0.6) is None
+    assert lowest_reaching_threshold(chance[:89], chance[:89], 0.6) is None
+    chance = np.r_[np.linspace(0.95, 0.7, 100), np.full(100, 0.01)]
+    assert lowest_reaching_threshold(chance, chance, 0.6) == pytest.approx(0.7)
+
+
+def test_expected_precision_thresholds_count_only_the_accounts_a_rule_could_flag():
+    from keyltv.scoring.rules import expected_precision_thresholds, resolve_thresholds
+
+    n = 400
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "trailing_value": np.r_[np.full(100, 100.0), np.full(300, 1.0)],
+        "growth_potential": np.r_[np.full(50, 0.8), np.full(50, 0.2), rng.uniform(0, 1, 300)],
+        "decline_risk": np.r_[np.full(60, 0.9), np.full(40, 0.05), np.zeros(300)],
+    }, index=[f"{i:03d}" for i in range(n)])
+    # The 100 valuable accounts (top quarter by value), all predicted to grow.
+    frame["predicted_value"] = frame["trailing_value"] * 1.5
+    flags = Flags(valuable_share=0.25)
+    found = expected_precision_thresholds(frame, flags)
+    # Growth: the 0.8 half of the valuable is sure enough (the 0.2 half brings the mean
+    # to 0.5, below the target with confidence); the other 300 accounts are not counted,
+    # whatever their scores.
+    assert found["high_potential_growth"] == 0.8
+    assert found["at_risk_decline"] == 0.9
+    resolved, sources = resolve_thresholds(flags, {"high_potential_growth": 0.1}, frame)
+    assert resolved.high_potential_growth == 0.8 and sources["high_potential_growth"] == (
+        "expected precision")
+    # Valuable accounts predicted below their trailing value cannot be high potential.
+    frame["predicted_value"] = frame["trailing_value"] * 0.9
+    assert "high_potential_growth" not in expected_precision_thresholds(frame, flags)
+    resolved, sources = resolve_thresholds(flags, {"high_potential_growth": 0.1}, frame)
+    assert (resolved.high_potential_growth, sources["high_potential_growth"]) == (
+        0.1, "learned in training")
 
 
 def test_an_account_that_barely_moved_near_a_cut_stays_in_its_earlier_tier():

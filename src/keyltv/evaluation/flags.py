@@ -3,8 +3,9 @@
 The flags ``at_risk`` and ``high_potential`` threshold the event scores
 (:mod:`keyltv.scoring.rules`). :func:`learn_flag_thresholds` picks, on the selection
 backtest, the lowest threshold whose precision among valuable accounts reaches the
-config's target with confidence; :func:`flag_metrics` measures precision and recall of
-the flags on a later holdout (``keyltv evaluate``, ``bench-accuracy``).
+config's target with confidence; :func:`scoring_thresholds` gives the thresholds that
+scoring would use on a later holdout's accounts, and :func:`flag_metrics` measures
+precision and recall of the flags there (``keyltv evaluate``, ``bench-accuracy``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import pandas as pd
 
 from keyltv.config import Config
 from keyltv.evaluation.metrics import best_recall_at_precision
-from keyltv.scoring.rules import THRESHOLDED_FLAGS, apply_flags, valuable_mask
+from keyltv.scoring.rules import (
+    THRESHOLDED_FLAGS,
+    apply_flags,
+    flag_pools,
+    lowest_reaching_threshold,
+    resolve_thresholds,
+    valuable_mask,
+)
 
 if TYPE_CHECKING:  # its result is only read here, never built
     from keyltv.evaluation.backtest import BacktestResult
@@ -39,10 +47,6 @@ FLAG_RULES = {flag: (event, *THRESHOLDED_FLAGS[flag])
               for flag, event in (("at_risk", "decline"), ("high_potential", "growth"))}
 
 
-# A learned threshold that flags more than this share of the accounts a rule could flag
-# is not kept (see learn_flag_thresholds).
-MAX_FLAGGED_SHARE = 0.9
-
 # The decisions issue's precision goals, for the "best recall at this precision" metric.
 GOAL_PRECISION = {"at_risk": 0.6, "high_potential": 0.5}
 
@@ -50,22 +54,24 @@ GOAL_PRECISION = {"at_risk": 0.6, "high_potential": 0.5}
 def learn_flag_thresholds(result: BacktestResult, champion: str, config: Config) -> dict[str, float]:
     """Thresholds that meet the flags' precision targets on a backtest holdout, with confidence.
 
-    For each flag with a target, the accounts that the rule could flag (valuable ones
-    with trailing value for ``at_risk``, since only they can halve; those predicted
-    above their trailing value, counted among the valuable, for ``high_potential``) are
-    ranked by score. The event is calibrated on
-    the score by isotonic regression, and the threshold is the lowest score at which
-    the 95% lower confidence bound (Wilson) of the precision of "flag everyone above"
-    still reaches the target. Why the bound: a threshold that only just reaches the
-    target on one holdout fell to precision 0.3-0.45 on the next period in the
-    benchmark. Flags whose target is not reached with confidence are left out (the
-    fixed threshold applies), and so are thresholds that would flag more than
-    :data:`MAX_FLAGGED_SHARE` of the accounts the rule could flag: the event is then so
-    common that the lowest qualifying threshold sits near zero and tells the accounts
-    hardly apart. On the CDNOW demo, two thirds of the valuable accounts halve over the
-    91-day selection holdout; the learned threshold was 0.000 and flagged every valuable
+    For each flag with a target, the accounts that the rule could flag
+    (:func:`~keyltv.scoring.rules.flag_pools`) are ranked by score. The event is
+    calibrated on the score by isotonic regression, and the threshold is the lowest
+    score at which the 95% lower confidence bound (Wilson) of the precision of "flag
+    everyone above" still reaches the target
+    (:func:`~keyltv.scoring.rules.lowest_reaching_threshold`). Why the bound: a
+    threshold that only just reaches the target on one holdout fell to precision
+    0.3-0.45 on the next period in the benchmark. Flags whose target is not reached
+    with confidence are left out, and so are thresholds that would flag more than
+    :data:`~keyltv.scoring.rules.MAX_FLAGGED_SHARE` of the accounts the rule could
+    flag. On the CDNOW demo, two thirds of the valuable accounts halve over the 91-day
+    selection holdout; the learned threshold was 0.000 and flagged every valuable
     account at risk, where the fixed threshold (an even chance of decline) flags the
     likelier part.
+
+    Scoring prefers a threshold set on the scored accounts themselves
+    (:func:`~keyltv.scoring.rules.resolve_thresholds`); this one applies where that
+    reaches no target.
 
     Returns
     -------
@@ -77,36 +83,36 @@ def learn_flag_thresholds(result: BacktestResult, champion: str, config: Config)
     if "decline_risk" not in result.events:
         return {}
     scores = _flag_inputs(result, champion)
-    # The flag rules with zero thresholds: who each rule could flag at all.
-    no_threshold = config.flags.model_copy(update={rule[2]: 0.0 for rule in FLAG_RULES.values()})
-    could_flag = apply_flags(scores, no_threshold, config.tiers)
-    valuable = valuable_mask(scores, config.flags)
+    pools = flag_pools(scores, config.flags)
     learned = {}
     for flag, (event, score, field_name, target_name) in FLAG_RULES.items():
         target = getattr(config.flags, target_name)
-        rows = (could_flag[flag] & valuable).to_numpy()
-        if event == "decline":  # only accounts with trailing value can halve (event_labels)
-            rows = rows & (scores["trailing_value"].to_numpy() > 0)
+        rows = pools[flag]
         if target is None or not rows.any():
             continue
         s = scores[score].to_numpy()[rows]
         hits = result.events[event].to_numpy()[rows].astype(float)
-        order = np.argsort(-s, kind="stable")
         # Calibrated P(event | score), non-increasing down the ranking, so the running
         # precision falls monotonically and the crossing is unique.
-        p = IsotonicRegression(out_of_bounds="clip").fit(s, hits).predict(s)[order]
-        flagged = np.arange(1, len(p) + 1)
-        reached = np.flatnonzero(wilson_lower_bound(np.cumsum(p) / flagged, flagged) >= target)
-        if len(reached) and reached[-1] + 1 <= MAX_FLAGGED_SHARE * len(p):
-            learned[field_name] = float(s[order][reached[-1]])
+        chance = IsotonicRegression(out_of_bounds="clip").fit(s, hits).predict(s)
+        threshold = lowest_reaching_threshold(s, chance, target)
+        if threshold is not None:
+            learned[field_name] = threshold
     return learned
 
 
-def wilson_lower_bound(share: np.ndarray, n: np.ndarray, z: float = 1.645) -> np.ndarray:
-    """One-sided lower confidence bound (95% for ``z=1.645``) of a share seen in ``n`` trials."""
-    centre = share + z * z / (2 * n)
-    spread = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n)
+def scoring_thresholds(result: BacktestResult, champion: str, config: Config,
+                       learned: dict[str, float]) -> tuple[dict[str, float], dict[str, str]]:
+    """The thresholds ``keyltv score`` would use on this backtest's accounts, and their sources.
+
+    As in scoring (:func:`~keyltv.scoring.rules.resolve_thresholds`): set on the
+    champion's outputs for these accounts, else ``learned``, else the config's. No
+    realized event is read.
+    """
+    if "decline_risk" not in result.events:
+        return {}, {}
+    flags, sources = resolve_thresholds(config.flags, learned, _flag_inputs(result, champion))
+    return {field: getattr(flags, field) for field in sources}, sources
 
 
 def flag_metrics(result: BacktestResult, champion: str, config: Config,

@@ -17,7 +17,7 @@ import pandas as pd
 from keyltv.config import Config
 from keyltv.data.transactions import TransactionLog
 from keyltv.evaluation.backtest import BacktestResult, apply_blend, backtest, select_champion
-from keyltv.evaluation.flags import flag_metrics, learn_flag_thresholds
+from keyltv.evaluation.flags import flag_metrics, learn_flag_thresholds, scoring_thresholds
 from keyltv.features.accounts import year_ago_ratio
 
 
@@ -35,6 +35,8 @@ class OriginResult:
     # Next-to-trailing value ratios: a year before the origin, the champion's, realized
     # (see season_ratios); empty where the log does not reach back a year and a horizon.
     season: dict[str, float] = field(default_factory=dict)
+    # Where each threshold of ``flags`` came from (see keyltv.scoring.rules.resolve_thresholds).
+    threshold_sources: dict[str, str] = field(default_factory=dict)
 
 
 def evaluate_origin(
@@ -67,11 +69,16 @@ def evaluate_origin(
     table.loc["keyltv", "interval_coverage"] = coverage
     table.insert(0, "origin", origin)
     table["champion"] = table.index == champion
-    thresholds = learn_flag_thresholds(selection, champion, config)
+    # The flags as `keyltv score` would set them at the origin: thresholds set on the
+    # champion's outputs for these accounts where they reach the precision targets, else
+    # learned on the selection holdout, else the config's.
+    learned = learn_flag_thresholds(selection, champion, config)
+    thresholds, sources = scoring_thresholds(outer, champion, config, learned)
     flags = {**flag_metrics(outer, champion, config, thresholds),
-             **{f"learned_{k}": v for k, v in thresholds.items()}}
+             **{f"threshold_{k}": v for k, v in thresholds.items()}}
     season = season_ratios(log, origin, outer.horizon_days, outer.predictions, champion)
-    return OriginResult(origin, champion, table, selection, outer, coverage, flags, season)
+    return OriginResult(origin, champion, table, selection, outer, coverage, flags, season,
+                        sources)
 
 
 def season_ratios(log: TransactionLog, origin: date, horizon_days: int,

@@ -16,6 +16,12 @@ at_risk
 high_potential
     ``growth_potential >= flags.high_potential_growth`` and predicted value above the
     trailing value.
+thresholds of at_risk and high_potential
+    With a precision target (``flags.at_risk_precision``, ``flags.high_potential_precision``),
+    set on the accounts being scored: the lowest score at which the flagged valuable
+    accounts' mean score, read as their chance of the event, reaches the target with
+    95% confidence (:func:`resolve_thresholds`); else the threshold learned in training,
+    else the config's.
 low_margin_key
     Valuable, but the predicted profit share of value is below ``flags.low_margin_rate``
     ("false key account": volume without profit). Only with margins.
@@ -129,6 +135,120 @@ def valuable_mask(scores: pd.DataFrame, flags: Flags) -> pd.Series:
                           flags.valuable_share)
 
 
+# A threshold that would flag more than this share of the accounts a rule could flag is
+# not used (see lowest_reaching_threshold).
+MAX_FLAGGED_SHARE = 0.9
+
+# Where a flag's threshold came from, as messages and the scoring run name it.
+EXPECTED, LEARNED, CONFIGURED = "expected precision", "learned in training", "the config"
+
+
+def flag_pools(scores: pd.DataFrame, flags: Flags) -> dict[str, np.ndarray]:
+    """Per thresholded flag, the valuable accounts its rule could mark at some threshold.
+
+    ``at_risk``: valuable accounts with trailing value (only they can halve);
+    ``high_potential``: valuable accounts predicted above their trailing value. Precision
+    targets are measured among these.
+    """
+    valuable = valuable_mask(scores, flags).to_numpy()
+    trailing = scores["trailing_value"].to_numpy()
+    return {"at_risk": valuable & (trailing > 0),
+            "high_potential": valuable & (scores["predicted_value"].to_numpy() > trailing)}
+
+
+def wilson_lower_bound(share: np.ndarray, n: np.ndarray, z: float = 1.645) -> np.ndarray:
+    """One-sided lower confidence bound (95% for ``z=1.645``) of a share seen in ``n`` trials."""
+    centre = share + z * z / (2 * n)
+    spread = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+def lowest_reaching_threshold(scores: np.ndarray, chance: np.ndarray, target: float
+                              ) -> float | None:
+    """Lowest score at which "flag every account at or above it" meets a precision target.
+
+    ``chance`` is each account's probability of the event (paired with ``scores``, not
+    increasing as the score falls). The flagged group's precision is the mean chance of
+    its accounts; the threshold is the lowest score at which the 95% Wilson lower bound
+    of that mean, over as many accounts as are flagged, still reaches ``target``. None
+    when no threshold does, or when the lowest one would flag more than
+    :data:`MAX_FLAGGED_SHARE` of the accounts: the event is then so common that the
+    threshold sits near zero and tells the accounts hardly apart.
+    """
+    if len(scores) == 0:
+        return None
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    s, p = np.asarray(scores, dtype=float)[order], np.asarray(chance, dtype=float)[order]
+    flagged = np.arange(1, len(p) + 1)
+    # A threshold flags every account tied at it: only the last of a tie can end a group.
+    ends = np.append(s[:-1] > s[1:], True)
+    reached = np.flatnonzero(ends & (wilson_lower_bound(np.cumsum(p) / flagged, flagged)
+                                     >= target))
+    if not len(reached) or reached[-1] + 1 > MAX_FLAGGED_SHARE * len(p):
+        return None
+    return float(s[reached[-1]])
+
+
+def expected_precision_thresholds(scores: pd.DataFrame, flags: Flags) -> dict[str, float]:
+    """Thresholds set on the scored accounts themselves, from the scores as probabilities.
+
+    For each flag with a precision target, among the accounts its rule could mark
+    (:func:`flag_pools`): the lowest score at which the flagged group's expected
+    precision, the mean of its scores, reaches the target with 95% confidence
+    (:func:`lowest_reaching_threshold`). The event classifiers' scores are probabilities
+    of the event over the horizon, fitted on that horizon's events. A threshold learned
+    on the selection backtest was fitted on half a horizon's events, which happen more
+    often by chance, and flagged too many accounts on growing books (stop 24, ad hoc, 27
+    simulator origins: ``high_potential`` precision 0.30-0.42 on ``growth_heavy``; this
+    rule met precision 0.5 at recall 0.3 at all 27, the learned threshold at 18).
+
+    Returns
+    -------
+    dict
+        ``Flags`` field -> threshold, for the flags where one reaches the target.
+    """
+    out = {}
+    pools = flag_pools(scores, flags)
+    for flag, (score, field, target_field) in THRESHOLDED_FLAGS.items():
+        target = getattr(flags, target_field)
+        if target is None:
+            continue
+        s = scores[score].to_numpy(dtype=float)[pools[flag]]
+        threshold = lowest_reaching_threshold(s, s, target)
+        if threshold is not None:
+            out[field] = threshold
+    return out
+
+
+def resolve_thresholds(flags: Flags, learned: dict[str, float], scores: pd.DataFrame
+                       ) -> tuple[Flags, dict[str, str]]:
+    """The thresholds a scoring uses, and where each came from.
+
+    For a flag with a precision target: the threshold of
+    :func:`expected_precision_thresholds` on ``scores`` (the model outputs of the
+    accounts being scored) where one reaches the target; else the one ``learned`` in
+    training; else the config's. Without a target, always the config's.
+
+    Returns
+    -------
+    flags : Flags
+        ``flags`` with the thresholds replaced.
+    sources : dict
+        ``Flags`` threshold field -> :data:`EXPECTED`, :data:`LEARNED` or :data:`CONFIGURED`.
+    """
+    expected = expected_precision_thresholds(scores, flags) if len(scores) else {}
+    update, sources = {}, {}
+    for _, field, target_field in THRESHOLDED_FLAGS.values():
+        sources[field] = CONFIGURED
+        if getattr(flags, target_field) is None:
+            continue
+        if field in expected:
+            update[field], sources[field] = expected[field], EXPECTED
+        elif field in learned:
+            update[field], sources[field] = float(learned[field]), LEARNED
+    return flags.model_copy(update=update), sources
+
+
 def tier_basis(scores: pd.DataFrame) -> pd.Series:
     """What tiers rank: predicted profit when the scores have it, else predicted value."""
     return scores["predicted_profit"] if "predicted_profit" in scores else scores["predicted_value"]
@@ -195,15 +315,15 @@ def silent_flags(scores: pd.DataFrame, flags: Flags) -> list[str]:
 CROWDED_SHARE = 0.5
 
 
-def crowded_flags(scores: pd.DataFrame, flags: Flags, learned: frozenset[str] = frozenset()
+def crowded_flags(scores: pd.DataFrame, flags: Flags, sources: dict[str, str] | None = None
                   ) -> list[str]:
     """Why a thresholded flag that marks most of the accounts it may flag says little.
 
     ``at_risk`` may flag the valuable accounts, ``high_potential`` every account. When
     the event is that common (a book where most customers lapse within a horizon, such
     as CDNOW, where the fixed 0.5 threshold marked 84% of the valuable accounts), the
-    flag is a ranking, not a call list. ``learned`` names the ``Flags`` fields that
-    training learned, so that the line says where the threshold came from.
+    flag is a ranking, not a call list. ``sources`` (from :func:`resolve_thresholds`)
+    says where each threshold came from, for the line; the config when not given.
     """
     if scores.empty:
         return []
@@ -217,7 +337,12 @@ def crowded_flags(scores: pd.DataFrame, flags: Flags, learned: frozenset[str] = 
         if size == 0 or marked <= CROWDED_SHARE * size:
             continue
         who = "valuable accounts" if flag == "at_risk" else "accounts"
-        source = "learned in training" if field in learned else f"flags.{field} in the config"
+        source = (sources or {}).get(field, CONFIGURED)
+        if source == CONFIGURED:
+            source = f"flags.{field} in the config"
+        elif source == EXPECTED:
+            target = getattr(flags, THRESHOLDED_FLAGS[flag][2])
+            source = f"set for an expected precision of {target} among the valuable"
         threshold = getattr(flags, field)
         exact = f"{threshold:.3f}" if float(f"{threshold:.3f}") == threshold else repr(threshold)
         lines.append(f"{flag}: marks {marked:,} of the {size:,} {who} ({marked / size:.0%}) "

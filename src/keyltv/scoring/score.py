@@ -23,7 +23,7 @@ from keyltv.data.schema import (
 )
 from keyltv.models.probabilistic import INPUTS as PROBABILISTIC_INPUTS
 from keyltv.scoring.reasons import explain_flags
-from keyltv.scoring.rules import THRESHOLDED_FLAGS, TIER_ORDER, apply_flags, tier_migrations
+from keyltv.scoring.rules import TIER_ORDER, apply_flags, resolve_thresholds, tier_migrations
 
 SCORE_COLUMNS = [
     "customer_id", "as_of", "horizon_days", "predicted_value", "predicted_value_low",
@@ -176,7 +176,7 @@ def score_accounts(
         match_previous(previous, features.index, previous_source, as_of)
     outputs = bundle.predict(features)
     outputs["trailing_value"] = features["trailing_value"].clip(lower=0.0)
-    flags = scoring_flags(bundle, config)
+    flags, _ = scoring_flags(bundle, config, outputs)
     held = previous if comparable_previous(previous, outputs, model_version,
                                            getattr(bundle, "horizon_days", None)) else None
     scored = apply_flags(outputs, flags, config.tiers, held, previous_value)
@@ -210,18 +210,19 @@ def indexed_by_account(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame
 
 
-def scoring_flags(bundle: object, config: Config) -> Flags:
-    """The config's flag thresholds, with those the model learned for a precision target.
+def scoring_flags(bundle: object, config: Config, outputs: pd.DataFrame
+                  ) -> tuple[Flags, dict[str, str]]:
+    """The flag thresholds of a scoring, and where each came from.
 
-    A learned threshold applies only while the scoring config still sets its target
-    (``flags.*_precision``); with the target set to null the fixed threshold is used.
-    Bundles trained before thresholds were learned carry none.
+    See :func:`keyltv.scoring.rules.resolve_thresholds`: for a flag whose precision
+    target the scoring config sets (``flags.*_precision``), the threshold set on
+    ``outputs`` (the model outputs of the accounts scored, indexed by account, with
+    ``trailing_value``), else the one the model learned in training, else the config's.
+    With the target set to null the fixed threshold is used. Bundles trained before
+    thresholds were learned carry none.
     """
-    learned = getattr(bundle, "flag_thresholds", None) or {}
-    targets = {field: getattr(config.flags, target)
-               for _, field, target in THRESHOLDED_FLAGS.values()}
-    return config.flags.model_copy(
-        update={k: v for k, v in learned.items() if targets.get(k) is not None})
+    return resolve_thresholds(config.flags, getattr(bundle, "flag_thresholds", None) or {},
+                              outputs)
 
 
 def match_previous(previous: pd.Series, scored: pd.Index, path: str | Path,

@@ -43,6 +43,7 @@ def evaluation_json(results: list[OriginResult]) -> dict[str, object]:
                        for m, row in r.table.drop(columns=["origin", "champion"]).iterrows()},
             "events": {k: clean(v) for k, v in r.outer.event_metrics.items()},
             "flags": {k: clean(v) for k, v in r.flags.items()},
+            "threshold_sources": r.threshold_sources,
             "skipped": r.outer.skipped,
             "season": r.season,
         }

@@ -58,6 +58,9 @@ class ScoreResult:
     # The tolerance band the tiers used (tiers.hysteresis); 0 without a comparable
     # --previous (see keyltv.scoring.score.comparable_previous).
     tiers_hysteresis: float = 0.0
+    # Each thresholded flag's threshold and where it came from (see
+    # keyltv.scoring.rules.resolve_thresholds): field -> (threshold, source).
+    flag_thresholds: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 def score(inputs: Inputs, config: Config, store: Store, model_uri: str,
@@ -133,15 +136,16 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
                                                for c in bundle.feature_columns):
         # The model was trained without attributes: the table given changes nothing.
         notes["account_attributes_unused"] = inputs.accounts.shape[1]
-    flags = scoring_flags(bundle, config)
-    learned = frozenset(k for k, v in getattr(bundle, "flag_thresholds", {}).items()
-                        if getattr(flags, k) == v)
+    # The same thresholds as score_accounts set (the valuable accounts are found by id).
+    flags, sources = scoring_flags(bundle, config, scores.set_index("customer_id"))
     money = money_scale_warning(inputs, bundle, features, config)
     # Predictions in the wrong units make any predicted-to-trailing ratio a "season".
     season = [] if money else season_warning(inputs, bundle.horizon_days, scores)
-    warnings = silent_flags(scores, flags) + crowded_flags(scores, flags, learned) + \
+    warnings = silent_flags(scores, flags) + crowded_flags(scores, flags, sources) + \
         scoring_warnings(inputs, bundle, model_version, notes, prev) + money + season
-    return ScoreResult(scores, model_version, notes, config.seed, warnings, lost, band)
+    thresholds = {field: (getattr(flags, field), source) for field, source in sources.items()}
+    return ScoreResult(scores, model_version, notes, config.seed, warnings, lost, band,
+                       thresholds)
 
 
 def trained_accounts(inputs: Inputs, bundle: KeyLTVModel, config: Config
@@ -338,7 +342,11 @@ def log_scoring(store: Store, result: ScoreResult, out: Path, inputs: Inputs,
                       "output": str(Path(out).resolve()), "data_hash": inputs.log.fingerprint,
                       "transactions": inputs.log.source, "seed": result.seed,
                       "previous": str(Path(previous).resolve()) if previous else None,
-                      "tiers_hysteresis": result.tiers_hysteresis})
+                      "tiers_hysteresis": result.tiers_hysteresis,
+                      **{f"threshold_{k}": repr(float(v)) for k, (v, _) in
+                         result.flag_thresholds.items()},
+                      **{f"threshold_{k}_source": source for k, (_, source) in
+                         result.flag_thresholds.items()}})
     # Every tier and segment, zeros included (a missing metric reads as "not measured"),
     # and the migrations when there is an earlier file.
     tiers, segments = scores["tier"].value_counts(), scores["segment"].value_counts()

@@ -312,22 +312,27 @@ def training_summary(result: BacktestResult, champion: str, metric: str) -> str:
 
 
 def flag_threshold_summary(learned: dict[str, float], cfg: Config) -> str:
-    """Each thresholded flag's threshold and where it came from, in one line.
+    """Each thresholded flag's threshold and where it will come from, in one line.
 
-    A learned threshold is printed exactly (``repr``): rounded, it can put an account
-    whose score lies between the two on the wrong side of a recount.
+    With a precision target, scoring sets the threshold on the accounts it scores
+    (:func:`keyltv.scoring.rules.resolve_thresholds`); the threshold printed here is
+    the one used where that reaches no target. A learned threshold is printed exactly
+    (``repr``): rounded, it can put an account whose score lies between the two on the
+    wrong side of a recount.
     """
     parts = []
     for score_name, name, target in THRESHOLDED_FLAGS.values():
         precision = getattr(cfg.flags, target)
-        if name in learned:
-            parts.append(f"{name}={float(learned[name])!r} (learned: precision "
-                         f"{precision} among valuable accounts in the backtest)")
-        elif precision is None:
+        if precision is None:
             parts.append(f"{name}={getattr(cfg.flags, name)} (the config's; no precision "
                          "target)")
+            continue
+        at_scoring = f"{name}: set at scoring for an expected precision of {precision}, else "
+        if name in learned:
+            parts.append(f"{at_scoring}{float(learned[name])!r} (learned: precision "
+                         f"{precision} among valuable accounts in the backtest)")
         else:
-            parts.append(f"{name}={getattr(cfg.flags, name)} (the config's: no "
+            parts.append(f"{at_scoring}{getattr(cfg.flags, name)} (the config's: no "
                          f"{score_name} threshold reached precision {precision} in the "
                          "backtest)")
     return "; ".join(parts)

@@ -108,3 +108,12 @@ def test_write_is_atomic_and_replaces(tmp_path):
 def test_write_into_a_missing_folder_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="No such file or directory"):
         write_report("x", tmp_path / "nope" / "report.html")
+
+
+def test_flag_lists_say_where_their_thresholds_came_from(page):
+    assert "Flagged at" not in page  # no thresholds given: nothing said
+    html = render_report(score_table(), title="t", thresholds={
+        "at_risk_decline": (0.5, "the config"),
+        "high_potential_growth": (0.32719, "expected precision")})
+    assert "Flagged at decline_risk &gt;= 0.500 (the config)." in html
+    assert "Flagged at growth_potential &gt;= 0.327 (expected precision)." in html

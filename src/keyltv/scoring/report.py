@@ -53,7 +53,8 @@ _CSS = """
 
 def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] | None = None,
                   warnings: Sequence[str] = (), top_n: int = 25,
-                  previous_not_scored: Mapping[str, int] | None = None) -> str:
+                  previous_not_scored: Mapping[str, int] | None = None,
+                  thresholds: Mapping[str, tuple[float, str]] | None = None) -> str:
     """Render a score table as one self-contained HTML page.
 
     Parameters
@@ -74,6 +75,9 @@ def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] 
     previous_not_scored : mapping of str to int, optional
         Accounts of the earlier score file not scored now, per their earlier tier; a
         column of the migration table.
+    thresholds : mapping, optional
+        ``Flags`` threshold field -> (threshold, where it came from), as the score job
+        resolved them; said under the at-risk and high-potential lists.
 
     Returns
     -------
@@ -95,7 +99,7 @@ def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] 
         _section("Value concentration", _png(lambda ax: plot_pareto(scores["predicted_value"], ax))
                  + _paragraph("Accounts sorted by predicted value over the horizon.")),
         _section("Tiers and segments", _tiers_and_segments(scores)),
-        *_account_sections(scores, top_n),
+        *_account_sections(scores, top_n, thresholds or {}),
     ]
     if "tier_change" in scores.columns:
         sections.append(_section("Tier migrations", _migrations(scores, previous_not_scored)))
@@ -108,9 +112,19 @@ def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] 
     )
 
 
-def _account_sections(scores: pd.DataFrame, top_n: int) -> list[str]:
+def _account_sections(scores: pd.DataFrame, top_n: int,
+                      thresholds: Mapping[str, tuple[float, str]]) -> list[str]:
     """Build the account lists: key, at risk, high potential, low-margin key (with margins)."""
     reasons = ("reasons",) if "reasons" in scores.columns else ()
+
+    def rule(score: str, field: str) -> str:
+        # Which score the list cuts at, and why there: a reader can tell a list set for
+        # a precision target from a fixed cut.
+        if field not in thresholds:
+            return ""
+        value, source = thresholds[field]
+        return f" Flagged at {score} >= {value:.3f} ({source})."
+
     sections = [
         _account_section("Top key accounts", scores[scores["key_account"].astype(bool)],
                          "predicted_value", top_n,
@@ -118,11 +132,13 @@ def _account_sections(scores: pd.DataFrame, top_n: int) -> list[str]:
         # Sorted by trailing value: what the account bought last horizon is what can be lost.
         _account_section("At-risk accounts", scores[scores["at_risk"].astype(bool)],
                          "trailing_value", top_n,
-                         "Valuable accounts with a high decline risk, by trailing value.",
+                         "Valuable accounts with a high decline risk, by trailing value."
+                         + rule("decline_risk", "at_risk_decline"),
                          extra=reasons),
         _account_section("High-potential accounts", scores[scores["high_potential"].astype(bool)],
                          "growth_potential", top_n,
-                         "Likely to grow beyond their trailing value, by growth potential.",
+                         "Likely to grow beyond their trailing value, by growth potential."
+                         + rule("growth_potential", "high_potential_growth"),
                          extra=reasons),
     ]
     if "low_margin_key" in scores.columns:

@@ -294,7 +294,8 @@ def score_report_html(result: ScoreResult, inputs: Inputs) -> str:
     """The self-contained HTML report of a scoring run."""
     return render_report(result.scores, title=f"keyltv key accounts as of {inputs.as_of}",
                          notes=result.notes, warnings=result.warnings,
-                         previous_not_scored=result.previous_not_scored)
+                         previous_not_scored=result.previous_not_scored,
+                         thresholds=result.flag_thresholds)
 
 
 def write_score_report(result: ScoreResult, inputs: Inputs, path: str | Path) -> Path:

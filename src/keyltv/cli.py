@@ -249,8 +249,8 @@ def evaluate(transactions: TransactionsOpt,
         extra = {**result.outer.event_metrics, **result.flags}
         _echo("Events and flags: " + ", ".join(f"{k}={v:.4f}" for k, v in extra.items()))
         if result.threshold_sources:
-            _echo("Flag thresholds from: " + ", ".join(
-                f"{k} {v}" for k, v in result.threshold_sources.items()))
+            _echo("Flag thresholds from: " + "; ".join(
+                f"{k}: {v}" for k, v in result.threshold_sources.items()))
         if result.season:  # a year and a horizon of log before the origin
             _echo("Next horizon over the trailing one: " + ", ".join(
                 f"{k} {v:.2f}x" for k, v in result.season.items())

@@ -15,6 +15,12 @@ def test_evaluate_origin_adds_the_nested_champion_with_coverage(sim):
     assert row["normalized_gini"] == champion_row["normalized_gini"]
     assert 0.5 <= result.coverage <= 1.0
     assert set(result.flags) >= {"at_risk_precision", "high_potential_recall"}
+    # The flags are judged at the thresholds `keyltv score` would use there, each with
+    # where it came from.
+    for field in ("at_risk_decline", "high_potential_growth"):
+        assert 0 <= result.flags[f"threshold_{field}"] <= 1
+        assert result.threshold_sources[field] in (
+            "expected precision", "learned in training", "the config")
 
 
 def test_rolling_origins():

@@ -102,3 +102,22 @@ def test_profit_rate_shrinks_by_the_learned_credibility():
     del model.margin_credibility  # a bundle saved before the field: the median rule
     np.testing.assert_allclose(model._shrunk_margin_rate(features)[0],
                                300 / (300 + 1e6) * 0.02 + 1e6 / (300 + 1e6) * 0.2)
+
+
+def test_without_classifiers_the_event_scores_are_the_count_models_chances(short_log):
+    from keyltv.models.bundle import fallback_event_scores
+    from keyltv.models.probabilistic import ProbabilisticLTV
+
+    features = training_data(short_log, date(2021, 10, 1), Config(horizon_days=182), None).current
+    mbg = ProbabilisticLTV(kind="mbgnbd", horizon_days=182).fit(features)
+    model = KeyLTVModel("mbgnbd", mbg, mbg, None, None, 182, date(2021, 10, 1),
+                        list(features.columns), event_ratios=(0.5, 1.5))
+    out = model.predict(features)
+    trailing = features["trailing_value"].clip(lower=0)
+    decline, growth = mbg.event_probabilities(features, trailing, 0.5, 1.5)
+    np.testing.assert_array_equal(out["decline_risk"], decline)
+    np.testing.assert_array_equal(out["growth_potential"], growth)
+    # A bundle saved before stop 24 has no event ratios: it keeps its documented fallback.
+    model.event_ratios = None
+    old = fallback_event_scores(trailing, mbg.predict(features), out["p_alive"])
+    np.testing.assert_array_equal(model.predict(features)["decline_risk"], old[0])

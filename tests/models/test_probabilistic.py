@@ -105,3 +105,63 @@ def test_missing_or_infinite_inputs_are_refused_not_dropped(cdnow_summary, fitte
     with pytest.raises(ValueError, match="column 'repeat_order_value' has 1 missing"):
         fitted.predict_spend(cdnow_summary.head(2).assign(repeat_order_value=[1.0, np.nan]))
     assert fitted.predict(cdnow_summary.head(0)).shape == (0,)
+
+
+# Four accounts in our terms (days): a one-time buyer, a steady repeat buyer, one gone
+# quiet and a heavy buyer; trailing values around their spend.
+FOUR = pd.DataFrame({"frequency": [0.0, 6.0, 6.0, 20.0], "recency": [0.0, 250.0, 60.0, 260.0],
+                     "T": [200.0, 260.0, 260.0, 270.0],
+                     "repeat_order_value": [0.0, 40.0, 40.0, 25.0]})
+TRAILING = np.array([0.0, 120.0, 80.0, 200.0])
+
+
+def simulated_events(model, X, trailing, draws=200_000, seed=1):
+    """The same events by simulating the model's story, account by account."""
+    rng = np.random.default_rng(seed)
+    r, alpha, a, b = (model.params_[k] for k in ("r", "alpha", "a", "b"))
+    p, q, v = (model.spend_params_[k] for k in ("p", "q", "v"))
+    alive = model.predict_p_alive(X)
+    t = model.horizon_days / 7.0
+    out = []
+    for i, row in enumerate(X.itertuples()):
+        x, big_t = row.frequency, row.T / 7.0
+        rate = rng.gamma(r + x, 1.0 / (alpha + big_t), draws)
+        drop = rng.beta(a, b + x + (model.kind == "mbgnbd"), draws)
+        n = np.minimum(rng.poisson(rate * t), rng.geometric(np.maximum(drop, 1e-300)))
+        n = np.where(rng.random(draws) < alive[i], n, 0)
+        xs, mean = (x, row.repeat_order_value) if row.repeat_order_value > 0 else (0.0, 0.0)
+        nu = rng.gamma(p * xs + q, 1.0 / (v + xs * mean), draws)
+        value = np.where(n > 0, rng.gamma(np.maximum(n * p, 1e-12), 1.0 / nu), 0.0)
+        out.append(((value < 0.5 * trailing[i]).mean() if trailing[i] > 0 else 0.0,
+                    (value > 1.5 * trailing[i]).mean()))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("kind", ["bgnbd", "mbgnbd"])
+def test_event_chances_are_those_of_the_models_story(cdnow_summary, kind):
+    model = ProbabilisticLTV(kind=kind, horizon_days=273).fit(cdnow_summary)
+    decline, growth = model.event_probabilities(FOUR, TRAILING, 0.5, 1.5)
+    expected = simulated_events(model, FOUR, TRAILING)
+    # 200,000 draws: a standard error of at most 0.0011.
+    np.testing.assert_allclose(decline, expected[:, 0], atol=0.005)
+    np.testing.assert_allclose(growth, expected[:, 1], atol=0.005)
+    assert decline[0] == 0.0  # nothing to lose without trailing value
+    assert decline[2] > decline[1]  # quiet for 200 days: likelier gone
+
+
+def test_event_chances_add_up_to_the_expected_orders(fitted):
+    # With a fixed order value of 1, P(value > k) = P(more than k orders), whose sum
+    # over k is the expected number of orders: lifetimes' own formula.
+    fixed = ProbabilisticLTV(kind="bgnbd", horizon_days=273)
+    fixed.params_, fixed.spend_params_, fixed.fallback_spend_ = fitted.params_, {}, 1.0
+    k = np.arange(0, 400)
+    rows = FOUR.loc[FOUR.index.repeat(len(k))]
+    _, above = fixed.event_probabilities(rows, np.tile(k / 1.5, len(FOUR)), 0.5, 1.5)
+    np.testing.assert_allclose(above.reshape(len(FOUR), -1).sum(axis=1),
+                               fitted.predict_orders(FOUR), rtol=1e-6)
+
+
+def test_event_chances_need_a_purchase_count_model(cdnow_summary):
+    pareto = ProbabilisticLTV(kind="pareto", horizon_days=273).fit(cdnow_summary)
+    with pytest.raises(ValueError, match="BG/NBD or MBG/NBD"):
+        pareto.event_probabilities(FOUR, TRAILING, 0.5, 1.5)

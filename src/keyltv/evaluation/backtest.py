@@ -38,7 +38,7 @@ from keyltv.models.blend import (
     is_stratified,
     stratify,
 )
-from keyltv.models.bundle import fallback_event_scores
+from keyltv.models.bundle import fallback_event_scores, has_event_probabilities
 from keyltv.models.training import (
     TrainingData,
     event_labels,
@@ -197,7 +197,11 @@ def _evaluate_events(
     if classifiers is not None:
         events["decline_risk"] = classifiers[0].predict_proba(data.current)[:, 1]
         events["growth_potential"] = classifiers[1].predict_proba(data.current)[:, 1]
-    elif companion is not None:  # what a score file then carries (KeyLTVModel)
+    elif has_event_probabilities(companion):  # what a score file then carries (KeyLTVModel)
+        events["decline_risk"], events["growth_potential"] = companion.event_probabilities(
+            data.current, predictions["trailing_value"], config.events.decline_ratio,
+            config.events.growth_ratio)
+    elif companion is not None:
         events["decline_risk"], events["growth_potential"] = fallback_event_scores(
             predictions["trailing_value"], companion.predict(data.current), events["p_alive"])
     if "decline_risk" in events:

@@ -19,13 +19,22 @@ from keyltv.models.interval import BandedIntervals
 from keyltv.models.probabilistic import ProbabilisticLTV
 
 
+def has_event_probabilities(model: object) -> bool:
+    """Whether ``model`` gives the events' chances (a BG/NBD or MBG/NBD count model)."""
+    return isinstance(model, ProbabilisticLTV) and model.kind in ("bgnbd", "mbgnbd")
+
+
 def fallback_event_scores(trailing: object, predicted_value: object, p_alive: object
                           ) -> tuple[np.ndarray, np.ndarray]:
-    """Decline and growth scores without classifiers (documented in the README).
+    """Decline and growth scores without classifiers or a count model's chances.
 
     Decline risk is the probability that the account is gone, 1 - P(alive); growth
     potential maps the predicted-to-trailing ratio through a logistic curve centred on
-    the growth event's 1.5x.
+    the growth event's 1.5x. Since stop 24 the count model's own chances of the events
+    (:meth:`ProbabilisticLTV.event_probabilities`) come first: on the simulator's
+    9-month logs (three seeds) they ranked decline at AUC 0.63-0.65 against 0.57-0.60
+    here, and growth the same (0.73). This stays for a book with no repeat buyer (no
+    count model) and for bundles saved before.
     """
     trailing = np.clip(np.asarray(trailing, dtype=float), 0.0, None)
     ratio = np.log1p(np.clip(np.asarray(predicted_value, dtype=float), 0.0, None)) - np.log1p(trailing)
@@ -75,6 +84,11 @@ class KeyLTVModel:
         :func:`keyltv.features.attributes.id_like_attributes`), which scoring leaves out
         too rather than judging its own table again. Empty in a bundle saved before it
         existed.
+    event_ratios : tuple of float, optional
+        The events' ``decline_ratio`` and ``growth_ratio`` (``Config.events``). Without
+        classifiers, the count model's chances of these events are the event scores
+        (:meth:`ProbabilisticLTV.event_probabilities`). None in a bundle saved before
+        stop 24, which keeps :func:`fallback_event_scores`.
     """
 
     champion: str
@@ -91,6 +105,7 @@ class KeyLTVModel:
     flag_thresholds: dict[str, float] = field(default_factory=dict)
     margin_credibility: float | None = None
     ignored_attributes: dict[str, str] = field(default_factory=dict)
+    event_ratios: tuple[float, float] | None = None
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Model outputs per account (index kept).
@@ -132,6 +147,9 @@ class KeyLTVModel:
     def _event_scores(self, features: pd.DataFrame, out: pd.DataFrame):
         trailing = features["trailing_value"].clip(lower=0.0).to_numpy()
         if self.events is None:
+            ratios = getattr(self, "event_ratios", None)  # None: saved before stop 24
+            if ratios is not None and has_event_probabilities(self.probabilistic):
+                return self.probabilistic.event_probabilities(features, trailing, *ratios)
             # The backtest judged the fallback with the probabilistic model's value.
             value = (self.probabilistic.predict(features) if self.probabilistic is not None
                      else out["predicted_value"])

@@ -104,7 +104,7 @@ def test_profit_rate_shrinks_by_the_learned_credibility():
                                300 / (300 + 1e6) * 0.02 + 1e6 / (300 + 1e6) * 0.2)
 
 
-def test_without_classifiers_the_event_scores_are_the_count_models_chances(short_log):
+def test_without_classifiers_decline_risk_is_the_count_models_chance(short_log):
     from keyltv.models.bundle import fallback_event_scores
     from keyltv.models.probabilistic import ProbabilisticLTV
 
@@ -114,10 +114,11 @@ def test_without_classifiers_the_event_scores_are_the_count_models_chances(short
                         list(features.columns), event_ratios=(0.5, 1.5))
     out = model.predict(features)
     trailing = features["trailing_value"].clip(lower=0)
-    decline, growth = mbg.event_probabilities(features, trailing, 0.5, 1.5)
-    np.testing.assert_array_equal(out["decline_risk"], decline)
-    np.testing.assert_array_equal(out["growth_potential"], growth)
-    # A bundle saved before stop 24 has no event ratios: it keeps its documented fallback.
+    curve = fallback_event_scores(trailing, mbg.predict(features), out["p_alive"])
+    chance = mbg.event_probabilities(features, trailing, decline_ratio=0.5)["decline"]
+    np.testing.assert_array_equal(out["decline_risk"], chance)
+    np.testing.assert_array_equal(out["growth_potential"], curve[1])  # growth: the curve
+    assert not np.array_equal(chance, curve[0])
+    # A bundle saved before stop 24 has no event ratios: it keeps 1 - P(alive).
     model.event_ratios = None
-    old = fallback_event_scores(trailing, mbg.predict(features), out["p_alive"])
-    np.testing.assert_array_equal(model.predict(features)["decline_risk"], old[0])
+    np.testing.assert_array_equal(model.predict(features)["decline_risk"], curve[0])

@@ -140,7 +140,8 @@ def simulated_events(model, X, trailing, draws=200_000, seed=1):
 @pytest.mark.parametrize("kind", ["bgnbd", "mbgnbd"])
 def test_event_chances_are_those_of_the_models_story(cdnow_summary, kind):
     model = ProbabilisticLTV(kind=kind, horizon_days=273).fit(cdnow_summary)
-    decline, growth = model.event_probabilities(FOUR, TRAILING, 0.5, 1.5)
+    chances = model.event_probabilities(FOUR, TRAILING, decline_ratio=0.5, growth_ratio=1.5)
+    decline, growth = chances["decline"], chances["growth"]
     expected = simulated_events(model, FOUR, TRAILING)
     # 200,000 draws: a standard error of at most 0.0011.
     np.testing.assert_allclose(decline, expected[:, 0], atol=0.005)
@@ -156,7 +157,9 @@ def test_event_chances_add_up_to_the_expected_orders(fitted):
     fixed.params_, fixed.spend_params_, fixed.fallback_spend_ = fitted.params_, {}, 1.0
     k = np.arange(0, 400)
     rows = FOUR.loc[FOUR.index.repeat(len(k))]
-    _, above = fixed.event_probabilities(rows, np.tile(k / 1.5, len(FOUR)), 0.5, 1.5)
+    above = fixed.event_probabilities(rows, np.tile(k / 1.5, len(FOUR)), growth_ratio=1.5)
+    assert set(above) == {"growth"}  # only what was asked for
+    above = above["growth"]
     np.testing.assert_allclose(above.reshape(len(FOUR), -1).sum(axis=1),
                                fitted.predict_orders(FOUR), rtol=1e-6)
 
@@ -164,4 +167,4 @@ def test_event_chances_add_up_to_the_expected_orders(fitted):
 def test_event_chances_need_a_purchase_count_model(cdnow_summary):
     pareto = ProbabilisticLTV(kind="pareto", horizon_days=273).fit(cdnow_summary)
     with pytest.raises(ValueError, match="BG/NBD or MBG/NBD"):
-        pareto.event_probabilities(FOUR, TRAILING, 0.5, 1.5)
+        pareto.event_probabilities(FOUR, TRAILING, decline_ratio=0.5)

@@ -197,13 +197,13 @@ def _evaluate_events(
     if classifiers is not None:
         events["decline_risk"] = classifiers[0].predict_proba(data.current)[:, 1]
         events["growth_potential"] = classifiers[1].predict_proba(data.current)[:, 1]
-    elif has_event_probabilities(companion):  # what a score file then carries (KeyLTVModel)
-        events["decline_risk"], events["growth_potential"] = companion.event_probabilities(
-            data.current, predictions["trailing_value"], config.events.decline_ratio,
-            config.events.growth_ratio)
-    elif companion is not None:
+    elif companion is not None:  # what a score file then carries (KeyLTVModel)
         events["decline_risk"], events["growth_potential"] = fallback_event_scores(
             predictions["trailing_value"], companion.predict(data.current), events["p_alive"])
+        if has_event_probabilities(companion):
+            events["decline_risk"] = companion.event_probabilities(
+                data.current, predictions["trailing_value"],
+                decline_ratio=config.events.decline_ratio)["decline"]
     if "decline_risk" in events:
         metrics["decline_auc"] = auc(decline[had_value], events["decline_risk"][had_value]) \
             if had_value.any() else float("nan")

@@ -30,11 +30,17 @@ def fallback_event_scores(trailing: object, predicted_value: object, p_alive: ob
 
     Decline risk is the probability that the account is gone, 1 - P(alive); growth
     potential maps the predicted-to-trailing ratio through a logistic curve centred on
-    the growth event's 1.5x. Since stop 24 the count model's own chances of the events
-    (:meth:`ProbabilisticLTV.event_probabilities`) come first: on the simulator's
-    9-month logs (three seeds) they ranked decline at AUC 0.63-0.65 against 0.57-0.60
-    here, and growth the same (0.73). This stays for a book with no repeat buyer (no
-    count model) and for bundles saved before.
+    the growth event's 1.5x. Since stop 24 a count model's own chance of decline
+    (:meth:`ProbabilisticLTV.event_probabilities`) replaces 1 - P(alive) (see
+    :class:`KeyLTVModel`'s ``event_ratios``); the curve stays for growth.
+
+    Why not the count model's chance of growth too: on the simulator's ``short_history``
+    logs (9 months before the origin; seeds 7, 11, 23, ad hoc) it ranked growth as well
+    (AUC 0.73) and decline better (0.63-0.65 against 0.57-0.60), but a stationary count
+    model cannot see a trend, and it gave the likeliest growers too low a chance: the
+    flag threshold set for precision 0.5 (:func:`keyltv.scoring.rules.resolve_thresholds`)
+    rose to 0.46-0.50 and flagged them at precision 0.74-0.89, recall 0.18-0.24, where
+    the curve's threshold met the goal at all three (0.66-0.69 / 0.39-0.46).
     """
     trailing = np.clip(np.asarray(trailing, dtype=float), 0.0, None)
     ratio = np.log1p(np.clip(np.asarray(predicted_value, dtype=float), 0.0, None)) - np.log1p(trailing)
@@ -86,9 +92,9 @@ class KeyLTVModel:
         existed.
     event_ratios : tuple of float, optional
         The events' ``decline_ratio`` and ``growth_ratio`` (``Config.events``). Without
-        classifiers, the count model's chances of these events are the event scores
+        classifiers, the count model's chance of decline is the decline risk
         (:meth:`ProbabilisticLTV.event_probabilities`). None in a bundle saved before
-        stop 24, which keeps :func:`fallback_event_scores`.
+        stop 24, which keeps 1 - P(alive) (:func:`fallback_event_scores`).
     """
 
     champion: str
@@ -147,13 +153,15 @@ class KeyLTVModel:
     def _event_scores(self, features: pd.DataFrame, out: pd.DataFrame):
         trailing = features["trailing_value"].clip(lower=0.0).to_numpy()
         if self.events is None:
-            ratios = getattr(self, "event_ratios", None)  # None: saved before stop 24
-            if ratios is not None and has_event_probabilities(self.probabilistic):
-                return self.probabilistic.event_probabilities(features, trailing, *ratios)
             # The backtest judged the fallback with the probabilistic model's value.
             value = (self.probabilistic.predict(features) if self.probabilistic is not None
                      else out["predicted_value"])
-            return fallback_event_scores(trailing, value, out["p_alive"])
+            decline, growth = fallback_event_scores(trailing, value, out["p_alive"])
+            ratios = getattr(self, "event_ratios", None)  # None: saved before stop 24
+            if ratios is not None and has_event_probabilities(self.probabilistic):
+                decline = self.probabilistic.event_probabilities(
+                    features, trailing, decline_ratio=ratios[0])["decline"]
+            return decline, growth
         decline = self.events[0].predict_proba(features)[:, 1]
         growth = self.events[1].predict_proba(features)[:, 1]
         # No trailing value, nothing to lose: the decline event cannot happen.

@@ -198,8 +198,9 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
         """Expected value over the horizon: expected orders x expected spend."""
         return self.predict_orders(X) * self.predict_spend(X)
 
-    def event_probabilities(self, X: pd.DataFrame, trailing: object, decline_ratio: float,
-                            growth_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    def event_probabilities(self, X: pd.DataFrame, trailing: object, *,
+                            decline_ratio: float | None = None,
+                            growth_ratio: float | None = None) -> dict[str, np.ndarray]:
         """Chances that the horizon's value falls below / rises above a multiple of ``trailing``.
 
         The events of :func:`keyltv.models.training.event_labels`: decline is a value
@@ -217,11 +218,16 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
         beta function.
 
         Why: where the event classifiers cannot be fitted (a log shorter than two
-        horizons) these replace 1 - P(alive) as decline risk and a logistic curve of the
-        expected value over trailing value as growth potential. 1 - P(alive) misses the
-        living accounts whose trailing window was a lucky one; the posterior regresses
-        their rate towards the book's. The flag thresholds also read the scores as
-        chances (:func:`keyltv.scoring.rules.resolve_thresholds`).
+        horizons) the chance of decline replaces 1 - P(alive) as decline risk, which
+        misses the living accounts whose trailing window was a lucky one; the posterior
+        regresses their rate towards the book's (see
+        :func:`keyltv.models.bundle.fallback_event_scores` for growth).
+
+        Returns
+        -------
+        dict
+            ``"decline"`` (0 where ``trailing`` is 0) with ``decline_ratio``, ``"growth"``
+            with ``growth_ratio``: one chance per row of ``X``.
 
         Raises
         ------
@@ -247,17 +253,24 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
         below, above = np.zeros(len(x)), np.zeros(len(x))
         for rows in counts.blocks():
             pn = counts.pmf(rows)  # accounts x n = 0..n_max
-            n = np.arange(pn.shape[1])
-            low, high = decline_ratio * trailing[rows], growth_ratio * trailing[rows]
+            n = np.arange(1, pn.shape[1])
             # P(value <= c | N = n) for n >= 1 (the value is 0 for n = 0), only where
             # P(N = n) counts: the incomplete beta is most of the cost.
             counted = pn[:, 1:] > _NEGLIGIBLE
-            cdf_low = spend.cdf(rows, n[1:], low, counted)
-            cdf_high = spend.cdf(rows, n[1:], high, counted)
-            below[rows] = np.where(low > 0, pn[:, 0] + (pn[:, 1:] * cdf_low).sum(axis=1), 0.0)
-            above[rows] = (pn[:, 1:] * (1.0 - cdf_high)).sum(axis=1)
-        decline = np.where(trailing > 0, (1.0 - alive) + alive * below, 0.0)
-        return np.clip(decline, 0.0, 1.0), np.clip(alive * above, 0.0, 1.0)
+            if decline_ratio is not None:
+                low = decline_ratio * trailing[rows]
+                cdf = spend.cdf(rows, n, low, counted)
+                below[rows] = np.where(low > 0, pn[:, 0] + (pn[:, 1:] * cdf).sum(axis=1), 0.0)
+            if growth_ratio is not None:
+                cdf = spend.cdf(rows, n, growth_ratio * trailing[rows], counted)
+                above[rows] = (pn[:, 1:] * (1.0 - cdf)).sum(axis=1)
+        out = {}
+        if decline_ratio is not None:
+            out["decline"] = np.clip(np.where(trailing > 0, (1.0 - alive) + alive * below, 0.0),
+                                     0.0, 1.0)
+        if growth_ratio is not None:
+            out["growth"] = np.clip(alive * above, 0.0, 1.0)
+        return out
 
     def _spend_posterior(self, X: pd.DataFrame) -> _SpendPosterior:
         """Each account's Gamma-Gamma posterior (or the fallback's fixed order value)."""

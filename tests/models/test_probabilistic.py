@@ -168,3 +168,29 @@ def test_event_chances_need_a_purchase_count_model(cdnow_summary):
     pareto = ProbabilisticLTV(kind="pareto", horizon_days=273).fit(cdnow_summary)
     with pytest.raises(ValueError, match="BG/NBD or MBG/NBD"):
         pareto.event_probabilities(FOUR, TRAILING, decline_ratio=0.5)
+
+
+def test_event_chances_of_a_heavy_buyer_do_not_underflow(fitted):
+    # 1,000 order days in 1,000 days, a 2,000-day horizon: P(no order | alive) is
+    # stay ** (r + x), about 1e-470, below the smallest double.
+    heavy = pd.DataFrame({"frequency": [1000.0], "recency": [999.0], "T": [1000.0],
+                          "repeat_order_value": [30.0]})
+    model = ProbabilisticLTV(kind="bgnbd", horizon_days=2000)
+    model.params_, model.spend_params_ = fitted.params_, fitted.spend_params_
+    chances = model.event_probabilities(heavy, [1.0], decline_ratio=0.5, growth_ratio=1.5)
+    alive = model.predict_p_alive(heavy)[0]
+    assert chances["growth"][0] == pytest.approx(alive, rel=1e-6)  # it surely buys again
+    assert chances["decline"][0] == pytest.approx(1.0 - alive, abs=1e-6)
+
+
+def test_a_fixed_order_value_declines_only_strictly_below_the_line(fitted):
+    # No spend model: every order is worth 1. Trailing 4 at ratio 0.5 draws the line at
+    # 2 orders, which is not a decline; fewer is.
+    fixed = ProbabilisticLTV(kind="bgnbd", horizon_days=273)
+    fixed.params_, fixed.spend_params_, fixed.fallback_spend_ = fitted.params_, {}, 1.0
+    one = FOUR.iloc[[1]]
+    def below(trailing):
+        return fixed.event_probabilities(one, [trailing], decline_ratio=0.5)["decline"][0]
+
+    # Lines at 2, 2.5 and 3 orders: fewer than 2, at most 2, at most 2.
+    assert below(4.0) < below(5.0) == pytest.approx(below(6.0))

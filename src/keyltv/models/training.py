@@ -196,9 +196,9 @@ def fit_event_models(data: TrainingData, config: Config) -> tuple[GBMClassifier,
     Only cutoffs with a whole horizon of log before them are used: at an earlier
     cutoff the trailing window is cut short by the start of the log, every account
     looks as if it grew, and a classifier learns that artefact (on a 15-month log its
-    growth AUC was 0.50). With no such cutoff the model falls back to
-    :func:`keyltv.models.bundle.fallback_event_scores`, which ranks by the probabilistic
-    model instead.
+    growth AUC was 0.50). With no such cutoff the model falls back to the probabilistic
+    model: its chance of decline (:meth:`ProbabilisticLTV.event_probabilities`) and the
+    growth curve of :func:`keyltv.models.bundle.fallback_event_scores`.
     """
     if data.stacked_X is None:
         return None

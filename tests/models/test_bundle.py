@@ -111,7 +111,7 @@ def test_without_classifiers_decline_risk_is_the_count_models_chance(short_log):
     features = training_data(short_log, date(2021, 10, 1), Config(horizon_days=182), None).current
     mbg = ProbabilisticLTV(kind="mbgnbd", horizon_days=182).fit(features)
     model = KeyLTVModel("mbgnbd", mbg, mbg, None, None, 182, date(2021, 10, 1),
-                        list(features.columns), event_ratios=(0.5, 1.5))
+                        list(features.columns), decline_ratio=0.5)
     out = model.predict(features)
     trailing = features["trailing_value"].clip(lower=0)
     curve = fallback_event_scores(trailing, mbg.predict(features), out["p_alive"])
@@ -119,6 +119,6 @@ def test_without_classifiers_decline_risk_is_the_count_models_chance(short_log):
     np.testing.assert_array_equal(out["decline_risk"], chance)
     np.testing.assert_array_equal(out["growth_potential"], curve[1])  # growth: the curve
     assert not np.array_equal(chance, curve[0])
-    # A bundle saved before stop 24 has no event ratios: it keeps 1 - P(alive).
-    model.event_ratios = None
+    # A bundle saved before stop 24 has no decline ratio: it keeps 1 - P(alive).
+    model.decline_ratio = None
     np.testing.assert_array_equal(model.predict(features)["decline_risk"], curve[0])

@@ -38,7 +38,7 @@ from keyltv.models.blend import (
     is_stratified,
     stratify,
 )
-from keyltv.models.bundle import fallback_event_scores, has_event_probabilities
+from keyltv.models.bundle import fallback_events
 from keyltv.models.training import (
     TrainingData,
     event_labels,
@@ -198,12 +198,9 @@ def _evaluate_events(
         events["decline_risk"] = classifiers[0].predict_proba(data.current)[:, 1]
         events["growth_potential"] = classifiers[1].predict_proba(data.current)[:, 1]
     elif companion is not None:  # what a score file then carries (KeyLTVModel)
-        events["decline_risk"], events["growth_potential"] = fallback_event_scores(
-            predictions["trailing_value"], companion.predict(data.current), events["p_alive"])
-        if has_event_probabilities(companion):
-            events["decline_risk"] = companion.event_probabilities(
-                data.current, predictions["trailing_value"],
-                decline_ratio=config.events.decline_ratio)["decline"]
+        events["decline_risk"], events["growth_potential"] = fallback_events(
+            companion, data.current, predictions["trailing_value"],
+            companion.predict(data.current), events["p_alive"], config.events.decline_ratio)
     if "decline_risk" in events:
         metrics["decline_auc"] = auc(decline[had_value], events["decline_risk"][had_value]) \
             if had_value.any() else float("nan")

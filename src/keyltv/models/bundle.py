@@ -16,12 +16,24 @@ import pandas as pd
 
 from keyltv.models.events import GBMClassifier
 from keyltv.models.interval import BandedIntervals
-from keyltv.models.probabilistic import ProbabilisticLTV
+from keyltv.models.probabilistic import EVENT_KINDS, ProbabilisticLTV
 
 
-def has_event_probabilities(model: object) -> bool:
-    """Whether ``model`` gives the events' chances (a BG/NBD or MBG/NBD count model)."""
-    return isinstance(model, ProbabilisticLTV) and model.kind in ("bgnbd", "mbgnbd")
+def fallback_events(probabilistic: object, features: pd.DataFrame, trailing: object,
+                    predicted_value: object, p_alive: object, decline_ratio: float | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Decline and growth scores without classifiers, as the bundle and the backtest give them.
+
+    :func:`fallback_event_scores`, with decline risk replaced by the count model's chance
+    of the decline event where ``probabilistic`` is a BG/NBD or MBG/NBD model and
+    ``decline_ratio`` is known (None: a bundle saved before stop 24).
+    """
+    decline, growth = fallback_event_scores(trailing, predicted_value, p_alive)
+    if (decline_ratio is not None and isinstance(probabilistic, ProbabilisticLTV)
+            and probabilistic.kind in EVENT_KINDS):
+        decline = probabilistic.event_probabilities(
+            features, trailing, decline_ratio=decline_ratio)["decline"]
+    return decline, growth
 
 
 def fallback_event_scores(trailing: object, predicted_value: object, p_alive: object
@@ -32,7 +44,7 @@ def fallback_event_scores(trailing: object, predicted_value: object, p_alive: ob
     potential maps the predicted-to-trailing ratio through a logistic curve centred on
     the growth event's 1.5x. Since stop 24 a count model's own chance of decline
     (:meth:`ProbabilisticLTV.event_probabilities`) replaces 1 - P(alive) (see
-    :class:`KeyLTVModel`'s ``event_ratios``); the curve stays for growth.
+    :func:`fallback_events`); the curve stays for growth.
 
     Why not the count model's chance of growth too: on the simulator's ``short_history``
     logs (9 months before the origin; seeds 7, 11, 23, ad hoc) it ranked growth as well
@@ -90,11 +102,10 @@ class KeyLTVModel:
         :func:`keyltv.features.attributes.id_like_attributes`), which scoring leaves out
         too rather than judging its own table again. Empty in a bundle saved before it
         existed.
-    event_ratios : tuple of float, optional
-        The events' ``decline_ratio`` and ``growth_ratio`` (``Config.events``). Without
-        classifiers, the count model's chance of decline is the decline risk
-        (:meth:`ProbabilisticLTV.event_probabilities`). None in a bundle saved before
-        stop 24, which keeps 1 - P(alive) (:func:`fallback_event_scores`).
+    decline_ratio : float, optional
+        The decline event's ``Config.events.decline_ratio``. Without classifiers, the
+        count model's chance of that event is the decline risk (:func:`fallback_events`).
+        None in a bundle saved before stop 24, which keeps 1 - P(alive).
     """
 
     champion: str
@@ -111,7 +122,7 @@ class KeyLTVModel:
     flag_thresholds: dict[str, float] = field(default_factory=dict)
     margin_credibility: float | None = None
     ignored_attributes: dict[str, str] = field(default_factory=dict)
-    event_ratios: tuple[float, float] | None = None
+    decline_ratio: float | None = None
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Model outputs per account (index kept).
@@ -156,12 +167,8 @@ class KeyLTVModel:
             # The backtest judged the fallback with the probabilistic model's value.
             value = (self.probabilistic.predict(features) if self.probabilistic is not None
                      else out["predicted_value"])
-            decline, growth = fallback_event_scores(trailing, value, out["p_alive"])
-            ratios = getattr(self, "event_ratios", None)  # None: saved before stop 24
-            if ratios is not None and has_event_probabilities(self.probabilistic):
-                decline = self.probabilistic.event_probabilities(
-                    features, trailing, decline_ratio=ratios[0])["decline"]
-            return decline, growth
+            return fallback_events(self.probabilistic, features, trailing, value,
+                                   out["p_alive"], getattr(self, "decline_ratio", None))
         decline = self.events[0].predict_proba(features)[:, 1]
         growth = self.events[1].predict_proba(features)[:, 1]
         # No trailing value, nothing to lose: the decline event cannot happen.

@@ -31,6 +31,9 @@ from keyltv.models._frames import require_columns, require_finite
 # MBG/NBD lets one-time buyers drop out too; under BG/NBD their P(alive) is always 1,
 # which ranks long-gone one-time buyers as the most alive accounts of the book.
 _FITTERS = {"bgnbd": BetaGeoFitter, "mbgnbd": ModifiedBetaGeoFitter, "pareto": ParetoNBDFitter}
+# Purchase-count models whose future counts event_probabilities can work out (a purchase
+# count with dropout after a purchase; Pareto/NBD's lifetime is a clock instead).
+EVENT_KINDS = ("bgnbd", "mbgnbd")
 # The feature columns the probabilistic models read (no missing-value branch).
 INPUTS = ("frequency", "recency", "T", "repeat_order_value")
 # lifetimes starts Nelder-Mead for Pareto/NBD from unseeded np.random.normal(1, 0.05)
@@ -235,7 +238,7 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
             For Pareto/NBD, whose lifetime is a clock rather than a purchase count.
         """
         check_is_fitted(self)
-        if self.kind not in ("bgnbd", "mbgnbd"):
+        if self.kind not in EVENT_KINDS:
             raise ValueError(f"event_probabilities needs BG/NBD or MBG/NBD, not {self.kind}")
         weeks = _in_weeks(X)
         x, big_t = weeks["frequency"].to_numpy(), weeks["T"].to_numpy()

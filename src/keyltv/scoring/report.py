@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from keyltv.data.outputs import write_text
 from keyltv.evaluation.plots import plot_pareto, plot_segment_counts, plot_tier_counts
-from keyltv.scoring.rules import SEGMENTS, TIER_ORDER
+from keyltv.scoring.rules import SEGMENTS, THRESHOLDED_FLAGS, TIER_ORDER
 
 REQUIRED_COLUMNS = ("customer_id", "predicted_value", "tier", "segment", "key_account",
                     "at_risk", "high_potential")
@@ -117,9 +117,10 @@ def _account_sections(scores: pd.DataFrame, top_n: int,
     """Build the account lists: key, at risk, high potential, low-margin key (with margins)."""
     reasons = ("reasons",) if "reasons" in scores.columns else ()
 
-    def rule(score: str, field: str) -> str:
+    def rule(flag: str) -> str:
         # Which score the list cuts at, and why there: a reader can tell a list set for
         # a precision target from a fixed cut.
+        score, field, _ = THRESHOLDED_FLAGS[flag]
         if field not in thresholds:
             return ""
         value, source = thresholds[field]
@@ -133,12 +134,12 @@ def _account_sections(scores: pd.DataFrame, top_n: int,
         _account_section("At-risk accounts", scores[scores["at_risk"].astype(bool)],
                          "trailing_value", top_n,
                          "Valuable accounts with a high decline risk, by trailing value."
-                         + rule("decline_risk", "at_risk_decline"),
+                         + rule("at_risk"),
                          extra=reasons),
         _account_section("High-potential accounts", scores[scores["high_potential"].astype(bool)],
                          "growth_potential", top_n,
                          "Likely to grow beyond their trailing value, by growth potential."
-                         + rule("growth_potential", "high_potential_growth"),
+                         + rule("high_potential"),
                          extra=reasons),
     ]
     if "low_margin_key" in scores.columns:

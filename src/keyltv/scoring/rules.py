@@ -177,8 +177,9 @@ def lowest_reaching_threshold(scores: np.ndarray, chance: np.ndarray, target: fl
     """
     if len(scores) == 0:
         return None
-    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
-    s, p = np.asarray(scores, dtype=float)[order], np.asarray(chance, dtype=float)[order]
+    scores = np.asarray(scores, dtype=float)
+    order = np.argsort(-scores, kind="stable")
+    s, p = scores[order], np.asarray(chance, dtype=float)[order]
     flagged = np.arange(1, len(p) + 1)
     # A threshold flags every account tied at it: only the last of a tie can end a group.
     ends = np.append(s[:-1] > s[1:], True)

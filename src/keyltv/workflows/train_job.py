@@ -193,7 +193,7 @@ def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestRe
         events=fit_event_models(data, config),
         intervals=intervals,
         horizon_days=config.horizon_days,
-        event_ratios=(config.events.decline_ratio, config.events.growth_ratio),
+        decline_ratio=config.events.decline_ratio,
         trained_as_of=inputs.as_of,
         feature_columns=list(data.current.columns),
         margin_rate=book_margin_rate(data.current),

@@ -4,7 +4,10 @@ For every dataset and origin, :func:`keyltv.evaluation.origins.evaluate_origin` 
 every model on data before the origin, and the ``keyltv`` row is the champion that
 ``keyltv train`` would have chosen with only that data (nested selection), judged on
 the next horizon. Peers run in the same call: naive trailing value, BG/NBD +
-Gamma-Gamma, Pareto/NBD + Gamma-Gamma.
+Gamma-Gamma, Pareto/NBD + Gamma-Gamma. Simulated logs add two rows that are not
+peers: the oracle (the accounts' latent parameters) and the Bayes reference (the
+simulator's own model with each account's parameters estimated from its orders,
+:mod:`keyltv.data.simulate_reference`): what a model of that log could reach.
 
     python benchmarks/bench_accuracy.py [--accounts 4000] [--only cdnow,base] [--out docs/accuracy.md]
 """
@@ -23,22 +26,25 @@ from keyltv.config import Config
 from keyltv.data.accounts import load_accounts
 from keyltv.data.cdnow import CALIBRATION_END, HOLDOUT_DAYS, load_cdnow
 from keyltv.data.simulate import expected_value, simulate_b2b
+from keyltv.data.simulate_reference import posterior_expected_value
 from keyltv.data.transactions import load_transactions
 from keyltv.evaluation.metrics import auc, best_recall_at_precision, value_metrics
 from keyltv.evaluation.origins import evaluate_origin, rolling_origins
 from keyltv.scoring.rules import valuable_mask
 
-PEERS = ("trailing", "bgnbd", "pareto")  # the oracle row is a ceiling, not a peer
+PEERS = ("trailing", "bgnbd", "pareto")  # the oracle and reference rows are not peers
 MODELS = ("trailing", "bgnbd", "mbgnbd", "pareto", "lightgbm", "hybrid")
 COLUMNS = ["origin", "normalized_gini", "spearman", "top10_share", "top20_share",
            "decile_mape", "aggregate_ratio", "mae", "interval_coverage"]
 
 
 def datasets(n_accounts: int, seed: int):
-    """(name, transactions, accounts, horizon_days, origins, oracle) for every benchmark log.
+    """(name, transactions, accounts, horizon_days, origins, references) for every log.
 
-    ``oracle(origin, horizon)`` is the simulator's expected value from the accounts'
-    latent parameters (None for real data): the ceiling no model can be expected to pass.
+    ``references(origin, horizon)`` (None for real data) gives the simulator's expected
+    value from the accounts' latent parameters (the oracle: the ceiling no model can be
+    expected to pass) and its posterior mean given each account's orders (the Bayes
+    reference: what the log allows a model that knows the story).
     """
     yield ("cdnow", load_cdnow(), None, HOLDOUT_DAYS, [date.fromisoformat(CALIBRATION_END)],
            None)
@@ -49,14 +55,16 @@ def datasets(n_accounts: int, seed: int):
         tx, acc = simulate_b2b(n_accounts, variant=variant, seed=seed)
 
         def oracle(origin, h, variant=variant):
-            return expected_value(n_accounts, variant=variant, seed=seed,
-                                  as_of=origin.isoformat(), horizon_days=h)
+            kwargs = dict(variant=variant, seed=seed, as_of=origin.isoformat(), horizon_days=h)
+            return (expected_value(n_accounts, **kwargs),
+                    posterior_expected_value(n_accounts, **kwargs))
 
         yield (f"sim-{variant}", tx, acc, horizon, origins, oracle)
 
 
 VALUE_GOALS = ("champion", "d_gini", "d_spearman", "decile_mape", "best_peer_decile_mape",
-               "aggregate_ratio", "coverage", "oracle_gini", "oracle_spearman")
+               "aggregate_ratio", "coverage", "oracle_gini", "oracle_spearman",
+               "reference_d_gini", "reference_d_spearman")
 
 
 def run_dataset(name, tx, acc, horizon, origins, seed, oracle=None):
@@ -71,10 +79,16 @@ def run_dataset(name, tx, acc, horizon, origins, seed, oracle=None):
         table.index = [f"keyltv ({result.champion})" if i == "keyltv" else i
                        for i in table.index]
         check = goal_checks(name, origin, result)
+        best = result.table.loc[[p for p in PEERS if p in result.table.index]].max()
         if oracle is not None:
-            row, ceiling = oracle_ceiling(result, oracle(origin, horizon), config)
+            expected, posterior = oracle(origin, horizon)
+            row, ceiling = oracle_ceiling(result, expected, config)
             table.loc["oracle (latent parameters)"] = {"origin": origin, **row}
             check.update(ceiling)
+            row = reference_row(result, posterior)
+            table.loc["Bayes reference (estimated parameters)"] = {"origin": origin, **row}
+            check.update(reference_d_gini=row["normalized_gini"] - best["normalized_gini"],
+                         reference_d_spearman=row["spearman"] - best["spearman"])
         tables.append(table)
         checks.append(check)
         print(f"  {name} @ {origin}: {time.perf_counter() - started:.0f} s, "
@@ -101,6 +115,12 @@ def goal_checks(name, origin, result) -> dict:
         "growth_auc": events.get("growth_auc", np.nan),
         **result.flags,
     }
+
+
+def reference_row(result, posterior):
+    """The Bayes reference's value metrics on the accounts keyltv scored."""
+    p = result.outer.predictions
+    return value_metrics(p["actual"], posterior.reindex(p.index))
 
 
 def oracle_ceiling(result, expected, config):

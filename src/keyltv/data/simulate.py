@@ -74,6 +74,8 @@ from keyltv.data.simulate_params import (
     INDUSTRIES,
     INDUSTRY_PEAK_MONTH,
     INDUSTRY_SEASON_AMPLITUDE,
+    ORDER_LOG_MEAN,
+    ORDER_LOG_SD,
     RAMP_DAYS,
     REGIONS,
     RETURN_FRACTION,
@@ -134,9 +136,9 @@ def simulate_b2b(
     n_days = (stop - first).days
 
     rng = np.random.default_rng(seed)
-    accounts = _draw_accounts(rng, n_accounts, n_days, spec)
-    account, day = _draw_orders(rng, accounts, _month_edges(first, stop), first.day_of_year - 1)
-    account, day, amount, margin = _draw_lines(rng, accounts, account, day)
+    accounts, account, day, order_value = _draw_order_story(rng, n_accounts, n_days, spec, first,
+                                                            stop)
+    account, day, amount, margin = _draw_lines(rng, accounts, account, day, order_value)
     account, day, amount, margin = _add_returns(rng, accounts, account, day, amount, margin)
 
     ids = _customer_ids(n_accounts)
@@ -279,13 +281,28 @@ def _mean_order_value(acc: _Accounts, account: np.ndarray, day: np.ndarray) -> n
     return acc.basket[account] * np.exp(acc.drift[account] * (1 - acc.rate_share[account]) * years)
 
 
+def _draw_order_story(
+    rng: np.random.Generator, n_accounts: int, n_days: int, spec: _Variant,
+    first: pd.Timestamp, stop: pd.Timestamp,
+) -> tuple[_Accounts, np.ndarray, np.ndarray, np.ndarray]:
+    """The accounts, then their orders: (accounts, account, day, order value) per order.
+
+    The first draws of :func:`simulate_b2b`, shared with the Bayes reference
+    (:mod:`keyltv.data.simulate_reference`), which must see the very orders that the
+    log's lines were cut from.
+    """
+    accounts = _draw_accounts(rng, n_accounts, n_days, spec)
+    account, day = _draw_orders(rng, accounts, _month_edges(first, stop), first.day_of_year - 1)
+    # Lognormal with mean 1, so the basket parameter is the mean order value.
+    noise = rng.lognormal(ORDER_LOG_MEAN, ORDER_LOG_SD, len(day))
+    return accounts, account, day, _mean_order_value(accounts, account, day) * noise
+
+
 def _draw_lines(
-    rng: np.random.Generator, acc: _Accounts, account: np.ndarray, day: np.ndarray
+    rng: np.random.Generator, acc: _Accounts, account: np.ndarray, day: np.ndarray,
+    order_value: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Split each order's value over one or more invoice lines with their margins."""
-    # Lognormal with mean 1, so the basket parameter is the mean order value.
-    order_value = _mean_order_value(acc, account, day) * rng.lognormal(-0.125, 0.5, len(day))
-
     n_lines = 1 + rng.poisson(SIZE_EXTRA_LINES[acc.size[account]])
     order = np.repeat(np.arange(len(day)), n_lines)
     weight = rng.gamma(2.0, 1.0, len(order))

@@ -49,6 +49,9 @@ FADE_DAYS = 120.0
 FADE_FLOOR = 0.25
 RETURN_PRONE_SHARE = 0.15
 RETURN_FRACTION = (0.2, 1.0)  # uniform share of a returned line's amount that is credited
+# An order's value is its mean times a lognormal factor of mean 1: exp(N(-0.125, 0.5^2)).
+ORDER_LOG_SD = 0.5
+ORDER_LOG_MEAN = -ORDER_LOG_SD ** 2 / 2
 
 
 @dataclass(frozen=True)
@@ -182,8 +185,13 @@ def _draw_churn_months(
 
 def _cumulative_hazard(acc: _Accounts, months: np.ndarray) -> np.ndarray:
     """``H(t)`` of :func:`_draw_churn_months` per account (rows) at ``months`` since acquisition."""
-    a = acc.acceleration[:, None]
-    h = acc.hazard[:, None]
+    return cumulative_hazard(acc.hazard, acc.acceleration, months)
+
+
+def cumulative_hazard(hazard: np.ndarray, acceleration: np.ndarray,
+                      months: np.ndarray) -> np.ndarray:
+    """``H(t)`` for hazards and accelerations (rows) at ``months`` (a row, or one per row)."""
+    a, h = acceleration[:, None], hazard[:, None]
     safe = np.where(a > 0, a, 1.0)
     return np.where(a > 0, h / safe * np.expm1(safe * months), h * months)
 

@@ -26,10 +26,11 @@ from keyltv.config import Config
 from keyltv.data.accounts import load_accounts
 from keyltv.data.cdnow import CALIBRATION_END, HOLDOUT_DAYS, load_cdnow
 from keyltv.data.simulate import expected_value, simulate_b2b
-from keyltv.data.simulate_reference import posterior_expected_value
+from keyltv.data.simulate_reference import posterior_reference
 from keyltv.data.transactions import load_transactions
 from keyltv.evaluation.metrics import auc, best_recall_at_precision, value_metrics
 from keyltv.evaluation.origins import evaluate_origin, rolling_origins
+from keyltv.models.training import event_labels
 from keyltv.scoring.rules import valuable_mask
 
 PEERS = ("trailing", "bgnbd", "pareto")  # the oracle and reference rows are not peers
@@ -56,8 +57,7 @@ def datasets(n_accounts: int, seed: int):
 
         def oracle(origin, h, variant=variant):
             kwargs = dict(variant=variant, seed=seed, as_of=origin.isoformat(), horizon_days=h)
-            return (expected_value(n_accounts, **kwargs),
-                    posterior_expected_value(n_accounts, **kwargs))
+            return expected_value(n_accounts, **kwargs), posterior_reference(n_accounts, **kwargs)
 
         yield (f"sim-{variant}", tx, acc, horizon, origins, oracle)
 
@@ -85,10 +85,11 @@ def run_dataset(name, tx, acc, horizon, origins, seed, oracle=None):
             row, ceiling = oracle_ceiling(result, expected, config)
             table.loc["oracle (latent parameters)"] = {"origin": origin, **row}
             check.update(ceiling)
-            row = reference_row(result, posterior)
+            row = reference_row(result, posterior[0])
             table.loc["Bayes reference (estimated parameters)"] = {"origin": origin, **row}
             check.update(reference_d_gini=row["normalized_gini"] - best["normalized_gini"],
                          reference_d_spearman=row["spearman"] - best["spearman"])
+            check.update(reference_events(result, posterior[1], config))
         tables.append(table)
         checks.append(check)
         print(f"  {name} @ {origin}: {time.perf_counter() - started:.0f} s, "
@@ -123,6 +124,39 @@ def reference_row(result, posterior):
     return value_metrics(p["actual"], posterior.reindex(p.index))
 
 
+def reference_events(result, draws, config):
+    """What the Bayes reference's event chances reach, as the oracle's ratios do.
+
+    Its chance of decline (of growth) is the share of its posterior draws of future
+    value in which the event happens, by the events' own definition (``event_labels``).
+    Its expected value over trailing value would not do: every account has a positive
+    expectation, so the accounts without trailing value would all rank first for growth.
+    """
+    p, events = result.outer.predictions, result.outer.events
+    trailing = p["trailing_value"].clip(lower=0).to_numpy()[:, None]
+    sampled = draws.reindex(p.index).to_numpy()
+    decline_risk, growth_chance = (e.mean(axis=1) for e in event_labels(trailing, sampled, config))
+    had_value = trailing[:, 0] > 0
+    valuable = _valuable(result, config)
+    decline, growth = events["decline"].to_numpy(), events["growth"].to_numpy()
+    return {
+        "reference_decline_auc": auc(decline[had_value], decline_risk[had_value]),
+        "reference_growth_auc": auc(growth, growth_chance),
+        "reference_at_risk_best_recall_p60": best_recall_at_precision(
+            decline[valuable], decline_risk[valuable], 0.6),
+        "reference_high_potential_best_recall_p50": best_recall_at_precision(
+            growth[valuable], growth_chance[valuable], 0.5),
+    }
+
+
+def _valuable(result, config):
+    """keyltv's valuable accounts at this origin, the population of its flags."""
+    p = result.outer.predictions
+    return valuable_mask(pd.DataFrame({"trailing_value": p["trailing_value"].clip(lower=0),
+                                       "predicted_value": p[result.champion]}),
+                         config.flags).to_numpy()
+
+
 def oracle_ceiling(result, expected, config):
     """The oracle's value metrics, and what its ratio to trailing value reaches as a flag.
 
@@ -135,9 +169,7 @@ def oracle_ceiling(result, expected, config):
     trailing = p["trailing_value"].clip(lower=0).to_numpy()
     ratio = np.log1p(expected.to_numpy()) - np.log1p(trailing)
     had_value = trailing > 0
-    valuable = valuable_mask(pd.DataFrame({"trailing_value": p["trailing_value"].clip(lower=0),
-                                           "predicted_value": p[result.champion]}),
-                             config.flags).to_numpy()
+    valuable = _valuable(result, config)
     decline, growth = events["decline"].to_numpy(), events["growth"].to_numpy()
     return row, {
         "oracle_gini": row["normalized_gini"], "oracle_spearman": row["spearman"],

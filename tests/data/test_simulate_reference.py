@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from keyltv.data.simulate import expected_value, simulate_b2b
-from keyltv.data.simulate_reference import posterior_expected_value
+from keyltv.data.simulate_reference import posterior_expected_value, posterior_reference
 
 N, SEED, AS_OF, HORIZON = 800, 3, "2024-01-01", 365
 
@@ -60,3 +60,33 @@ def test_accounts_silent_for_a_year_are_given_up(frames):
     assert silent.sum() >= 20
     active = trailing > 0
     assert reference[silent[silent].index].mean() < 0.05 * reference[active[active].index].mean()
+
+
+@pytest.fixture(scope="module")
+def drawn():
+    return posterior_reference(N, as_of=AS_OF, horizon_days=HORIZON, seed=SEED,
+                               prior_accounts=4000, draws=200)
+
+
+def test_draws_do_not_move_the_posterior_mean(frames, drawn):
+    pd.testing.assert_series_equal(frames[0], drawn[0])
+
+
+def test_draws_average_to_the_posterior_mean(frames, drawn):
+    reference, _, trailing, _ = frames
+    ids = trailing.index
+    sampled = drawn[1].loc[ids]
+    assert sampled.shape == (len(ids), 200)
+    assert (sampled.to_numpy() >= 0).all()
+    assert sampled.mean(axis=1).sum() / reference[ids].sum() == pytest.approx(1.0, abs=0.03)
+
+
+def test_chance_of_buying_nothing_matches_the_log(drawn):
+    # Accounts with a line before the cutoff that buy nothing in the horizon: the share
+    # of zero draws, averaged, against the share that did (a calibration check).
+    tx, _ = simulate_b2b(N, seed=SEED)
+    ids = tx.loc[tx["date"] < AS_OF, "customer_id"].unique()
+    end = pd.Timestamp(AS_OF) + pd.Timedelta(days=HORIZON)
+    bought = tx[(tx["date"] >= AS_OF) & (tx["date"] < end)].groupby("customer_id")["amount"].sum()
+    silent = (bought.reindex(ids, fill_value=0.0) <= 0).mean()
+    assert (drawn[1].loc[ids] == 0).to_numpy().mean() == pytest.approx(silent, abs=0.04)

@@ -59,7 +59,7 @@ from keyltv.data.simulate_params import (
     cumulative_hazard,
 )
 
-__all__ = ["posterior_expected_value"]
+__all__ = ["posterior_expected_value", "posterior_reference"]
 
 # Points of the horizon at which the future intensity is evaluated: one a month (the
 # simulator's own resolution; at 365 days the oracle's sum is matched to 1e-5).
@@ -79,6 +79,27 @@ def posterior_expected_value(
 ) -> pd.Series:
     """Posterior mean of each account's net value over ``[as_of, as_of + horizon_days)``.
 
+    :func:`posterior_reference` without the draws; the arguments are the same.
+    """
+    return posterior_reference(n_accounts, as_of=as_of, horizon_days=horizon_days,
+                               variant=variant, start=start, end=end, seed=seed,
+                               prior_accounts=prior_accounts, draws=0)[0]
+
+
+def posterior_reference(
+    n_accounts: int = 2000,
+    *,
+    as_of: str,
+    horizon_days: int,
+    variant: str = "base",
+    start: str = "2021-01-01",
+    end: str | None = None,
+    seed: int = 0,
+    prior_accounts: int = 20_000,
+    draws: int = 400,
+) -> tuple[pd.Series, pd.DataFrame]:
+    """Posterior mean of each account's net value over the horizon, and draws of it.
+
     The same arguments as :func:`keyltv.data.simulate.simulate_b2b` give the same
     accounts and orders; see the module docstring for what the reference knows and what
     it estimates.
@@ -90,12 +111,20 @@ def posterior_expected_value(
         (each left out of its own), the benchmark's `base` 2024 origin gave a Gini lead
         of +0.0112 and an aggregate of 0.93: too few points of a six-parameter prior
         for accounts with long histories.
+    draws : int, default 400
+        Draws of each account's future value from the posterior predictive: parameters
+        and churn month from the posterior, then, for an account still active, its churn
+        day after ``as_of``, Poisson orders per month and lognormal order values. The
+        chance of an event (value below half the trailing value, say) is then the share
+        of draws in which it happens.
 
     Returns
     -------
-    pandas.Series
+    expected : pandas.Series
         Indexed by ``customer_id``, one value per account; NaN for accounts acquired on
         or after ``as_of`` (a model scores only accounts with a line before it).
+    draws : pandas.DataFrame
+        One row per account (as ``expected``; NaN rows as there) and ``draws`` columns.
     """
     spec = _check_variant(variant)
     _check_n_accounts(n_accounts)
@@ -112,10 +141,18 @@ def posterior_expected_value(
     prior = _draw_accounts(np.random.default_rng([seed, 1]), prior_accounts,
                            (stop - first).days, spec)
     values = np.full(n_accounts, np.nan)
+    sampled = np.full((n_accounts, draws), np.nan)
+    # The draws' own stream, so that the posterior means do not depend on ``draws``.
+    draw_rng = np.random.default_rng([seed, 2])
     for i in np.flatnonzero(acc.acquired < origin):
-        atoms = prior.size == acc.size[i] if spec.attributes else np.ones(prior_accounts, bool)
-        values[i] = _posterior_value(i, _atoms(prior, atoms), acc, history, future, origin)
-    return pd.Series(values, index=pd.Index(_customer_ids(n_accounts), name="customer_id"))
+        keep = prior.size == acc.size[i] if spec.attributes else np.ones(prior_accounts, bool)
+        atoms = _atoms(prior, keep)
+        weight = _posterior(i, atoms, acc, history, origin)
+        values[i] = weight[0] @ _value_if_alive(i, atoms, acc, future, origin)
+        if draws:
+            sampled[i] = _draw_values(draw_rng, draws, i, atoms, weight, acc, future, origin)
+    index = pd.Index(_customer_ids(n_accounts), name="customer_id")
+    return pd.Series(values, index=index), pd.DataFrame(sampled, index=index)
 
 
 @dataclass(frozen=True)
@@ -171,9 +208,12 @@ def _history(acc: _Accounts, account: np.ndarray, day: np.ndarray, order_value: 
 class _Future:
     """The horizon on a monthly grid: what does not depend on the estimated parameters."""
 
+    day: np.ndarray  # day of each point
     years: np.ndarray  # years since acquisition at each point (accounts x points)
     months: np.ndarray  # months since acquisition at each point
-    weight: np.ndarray  # days x season x ramp-up x share not returned, 0 before acquisition
+    exposure: np.ndarray  # days x season x ramp-up, 0 before acquisition
+    kept: np.ndarray  # share of value not returned, per account
+    weight: np.ndarray  # exposure x kept
 
 
 def _future(acc: _Accounts, origin: int, horizon_days: int, start_day_of_year: int) -> _Future:
@@ -183,9 +223,10 @@ def _future(acc: _Accounts, origin: int, horizon_days: int, start_day_of_year: i
     since = np.maximum(t[None, :] - acc.acquired[:, None], 0.0)
     ramp = np.where(acc.acquired[:, None] > 0, 1 - 0.7 * np.exp(-since / RAMP_DAYS), 1.0)
     kept = 1 - np.mean(RETURN_FRACTION) * acc.return_prob
-    weight = (_season(acc.industry, t + start_day_of_year) * ramp * (horizon_days / points)
-              * (acc.acquired[:, None] <= t[None, :]) * kept[:, None])
-    return _Future(since / DAYS_PER_YEAR, since / DAYS_PER_MONTH, weight)
+    exposure = (_season(acc.industry, t + start_day_of_year) * ramp * (horizon_days / points)
+                * (acc.acquired[:, None] <= t[None, :]))
+    return _Future(t, since / DAYS_PER_YEAR, since / DAYS_PER_MONTH, exposure, kept,
+                   exposure * kept[:, None])
 
 
 @dataclass(frozen=True)
@@ -206,9 +247,13 @@ def _atoms(prior: _Accounts, keep: np.ndarray) -> _Atoms:
                   prior.rate_share[keep], prior.hazard[keep], prior.acceleration[keep])
 
 
-def _posterior_value(i: int, atoms: _Atoms, acc: _Accounts, history: _History,
-                     future: _Future, origin: int) -> float:
-    """Posterior mean of account ``i``'s future value over the prior ``atoms``."""
+def _posterior(i: int, atoms: _Atoms, acc: _Accounts, history: _History,
+               origin: int) -> np.ndarray:
+    """Posterior of account ``i`` over (state, atom): summing to 1, one row per state.
+
+    Row 0 is "active at the cutoff"; row k > 0 is "churned at the end of the k-th month
+    on the grid" (months from the last order, or acquisition, to the cutoff).
+    """
     rate, basket, drift = atoms.rate, atoms.basket, atoms.drift
     rate_drift = drift * atoms.rate_share
     basket_drift = drift - rate_drift
@@ -249,11 +294,54 @@ def _posterior_value(i: int, atoms: _Atoms, acc: _Accounts, history: _History,
         rows.append(log_counts - (cumulative[:, q] - lost) + np.log(prior))
     log_post = np.vstack(rows) + values
     weight = np.exp(log_post - log_post.max())
-    alive = weight[0] / weight.sum()
-    # Future value if alive: rate x basket x exp(drift x years) x survival after the cutoff.
+    return weight / weight.sum()
+
+
+def _value_if_alive(i: int, atoms: _Atoms, acc: _Accounts, future: _Future,
+                    origin: int) -> np.ndarray:
+    """Expected future value of account ``i`` under each atom, if active at the cutoff.
+
+    Rate x basket x exp(drift x years) x survival after the cutoff, summed over the
+    horizon's grid as :func:`keyltv.data.simulate.expected_value` sums it.
+    """
     months_at_origin = max(origin - acc.acquired[i], 0) / DAYS_PER_MONTH
-    still = np.exp(-(cumulative_hazard(hazard, acceleration, future.months[i])
-                     - cumulative_hazard(hazard, acceleration, np.array([months_at_origin]))))
-    growth = np.exp(np.outer(drift, future.years[i]))
-    value_if_alive = rate * basket * ((growth * still) @ future.weight[i])
-    return float(alive @ value_if_alive)
+    still = np.exp(-(cumulative_hazard(atoms.hazard, atoms.acceleration, future.months[i])
+                     - cumulative_hazard(atoms.hazard, atoms.acceleration,
+                                         np.array([months_at_origin]))))
+    growth = np.exp(np.outer(atoms.drift, future.years[i]))
+    return atoms.rate * atoms.basket * ((growth * still) @ future.weight[i])
+
+
+def _draw_values(rng: np.random.Generator, draws: int, i: int, atoms: _Atoms,
+                 weight: np.ndarray, acc: _Accounts, future: _Future,
+                 origin: int) -> np.ndarray:
+    """``draws`` values of account ``i``'s future from its posterior predictive.
+
+    Churned at the cutoff: zero. Active: a churn day after the cutoff from the atom's
+    hazard (its cumulative hazard beyond the cutoff's is a unit exponential, as the
+    story draws it), then each month's orders as the story draws them (Poisson at the
+    month's intensity, faded before churn) with lognormal values, less the expected
+    share returned.
+    """
+    pick = rng.choice(weight.size, size=draws, p=weight.ravel())
+    alive, j = pick // weight.shape[1] == 0, pick % weight.shape[1]
+    hazard, acceleration = atoms.hazard[j], atoms.acceleration[j]
+    months_at_origin = max(origin - acc.acquired[i], 0) / DAYS_PER_MONTH
+    target = (cumulative_hazard(hazard, acceleration, np.array([months_at_origin]))[:, 0]
+              + rng.exponential(1.0, draws))
+    safe = np.where(acceleration > 0, acceleration, 1.0)
+    churn_month = np.where(acceleration > 0, np.log1p(safe * target / hazard) / safe,
+                           target / hazard)
+    churn_day = acc.acquired[i] + churn_month * DAYS_PER_MONTH
+    day = future.day[None, :]
+    fade = np.clip((churn_day[:, None] - day) / FADE_DAYS, FADE_FLOOR, 1.0)
+    rate_drift = atoms.drift[j] * atoms.rate_share[j]
+    mean_orders = (atoms.rate[j, None] * np.exp(np.outer(rate_drift, future.years[i]))
+                   * future.exposure[i] * fade * (churn_day[:, None] > day) * alive[:, None])
+    counts = rng.poisson(mean_orders)
+    basket = atoms.basket[j, None] * np.exp(np.outer(atoms.drift[j] - rate_drift,
+                                                     future.years[i]))
+    cell = np.repeat(np.arange(counts.size), counts.ravel())
+    values = basket.ravel()[cell] * rng.lognormal(ORDER_LOG_MEAN, ORDER_LOG_SD, cell.size)
+    total = np.bincount(cell // counts.shape[1], weights=values, minlength=draws)
+    return total * future.kept[i]

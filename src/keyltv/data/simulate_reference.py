@@ -59,31 +59,11 @@ from keyltv.data.simulate_params import (
     cumulative_hazard,
 )
 
-__all__ = ["posterior_expected_value", "posterior_reference"]
+__all__ = ["posterior_reference"]
 
 # Points of the horizon at which the future intensity is evaluated: one a month (the
 # simulator's own resolution; at 365 days the oracle's sum is matched to 1e-5).
 _DAYS_PER_POINT = DAYS_PER_MONTH
-
-
-def posterior_expected_value(
-    n_accounts: int = 2000,
-    *,
-    as_of: str,
-    horizon_days: int,
-    variant: str = "base",
-    start: str = "2021-01-01",
-    end: str | None = None,
-    seed: int = 0,
-    prior_accounts: int = 20_000,
-) -> pd.Series:
-    """Posterior mean of each account's net value over ``[as_of, as_of + horizon_days)``.
-
-    :func:`posterior_reference` without the draws; the arguments are the same.
-    """
-    return posterior_reference(n_accounts, as_of=as_of, horizon_days=horizon_days,
-                               variant=variant, start=start, end=end, seed=seed,
-                               prior_accounts=prior_accounts, draws=0)[0]
 
 
 def posterior_reference(

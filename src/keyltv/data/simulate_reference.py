@@ -11,9 +11,9 @@ What it knows beyond the log (a model has to learn these or do without):
   the fade before churn, and the order values' lognormal noise);
 - each account's acquisition day, industry (so its season), return propensity and,
   for variants with attributes, size;
-- a prior: the empirical distribution of the *other* accounts' parameters (of the same
-  size, where the variant has sizes), leave-one-out, so the account's own parameters
-  are never in the prior's support.
+- a prior: the parameters of ``prior_accounts`` accounts drawn from the story apart
+  from the log's (of the account's size, where the variant has sizes), so that the
+  account's own parameters are not in the prior's support.
 
 What it estimates from the account's orders before the cutoff (their count per month
 and each order's value): the order rate and basket, the drift and its split between
@@ -22,7 +22,9 @@ still active, with churn placed at the end of a month on or after its last order
 The posterior is exact over that discrete prior and that grid of churn months.
 
 It ranks by the posterior mean value, the quantity keyltv predicts; a ranking metric
-such as Spearman may reward another summary of the posterior. The benchmark
+such as Spearman may reward another summary of the posterior. It also draws from the
+posterior predictive, so that the chance of an event (decline, growth) is the share of
+draws in which it happens. The benchmark
 (``benchmarks/bench_accuracy.py``) prints it beside the oracle, as a level that a model
 of this log could reach in principle.
 """
@@ -43,7 +45,6 @@ from keyltv.data.simulate import (
     _intensity,
     _month_edges,
     _parse_day,
-    _season,
 )
 from keyltv.data.simulate_params import (
     DAYS_PER_MONTH,
@@ -52,7 +53,6 @@ from keyltv.data.simulate_params import (
     FADE_FLOOR,
     ORDER_LOG_MEAN,
     ORDER_LOG_SD,
-    RAMP_DAYS,
     RETURN_FRACTION,
     _Accounts,
     _draw_accounts,
@@ -164,9 +164,7 @@ def _history(acc: _Accounts, account: np.ndarray, day: np.ndarray, order_value: 
     edges = edges[: np.searchsorted(edges, origin) + 1]  # months that start before the cutoff
     # The story's intensity without rate, drift or churn: season x ramp-up, at mid-month
     # as the log was drawn, over each month's active days up to the cutoff.
-    shape = _intensity(replace(acc, rate=np.ones(n), drift=np.zeros(n),
-                               churned=np.zeros(n, bool), until=np.full(n, origin)),
-                       edges, start_day_of_year)
+    shape = _unit_intensity(acc, edges, start_day_of_year)
     low = np.maximum(acc.acquired[:, None], edges[None, :-1])
     high = np.minimum(origin, edges[None, 1:])
     mid = (edges[:-1] + edges[1:]) / 2
@@ -199,14 +197,21 @@ class _Future:
 def _future(acc: _Accounts, origin: int, horizon_days: int, start_day_of_year: int) -> _Future:
     """The horizon's grid, as :func:`keyltv.data.simulate.expected_value` sums it."""
     points = max(1, round(horizon_days / _DAYS_PER_POINT))
-    t = origin + (np.arange(points) + 0.5) * horizon_days / points
+    edges = origin + np.arange(points + 1) * horizon_days / points
+    t = (edges[:-1] + edges[1:]) / 2
     since = np.maximum(t[None, :] - acc.acquired[:, None], 0.0)
-    ramp = np.where(acc.acquired[:, None] > 0, 1 - 0.7 * np.exp(-since / RAMP_DAYS), 1.0)
     kept = 1 - np.mean(RETURN_FRACTION) * acc.return_prob
-    exposure = (_season(acc.industry, t + start_day_of_year) * ramp * (horizon_days / points)
+    exposure = (_unit_intensity(acc, edges, start_day_of_year) * (horizon_days / points)
                 * (acc.acquired[:, None] <= t[None, :]))
     return _Future(t, since / DAYS_PER_YEAR, since / DAYS_PER_MONTH, exposure, kept,
                    exposure * kept[:, None])
+
+
+def _unit_intensity(acc: _Accounts, edges: np.ndarray, start_day_of_year: int) -> np.ndarray:
+    """The story's intensity at rate 1 without drift or churn: season x ramp-up, at mid-interval."""
+    n = len(acc.rate)
+    return _intensity(replace(acc, rate=np.ones(n), drift=np.zeros(n), churned=np.zeros(n, bool)),
+                      edges, start_day_of_year)
 
 
 @dataclass(frozen=True)

@@ -194,3 +194,46 @@ def test_a_fixed_order_value_declines_only_strictly_below_the_line(fitted):
 
     # Lines at 2, 2.5 and 3 orders: fewer than 2, at most 2, at most 2.
     assert below(4.0) < below(5.0) == pytest.approx(below(6.0))
+
+
+@pytest.fixture(scope="module")
+def with_first_orders(cdnow_summary) -> pd.DataFrame:
+    """The CDNOW sample with every order counted, first ones at seeded lognormal values."""
+    rng = np.random.default_rng(0)
+    first = rng.lognormal(np.log(30.0), 0.6, len(cdnow_summary))
+    x = cdnow_summary["frequency"]
+    return cdnow_summary.assign(
+        orders_total=x + 1,
+        avg_order_value=(x * cdnow_summary["repeat_order_value"] + first) / (x + 1))
+
+
+def test_spend_on_all_orders_is_lifetimes_gamma_gamma_on_them(with_first_orders):
+    from lifetimes import GammaGammaFitter
+
+    model = ProbabilisticLTV(kind="bgnbd", horizon_days=273, spend="all").fit(with_first_orders)
+    direct = GammaGammaFitter().fit(with_first_orders["orders_total"],
+                                    with_first_orders["avg_order_value"])
+    np.testing.assert_allclose(list(model.spend_params_.values()),
+                               [direct.params_[k] for k in ("p", "q", "v")], rtol=1e-6)
+    np.testing.assert_allclose(
+        model.predict_spend(with_first_orders),
+        direct.conditional_expected_average_profit(with_first_orders["orders_total"],
+                                                   with_first_orders["avg_order_value"]),
+        rtol=1e-9)
+
+
+def test_a_one_order_account_is_valued_by_its_order_only_with_all_orders(with_first_orders):
+    one_order = with_first_orders[with_first_orders["frequency"] == 0].iloc[:2].copy()
+    one_order["avg_order_value"] = [10.0, 200.0]
+    repeat = ProbabilisticLTV(kind="bgnbd", horizon_days=273).fit(with_first_orders)
+    every = ProbabilisticLTV(kind="bgnbd", horizon_days=273, spend="all").fit(with_first_orders)
+    assert repeat.predict_spend(one_order)[0] == repeat.predict_spend(one_order)[1]
+    low, high = every.predict_spend(one_order)
+    assert 10.0 < low < high < 200.0  # shrunk towards the population, order kept
+
+
+def test_spend_setting_and_its_inputs_are_checked(cdnow_summary, with_first_orders):
+    with pytest.raises(ValueError, match="spend='first'"):
+        ProbabilisticLTV(spend="first").fit(with_first_orders)
+    with pytest.raises(ValueError, match="avg_order_value"):
+        ProbabilisticLTV(spend="all").fit(cdnow_summary.assign(orders_total=1.0))

@@ -5,7 +5,8 @@ predicts value over ``horizon_days``:
 
 - ``trailing``: naive baseline, value of the last horizon repeats.
 - ``bgnbd`` / ``mbgnbd`` / ``pareto``: BG/NBD, MBG/NBD or Pareto/NBD with Gamma-Gamma
-  spend (lifetimes).
+  spend (lifetimes). The peers ``bgnbd`` and ``pareto`` learn spend from repeat orders,
+  as lifetimes does; keyltv's ``mbgnbd`` from every order, the first one too.
 - ``lightgbm``: LightGBM (Tweedie) on stacked per-account features.
 - ``hybrid``: the same GBM with the probabilistic model's outputs as inputs.
 

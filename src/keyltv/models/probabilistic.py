@@ -36,6 +36,11 @@ _FITTERS = {"bgnbd": BetaGeoFitter, "mbgnbd": ModifiedBetaGeoFitter, "pareto": P
 EVENT_KINDS = ("bgnbd", "mbgnbd")
 # The feature columns the probabilistic models read (no missing-value branch).
 INPUTS = ("frequency", "recency", "T", "repeat_order_value")
+# The Gamma-Gamma model's (order count, mean order value) for each ``spend`` setting.
+SPEND_INPUTS = {"repeat": ("frequency", "repeat_order_value"),
+                "all": ("orders_total", "avg_order_value")}
+# Every column some setting reads: none may be blank in a feature file that is scored.
+ALL_INPUTS = tuple(dict.fromkeys(INPUTS + SPEND_INPUTS["all"]))
 # lifetimes starts Nelder-Mead for Pareto/NBD from unseeded np.random.normal(1, 0.05)
 # draws, so two fits of the same data differed in the fifth digit (and the blend
 # weights amplified it). Its mean as a fixed start makes a fit reproducible.
@@ -65,13 +70,24 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
         bound the cost. Predictions always cover every account. ``None`` reads all.
     random_state : int, default=0
         Seed of that sample.
+    spend : {"repeat", "all"}, default="repeat"
+        Orders the Gamma-Gamma spend model learns each account's order value from.
+        ``"repeat"`` is lifetimes' convention (Fader, Hardie and Lee): the repeat orders
+        only (``frequency``, ``repeat_order_value``), so every account without a repeat
+        order gets the population's mean. ``"all"`` counts the first order too
+        (``orders_total``, ``avg_order_value``): a one-order account's order then says
+        something of its value. Ad hoc (stop 26), Pareto/NBD with ``"all"`` against
+        ``"repeat"``: normalized Gini 0.719 against 0.684 on CDNOW (39/39 weeks),
+        0.941 against 0.932 on the simulator's 15-month log, +0.001 to +0.002 at four
+        four-year origins; decile MAPE was worse on CDNOW (0.45 against 0.38).
 
     Attributes
     ----------
     params_ : dict
         Count-model parameters (``r, alpha, a, b`` or ``r, alpha, s, beta``), weeks.
     spend_params_ : dict
-        Gamma-Gamma ``p, q, v``; empty when no repeat buyer had positive spend.
+        Gamma-Gamma ``p, q, v``; empty when no account had positive spend on the orders
+        ``spend`` reads.
     fallback_spend_ : float
         Mean order value used when the Gamma-Gamma model cannot be fitted.
 
@@ -83,12 +99,14 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, *, kind: str = "bgnbd", horizon_days: int = 365, penalizer: float = 0.0,
-                 max_fit_rows: int | None = 100_000, random_state: int = 0):
+                 max_fit_rows: int | None = 100_000, random_state: int = 0,
+                 spend: str = "repeat"):
         self.kind = kind
         self.horizon_days = horizon_days
         self.penalizer = penalizer
         self.max_fit_rows = max_fit_rows
         self.random_state = random_state
+        self.spend = spend
 
     def fit(self, X: pd.DataFrame, y: object = None) -> ProbabilisticLTV:
         """Fit the count model on (frequency, recency, T) and Gamma-Gamma on spend.
@@ -114,7 +132,9 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
         """
         if self.kind not in _FITTERS:
             raise ValueError(f"kind={self.kind!r} is not one of {sorted(_FITTERS)}")
-        check_inputs(X, type(self).__name__)
+        if self.spend not in SPEND_INPUTS:
+            raise ValueError(f"spend={self.spend!r} is not one of {sorted(SPEND_INPUTS)}")
+        check_inputs(X, type(self).__name__, self.spend)
         if not (X["frequency"] > 0).any():
             raise ValueError(
                 "no account has a repeat order before the cutoff: "
@@ -125,7 +145,7 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
         rows = self._fit_rows(X)
         counts = _compress(_in_weeks(rows))
         self.params_, self.penalizer_ = self._fit_counts(counts)
-        self.spend_params_, self.fallback_spend_ = _fit_spend(rows)
+        self.spend_params_, self.fallback_spend_ = _fit_spend(rows, self.spend)
         return self
 
     def _fit_rows(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -184,15 +204,16 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
     def predict_spend(self, X: pd.DataFrame) -> np.ndarray:
         """Expected value of a future order (Gamma-Gamma posterior mean)."""
         check_is_fitted(self)
-        check_inputs(X, type(self).__name__)
+        check_inputs(X, type(self).__name__, self.spend)
         if not self.spend_params_:
             return np.full(len(X), self.fallback_spend_)
         fitter = GammaGammaFitter()
         fitter.params_ = pd.Series(self.spend_params_)
-        # Non-positive repeat spend (net returns) gets the population mean (frequency 0).
-        positive = X["repeat_order_value"] > 0
-        frequency = X["frequency"].where(positive, 0.0)
-        spend = X["repeat_order_value"].where(positive, 1.0)
+        # Non-positive spend (net returns) gets the population mean (no order counted).
+        orders, mean = SPEND_INPUTS[self.spend]
+        positive = X[mean] > 0
+        frequency = X[orders].where(positive, 0.0)
+        spend = X[mean].where(positive, 1.0)
         return np.asarray(
             fitter.conditional_expected_average_profit(frequency, spend), dtype=float
         )
@@ -277,14 +298,15 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
 
     def _spend_posterior(self, X: pd.DataFrame) -> _SpendPosterior:
         """Each account's Gamma-Gamma posterior (or the fallback's fixed order value)."""
-        check_inputs(X, type(self).__name__)
+        check_inputs(X, type(self).__name__, self.spend)
         if not self.spend_params_:
             return _SpendPosterior(p=None, shape=None, rate=None, fixed=self.fallback_spend_)
         sp = self.spend_params_
-        # Non-positive repeat spend (net returns) gets the population prior, as in predict_spend.
-        positive = (X["repeat_order_value"] > 0).to_numpy()
-        x = np.where(positive, X["frequency"].to_numpy(dtype=float), 0.0)
-        mean = np.where(positive, X["repeat_order_value"].to_numpy(dtype=float), 0.0)
+        # Non-positive spend (net returns) gets the population prior, as in predict_spend.
+        orders, value = SPEND_INPUTS[self.spend]
+        positive = (X[value] > 0).to_numpy()
+        x = np.where(positive, X[orders].to_numpy(dtype=float), 0.0)
+        mean = np.where(positive, X[value].to_numpy(dtype=float), 0.0)
         return _SpendPosterior(p=sp["p"], shape=sp["p"] * x + sp["q"], rate=sp["v"] + x * mean)
 
 
@@ -393,7 +415,7 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def check_inputs(X: pd.DataFrame, owner: str = "ProbabilisticLTV") -> None:
+def check_inputs(X: pd.DataFrame, owner: str = "ProbabilisticLTV", spend: str = "repeat") -> None:
     """Raise ``ValueError`` unless ``X`` has every model input, each finite in every row.
 
     Nothing here reads a missing value as a default: grouping identical histories
@@ -402,8 +424,9 @@ def check_inputs(X: pd.DataFrame, owner: str = "ProbabilisticLTV") -> None:
     leaves these inputs missing (an account without repeat orders has ``frequency`` 0
     and ``repeat_order_value`` 0), so a gap comes from a frame built elsewhere.
     """
-    require_columns(X, INPUTS, owner)
-    require_finite(X, INPUTS, owner)
+    needed = list(dict.fromkeys(INPUTS + SPEND_INPUTS[spend]))
+    require_columns(X, needed, owner)
+    require_finite(X, needed, owner)
 
 
 def _in_weeks(X: pd.DataFrame) -> pd.DataFrame:
@@ -424,16 +447,20 @@ def _compress(weeks: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _fit_spend(X: pd.DataFrame) -> tuple[dict[str, float], float]:
-    """Gamma-Gamma on repeat buyers with positive spend; a plain mean if that fails."""
-    buyers = X[(X["frequency"] > 0) & (X["repeat_order_value"] > 0)]
-    fallback = float(buyers["repeat_order_value"].mean()) if len(buyers) else 0.0
+def _fit_spend(X: pd.DataFrame, spend: str = "repeat") -> tuple[dict[str, float], float]:
+    """Gamma-Gamma on the accounts with positive spend on the orders ``spend`` reads.
+
+    A plain mean of their order values if that fails.
+    """
+    orders, value = SPEND_INPUTS[spend]
+    buyers = X[(X[orders] > 0) & (X[value] > 0)]
+    fallback = float(buyers[value].mean()) if len(buyers) else 0.0
     if len(buyers) < 10:
         return {}, fallback
     fitter = GammaGammaFitter()
     try:
         with _quiet():
-            fitter.fit(buyers["frequency"], buyers["repeat_order_value"])
+            fitter.fit(buyers[orders], buyers[value])
     except ConvergenceError:
         return {}, fallback
     params = {k: float(v) for k, v in fitter.params_.items()}

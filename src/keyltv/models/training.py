@@ -135,7 +135,9 @@ def make_value_model(name: str, config: Config, kind_seed: int | None = None):
     return {
         "trailing": lambda: TrailingValueRegressor(),
         "bgnbd": lambda: ProbabilisticLTV(kind="bgnbd", horizon_days=h),
-        "mbgnbd": lambda: ProbabilisticLTV(kind="mbgnbd", horizon_days=h),
+        # keyltv's own count model (bgnbd and pareto are the peers, as lifetimes fits
+        # them): its spend model reads every order, the first one too (see ``spend``).
+        "mbgnbd": lambda: ProbabilisticLTV(kind="mbgnbd", horizon_days=h, spend="all"),
         "pareto": lambda: ProbabilisticLTV(kind="pareto", horizon_days=h),
         "lightgbm": lambda: GBMRegressor(horizon_days=h, random_state=seed),
         "hybrid": lambda: HybridRegressor(kind="mbgnbd", horizon_days=h, random_state=seed),

@@ -21,7 +21,7 @@ from keyltv.data.schema import (
     as_date,
     describe_value,
 )
-from keyltv.models.probabilistic import INPUTS as PROBABILISTIC_INPUTS
+from keyltv.models.probabilistic import ALL_INPUTS as PROBABILISTIC_INPUTS
 from keyltv.scoring.reasons import explain_flags
 from keyltv.scoring.rules import TIER_ORDER, apply_flags, resolve_thresholds, tier_migrations
 

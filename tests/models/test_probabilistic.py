@@ -237,3 +237,12 @@ def test_spend_setting_and_its_inputs_are_checked(cdnow_summary, with_first_orde
         ProbabilisticLTV(spend="first").fit(with_first_orders)
     with pytest.raises(ValueError, match="avg_order_value"):
         ProbabilisticLTV(spend="all").fit(cdnow_summary.assign(orders_total=1.0))
+
+
+def test_a_model_pickled_before_the_spend_setting_scores_as_trained(cdnow_summary, fitted):
+    import pickle
+
+    old = pickle.loads(pickle.dumps(fitted))
+    del old.__dict__["spend"]  # as a model pickled before the setting existed
+    np.testing.assert_array_equal(old.predict(cdnow_summary), fitted.predict(cdnow_summary))
+    assert old.get_params()["spend"] == "repeat"

@@ -98,6 +98,10 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
     Curves for Customer Base Analysis. Journal of Marketing Research 42(4).
     """
 
+    # A model pickled before ``spend`` existed (stop 26) has no such attribute, and read
+    # repeat orders: this class default keeps it scoring as it was trained.
+    spend = "repeat"
+
     def __init__(self, *, kind: str = "bgnbd", horizon_days: int = 365, penalizer: float = 0.0,
                  max_fit_rows: int | None = 100_000, random_state: int = 0,
                  spend: str = "repeat"):

@@ -55,11 +55,11 @@ def datasets(n_accounts: int, seed: int):
     for variant, horizon, origins in variants:
         tx, acc = simulate_b2b(n_accounts, variant=variant, seed=seed)
 
-        def oracle(origin, h, variant=variant):
+        def references(origin, h, variant=variant):
             kwargs = dict(variant=variant, seed=seed, as_of=origin.isoformat(), horizon_days=h)
             return expected_value(n_accounts, **kwargs), posterior_reference(n_accounts, **kwargs)
 
-        yield (f"sim-{variant}", tx, acc, horizon, origins, oracle)
+        yield (f"sim-{variant}", tx, acc, horizon, origins, references)
 
 
 VALUE_GOALS = ("champion", "d_gini", "d_spearman", "decile_mape", "best_peer_decile_mape",
@@ -67,7 +67,7 @@ VALUE_GOALS = ("champion", "d_gini", "d_spearman", "decile_mape", "best_peer_dec
                "reference_d_gini", "reference_d_spearman")
 
 
-def run_dataset(name, tx, acc, horizon, origins, seed, oracle=None):
+def run_dataset(name, tx, acc, horizon, origins, seed, references=None):
     config = Config(horizon_days=horizon, models=MODELS, seed=seed)
     log = load_transactions(tx, label=name)
     accounts = load_accounts(acc) if acc is not None and acc.shape[1] > 1 else None
@@ -80,8 +80,8 @@ def run_dataset(name, tx, acc, horizon, origins, seed, oracle=None):
                        for i in table.index]
         check = goal_checks(name, origin, result)
         best = result.table.loc[[p for p in PEERS if p in result.table.index]].max()
-        if oracle is not None:
-            expected, posterior = oracle(origin, horizon)
+        if references is not None:
+            expected, posterior = references(origin, horizon)
             row, ceiling = oracle_ceiling(result, expected, config)
             table.loc["oracle (latent parameters)"] = {"origin": origin, **row}
             check.update(ceiling)
@@ -191,10 +191,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
     lines, summary = [], []
-    for name, tx, acc, horizon, origins, oracle in datasets(args.accounts, args.seed):
+    for name, tx, acc, horizon, origins, references in datasets(args.accounts, args.seed):
         if only and name not in only and name.removeprefix("sim-") not in only:
             continue
-        table, checks = run_dataset(name, tx, acc, horizon, origins, args.seed, oracle)
+        table, checks = run_dataset(name, tx, acc, horizon, origins, args.seed, references)
         lines += [f"### {name} (horizon {horizon} days)", "",
                   table.to_markdown(floatfmt=".4f"), ""]
         summary += checks

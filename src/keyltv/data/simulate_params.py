@@ -178,7 +178,13 @@ def _draw_churn_months(
     The cumulative hazard ``H(t) = hazard / a * (exp(a t) - 1)`` is inverted at a unit
     exponential draw, so no time grid is needed.
     """
-    exposure = rng.exponential(1.0, len(hazard)) / hazard
+    return months_at_cumulative_hazard(hazard, acceleration, rng.exponential(1.0, len(hazard)))
+
+
+def months_at_cumulative_hazard(hazard: np.ndarray, acceleration: np.ndarray,
+                                target: np.ndarray) -> np.ndarray:
+    """Months since acquisition at which ``H(t)`` (see :func:`cumulative_hazard`) reaches ``target``."""
+    exposure = target / hazard
     safe = np.where(acceleration > 0, acceleration, 1.0)
     return np.where(acceleration > 0, np.log1p(safe * exposure) / safe, exposure)
 

@@ -57,6 +57,7 @@ from keyltv.data.simulate_params import (
     _Accounts,
     _draw_accounts,
     cumulative_hazard,
+    months_at_cumulative_hazard,
 )
 
 __all__ = ["posterior_reference"]
@@ -120,13 +121,16 @@ def posterior_reference(
     # no account's own parameters are in the support.
     prior = _draw_accounts(np.random.default_rng([seed, 1]), prior_accounts,
                            (stop - first).days, spec)
+    # The prior's points per size (one set for all where the variant has no sizes).
+    by_size = {size: _atoms(prior, prior.size == size if spec.attributes
+                            else np.ones(prior_accounts, bool))
+               for size in np.unique(acc.size)}
     values = np.full(n_accounts, np.nan)
     sampled = np.full((n_accounts, draws), np.nan)
     # The draws' own stream, so that the posterior means do not depend on ``draws``.
     draw_rng = np.random.default_rng([seed, 2])
     for i in np.flatnonzero(acc.acquired < origin):
-        keep = prior.size == acc.size[i] if spec.attributes else np.ones(prior_accounts, bool)
-        atoms = _atoms(prior, keep)
+        atoms = by_size[acc.size[i]]
         weight = _posterior(i, atoms, acc, history, origin)
         values[i] = weight[0] @ _value_if_alive(i, atoms, acc, future, origin)
         if draws:
@@ -232,6 +236,16 @@ def _atoms(prior: _Accounts, keep: np.ndarray) -> _Atoms:
                   prior.rate_share[keep], prior.hazard[keep], prior.acceleration[keep])
 
 
+def _months(acc: _Accounts, i: int, day: float) -> float:
+    """Months from account ``i``'s acquisition to ``day`` (0 before it)."""
+    return max(day - acc.acquired[i], 0.0) / DAYS_PER_MONTH
+
+
+def _hazard_at(atoms: _Atoms, months: float) -> np.ndarray:
+    """Each atom's cumulative churn hazard ``months`` after acquisition."""
+    return cumulative_hazard(atoms.hazard, atoms.acceleration, np.array([months]))[:, 0]
+
+
 def _posterior(i: int, atoms: _Atoms, acc: _Accounts, history: _History,
                origin: int) -> np.ndarray:
     """Posterior of account ``i`` over (state, atom): summing to 1, one row per state.
@@ -251,11 +265,9 @@ def _posterior(i: int, atoms: _Atoms, acc: _Accounts, history: _History,
     squares = (history.sxx[i] - 2 * a * history.sx[i] - 2 * c * history.sxy[i]
                + history.n[i] * a * a + 2 * a * c * history.sy[i] + c * c * history.syy[i])
     values = -squares / (2 * ORDER_LOG_SD ** 2)
-    hazard, acceleration = atoms.hazard, atoms.acceleration
 
     def survival(day: float) -> np.ndarray:
-        months = max(day - acc.acquired[i], 0.0) / DAYS_PER_MONTH
-        return np.exp(-cumulative_hazard(hazard, acceleration, np.array([months]))[:, 0])
+        return np.exp(-_hazard_at(atoms, _months(acc, i, day)))
 
     alive_at_origin = survival(origin)
     cumulative = np.cumsum(expected, axis=1)
@@ -270,9 +282,8 @@ def _posterior(i: int, atoms: _Atoms, acc: _Accounts, history: _History,
         # The fade: the rate falls linearly to FADE_FLOOR over the FADE_DAYS before churn.
         fade = np.clip((churn_day - history.mid[: q + 1]) / FADE_DAYS, FADE_FLOOR, 1.0)
         faded = fade < 1.0
-        log_counts = (counts[: q + 1] @ years[: q + 1] * rate_drift
-                      + counts[: q + 1].sum() * np.log(rate)
-                      + counts[: q + 1][faded] @ np.log(fade[faded]))
+        # Every order lies in months up to q, so the counts' terms are the active row's.
+        log_counts = log_rate + counts[: q + 1][faded] @ np.log(fade[faded])
         lost = expected[:, : q + 1][:, faded] @ (1.0 - fade[faded])
         start = max(history.end[q - 1] if q > 0 else 0.0, float(acc.acquired[i]))
         prior = np.maximum(survival(start) - survival(churn_day), 1e-300)
@@ -289,10 +300,8 @@ def _value_if_alive(i: int, atoms: _Atoms, acc: _Accounts, future: _Future,
     Rate x basket x exp(drift x years) x survival after the cutoff, summed over the
     horizon's grid as :func:`keyltv.data.simulate.expected_value` sums it.
     """
-    months_at_origin = max(origin - acc.acquired[i], 0) / DAYS_PER_MONTH
     still = np.exp(-(cumulative_hazard(atoms.hazard, atoms.acceleration, future.months[i])
-                     - cumulative_hazard(atoms.hazard, atoms.acceleration,
-                                         np.array([months_at_origin]))))
+                     - _hazard_at(atoms, _months(acc, i, origin))[:, None]))
     growth = np.exp(np.outer(atoms.drift, future.years[i]))
     return atoms.rate * atoms.basket * ((growth * still) @ future.weight[i])
 
@@ -311,12 +320,8 @@ def _draw_values(rng: np.random.Generator, draws: int, i: int, atoms: _Atoms,
     pick = rng.choice(weight.size, size=draws, p=weight.ravel())
     alive, j = pick // weight.shape[1] == 0, pick % weight.shape[1]
     hazard, acceleration = atoms.hazard[j], atoms.acceleration[j]
-    months_at_origin = max(origin - acc.acquired[i], 0) / DAYS_PER_MONTH
-    target = (cumulative_hazard(hazard, acceleration, np.array([months_at_origin]))[:, 0]
-              + rng.exponential(1.0, draws))
-    safe = np.where(acceleration > 0, acceleration, 1.0)
-    churn_month = np.where(acceleration > 0, np.log1p(safe * target / hazard) / safe,
-                           target / hazard)
+    target = _hazard_at(atoms, _months(acc, i, origin))[j] + rng.exponential(1.0, draws)
+    churn_month = months_at_cumulative_hazard(hazard, acceleration, target)
     churn_day = acc.acquired[i] + churn_month * DAYS_PER_MONTH
     day = future.day[None, :]
     fade = np.clip((churn_day[:, None] - day) / FADE_DAYS, FADE_FLOOR, 1.0)

@@ -46,11 +46,14 @@ def _ratio_phrase(row: pd.Series) -> str | None:
     return f"no order for {_days(_num(row['days_since_last_order']))}, {ratio:.1f}x its usual gap"
 
 
-def _rhythm_phrase(row: pd.Series) -> str | None:
-    rhythm = _num(row.get("rhythm_90d"))
-    if np.isnan(rhythm):
-        return None
-    return f"orders in the last 90 days at {rhythm:.1f}x its usual rhythm"
+def _rhythm_phrase(days: int) -> Phrase:
+    """Orders in the last ``days`` against the account's usual rhythm (``rhythm_<days>d``)."""
+    def phrase(row: pd.Series) -> str | None:
+        rhythm = _num(row.get(f"rhythm_{days}d"))
+        if np.isnan(rhythm):
+            return None
+        return f"orders in the last {days} days at {rhythm:.1f}x its usual rhythm"
+    return phrase
 
 
 def _value_change(row: pd.Series) -> float:
@@ -75,8 +78,9 @@ def _trend_phrase(row: pd.Series) -> str | None:
 PHRASES: dict[str, Phrase] = {
     "recency_ratio": _ratio_phrase,
     "days_since_last_order": _ratio_phrase,
-    "rhythm_90d": _rhythm_phrase,
-    "orders_90d": _rhythm_phrase,
+    "rhythm_90d": _rhythm_phrase(90),
+    "orders_90d": _rhythm_phrase(90),
+    "rhythm_365d": _rhythm_phrase(365),
     "trend": _trend_phrase,
     "previous_value": _trend_phrase,
     "trailing_value": lambda r: f"value {_num(r['trailing_value']):,.0f} over the last horizon",
@@ -158,6 +162,7 @@ DIRECTIONS: dict[str, Callable[[pd.Series], int]] = {
     "previous_value": lambda r: _sign(_value_change(r), 0.0),
     "rhythm_90d": lambda r: _sign(_num(r.get("rhythm_90d")), 1.0),
     "orders_90d": lambda r: _sign(_num(r.get("rhythm_90d")), 1.0),
+    "rhythm_365d": lambda r: _sign(_num(r.get("rhythm_365d")), 1.0),
     # Overdue against its own rhythm is a fall; an order sooner than usual says little.
     "recency_ratio": lambda r: min(0, -_sign(_num(r.get("recency_ratio")), 1.0)),
     "days_since_last_order": lambda r: min(0, -_sign(_num(r.get("recency_ratio")), 1.0)),

@@ -79,7 +79,6 @@ PHRASES: dict[str, Phrase] = {
     "recency_ratio": _ratio_phrase,
     "days_since_last_order": _ratio_phrase,
     "rhythm_90d": _rhythm_phrase(90),
-    "orders_90d": _rhythm_phrase(90),
     "rhythm_365d": _rhythm_phrase(365),
     "trend": _trend_phrase,
     "previous_value": _trend_phrase,

@@ -65,6 +65,24 @@ def test_a_log_of_many_years_has_its_active_months_counted_in_the_last_year():
     assert got.loc["b", "active_months_365"] == 0.0
     assert got.loc["a", "orders_total"] == 3.0
 
+def test_rhythms_compare_recent_orders_with_the_account_s_own_long_run_rate():
+    as_of = date(2024, 1, 1)
+
+    def line(account: str, days_back: int) -> tuple:
+        return account, str(as_of - pd.Timedelta(days=days_back)), 10.0
+
+    # a: six orders over two years, two of them in the last year, one in the last 90
+    # days. b: two orders in its first 100 days, so its year holds its whole history.
+    log = load_transactions(frame([line("a", back) for back in (730, 600, 500, 400, 200, 30)]
+                                  + [line("b", 100), line("b", 10)]))
+    got = account_features(log, as_of, horizon_days=90)
+    # Expected orders in a window: orders_total x window / max(tenure, window).
+    assert got.loc["a", "rhythm_365d"] == pytest.approx(2 / (6 * 365 / 730))
+    assert got.loc["a", "rhythm_90d"] == pytest.approx(1 / (6 * 90 / 730))
+    assert got.loc["b", "rhythm_365d"] == pytest.approx(1.0)
+    assert got.loc["b", "rhythm_90d"] == pytest.approx(1 / (2 * 90 / 100))
+
+
 def test_account_without_orders_before_the_cutoff_gets_order_features_of_none():
     # "r" has only a credit note and a zero line before the cutoff (its order comes
     # after): its order aggregates are those of no order, not of its two days.
@@ -76,7 +94,8 @@ def test_account_without_orders_before_the_cutoff_gets_order_features_of_none():
                 "days_since_last_order": 29.0, "days_since_last_activity": 19.0,
                 "value_total": -15.0, "ewm_orders_180d": 0.0, "orders_365d": 0.0}
     assert got[list(expected)].to_dict() == expected
-    assert got[["mean_gap_days", "gap_cv", "recency_ratio", "order_centroid_ratio"]].isna().all()
+    assert got[["mean_gap_days", "gap_cv", "recency_ratio", "order_centroid_ratio", "rhythm_90d",
+                "rhythm_365d"]].isna().all()
 
 
 def test_nothing_on_or_after_as_of_is_read(tiny_log, tiny_rows):

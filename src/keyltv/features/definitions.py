@@ -34,6 +34,9 @@ from keyltv.data.transactions import TransactionLog
 WINDOWS = (30, 90, 180, 365)
 # Time constants (days) of the exponentially weighted value: recent value counts most.
 EWM_DAYS = (90, 180, 365)
+# Windows (days, among WINDOWS) whose orders are also compared with the account's
+# long-run order rate (``rhythm_<w>d``).
+RHYTHM_DAYS = (90, 365)
 
 _FEATURES_SQL = """
 WITH d AS (
@@ -117,12 +120,12 @@ ORDER BY customer_id
 _RATIOS = {
     # Recency against the account's own rhythm: 3.0 = three usual gaps without an order.
     "recency_ratio": "days_since_last_order / mean_gap_days",
-    # Orders in the last 90 days (and 365) relative to the account's long-run order rate.
+    # Orders in the last 90 (365) days relative to the account's long-run order rate.
     # The year's is read by the event classifiers only (see
     # keyltv.models.gbm.EVENT_ONLY_FEATURES): with the two counts it is made of already
     # among their inputs, the ratio still raised their growth AUC.
-    "rhythm_90d": "orders_90d / NULLIF(orders_total * 90.0 / greatest(tenure_days, 90.0), 0)",
-    "rhythm_365d": "orders_365d / NULLIF(orders_total * 365.0 / greatest(tenure_days, 365.0), 0)",
+    **{f"rhythm_{w}d": f"orders_{w}d / NULLIF(orders_total * {w}.0 / greatest(tenure_days, {w}.0), 0)"
+       for w in RHYTHM_DAYS},
     # Log growth between the last two horizons; +-ln(2) means doubled / halved.
     "trend": "ln(1 + greatest(trailing_value, 0)) - ln(1 + greatest(previous_value, 0))",
     # How much of a full previous horizon the account has existed: new accounts look
@@ -199,7 +202,7 @@ FEATURE_COLUMNS = [
     *[f"{kind}_{w}d" for w in WINDOWS for kind in ("value", "orders")],
     "trailing_value", "previous_value", "value_same_window_last_year", "active_months_365",
     "mean_gap_days", "gap_cv", "return_share", "margin_rate",
-    "recency_ratio", "rhythm_90d", "rhythm_365d", "trend", "history_coverage",
+    "recency_ratio", *[f"rhythm_{w}d" for w in RHYTHM_DAYS], "trend", "history_coverage",
     "value_centroid_ratio", "order_centroid_ratio", "value_centroid_ratio_730d",
     "order_centroid_ratio_730d", *[f"ewm_value_{d}d" for d in EWM_DAYS], "ewm_orders_180d",
 ]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from keyltv.features.attributes import ATTRIBUTE_PREFIX, DAYS_BEFORE
-from keyltv.features.definitions import EWM_DAYS, WINDOWS
+from keyltv.features.definitions import EWM_DAYS, RHYTHM_DAYS, WINDOWS
 from keyltv.scoring.rules import digits_apart
 
 Phrase = Callable[[pd.Series], str | None]
@@ -78,8 +78,7 @@ def _trend_phrase(row: pd.Series) -> str | None:
 PHRASES: dict[str, Phrase] = {
     "recency_ratio": _ratio_phrase,
     "days_since_last_order": _ratio_phrase,
-    "rhythm_90d": _rhythm_phrase(90),
-    "rhythm_365d": _rhythm_phrase(365),
+    **{f"rhythm_{w}d": _rhythm_phrase(w) for w in RHYTHM_DAYS},
     "trend": _trend_phrase,
     "previous_value": _trend_phrase,
     "trailing_value": lambda r: f"value {_num(r['trailing_value']):,.0f} over the last horizon",
@@ -159,9 +158,9 @@ def _sign(value: float, level: float) -> int:
 DIRECTIONS: dict[str, Callable[[pd.Series], int]] = {
     "trend": lambda r: _sign(_value_change(r), 0.0),
     "previous_value": lambda r: _sign(_value_change(r), 0.0),
-    "rhythm_90d": lambda r: _sign(_num(r.get("rhythm_90d")), 1.0),
+    **{f"rhythm_{w}d": (lambda r, c=f"rhythm_{w}d": _sign(_num(r.get(c)), 1.0))
+       for w in RHYTHM_DAYS},
     "orders_90d": lambda r: _sign(_num(r.get("rhythm_90d")), 1.0),
-    "rhythm_365d": lambda r: _sign(_num(r.get("rhythm_365d")), 1.0),
     # Overdue against its own rhythm is a fall; an order sooner than usual says little.
     "recency_ratio": lambda r: min(0, -_sign(_num(r.get("recency_ratio")), 1.0)),
     "days_since_last_order": lambda r: min(0, -_sign(_num(r.get("recency_ratio")), 1.0)),

@@ -56,6 +56,25 @@ def test_number_separators_and_encoding_are_checked(tmp_path, yaml, field, messa
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    ("yaml", "field", "message"),
+    [
+        ("seed: -1\n", "seed", "greater than or equal to 0"),
+        ("seed: 4294967296\n", "seed", "less than or equal to 4294967295"),
+        ("models: []\n", "models", "at least 1 item"),
+        ("models: [lightgbm, bgnbd, lightgbm]\n", "(top level)",
+         "model 'lightgbm' is listed more than once"),
+    ],
+)
+def test_seed_and_models_are_checked_before_any_training(tmp_path, yaml, field, message):
+    # Both reached training before (numpy refused the seed, the backtest had no rows):
+    # an internal error, exit 1, after the tracking store was created.
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml)
+    with pytest.raises(InputError, match=rf"field '{re.escape(field)}' = .*{re.escape(message)}"):
+        load_config(path)
+
+
 def test_a_german_number_format_is_read_from_the_config(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("decimal_separator: ','\nthousands_separator: '.'\n")

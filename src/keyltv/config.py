@@ -247,8 +247,11 @@ class Config(_Frozen):
     # named here is also never read as dates nor left out as an id.
     account_text_columns: tuple[str, ...] = ()
     horizon_days: int = Field(365, ge=1, le=MAX_HORIZON_DAYS)
-    seed: int = 42
-    models: tuple[str, ...] = ("trailing", "bgnbd", "mbgnbd", "lightgbm", "hybrid")
+    # numpy's and scikit-learn's generators take seeds in [0, 2**32).
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    # At least one: the backtest ranks these, and the champion is one of them.
+    models: tuple[str, ...] = Field(("trailing", "bgnbd", "mbgnbd", "lightgbm", "hybrid"),
+                                    min_length=1)
     training: Training = Training()
     events: Events = Events()
     backtest: Backtest = Backtest()
@@ -280,6 +283,9 @@ class Config(_Frozen):
         unknown = [m for m in self.models if m not in MODEL_NAMES]
         if unknown:
             raise ValueError(f"unknown model {unknown[0]!r}; allowed: {', '.join(MODEL_NAMES)}")
+        repeated = sorted({m for m in self.models if self.models.count(m) > 1})
+        if repeated:  # the backtest table is keyed by model: a second row would overwrite it
+            raise ValueError(f"model {repeated[0]!r} is listed more than once")
         return self
 
     def with_overrides(self, **changes: object) -> Config:

@@ -533,6 +533,26 @@ REJECTED = [
                                                   "--cutoff", "2021-02-01", "--horizon-days",
                                                   HORIZON],
          "tx.csv: --cutoff 2021-02-01: its earliest origin, "),
+    Case("evaluate-single-account", lambda ws: ["evaluate", "--transactions", log_csv(
+        ws, lambda f: f[f["customer_id"] == "000001"]), "--cutoff", "2024-03-01",
+        "--horizon-days", HORIZON],
+        "tx.csv: 1 account(s) before 2023-12-01; evaluate needs at least 10"),
+    Case("evaluate-no-repeat-buyer", lambda ws: ["evaluate", "--transactions", log_csv(
+        ws, lambda f: f.drop_duplicates("customer_id")), "--cutoff", "2024-06-01",
+        "--horizon-days", HORIZON],
+        "no account ordered on more than one day before 2024-03-02"),
+    # Every account seen before the last origin stops buying at it, but one: a Gini over
+    # one buyer is 1.0 for every model, and the table named a champion (audit 28).
+    Case("evaluate-holdout-few-buyers", lambda ws: ["evaluate", "--transactions", log_csv(
+        ws, lambda f: f[(f["date"] < "2024-03-01") | (f["customer_id"] == "000001")]),
+        "--cutoff", "2024-03-01", "--horizon-days", HORIZON],
+        "tx.csv: only 1 account(s) seen before 2024-03-01 bought from 2024-03-01 to "
+        "2024-08-30; the backtest needs 5 to rank models; check --cutoff against the log's "
+        "dates"),
+    Case("evaluate-cutoff-after-data", lambda ws: ["evaluate", "--transactions", log_csv(ws),
+                                                   "--cutoff", "2024-10-01", "--horizon-days",
+                                                   HORIZON],
+         "tx.csv: --cutoff 2024-10-01 + 182 days ends after the last transaction (2024-12-"),
     Case("train-horizon-zero", lambda ws: ["train", "--transactions", log_csv(ws),
                                            "--horizon-days", "0"],
          "--horizon-days 0: must be a positive number of days"),

@@ -11,6 +11,7 @@ from keyltv.data.schema import InputError, as_date
 from keyltv.evaluation.backtest import MIN_HISTORY_DAYS
 from keyltv.evaluation.origins import OriginResult, evaluate_origin, rolling_origins
 from keyltv.inputs import Inputs, ignored_attributes
+from keyltv.workflows.guards import check_evaluable
 
 
 def evaluate(inputs: Inputs, config: Config, last_origin: date) -> list[OriginResult]:
@@ -26,6 +27,7 @@ def evaluate(inputs: Inputs, config: Config, last_origin: date) -> list[OriginRe
             f"leaves {max(history, 0)} days of history after the first transaction "
             f"({inputs.log.first_date}); {MIN_HISTORY_DAYS} are needed: use a later "
             "--cutoff or fewer backtest.n_origins")
+    check_evaluable(inputs, config, last_origin, origins)
     ignored_attributes(inputs, config)  # said once here; every fit leaves them out
     return [evaluate_origin(inputs.log, origin, config, inputs.accounts) for origin in origins]
 

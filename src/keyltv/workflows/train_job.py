@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 
 from keyltv import __version__
 from keyltv.config import Config
-from keyltv.data.schema import InputError, redact_uri
-from keyltv.evaluation.backtest import BLEND, BacktestResult, select_champion, validation_horizon
+from keyltv.data.schema import redact_uri
+from keyltv.evaluation.backtest import BLEND, BacktestResult, select_champion
 from keyltv.evaluation.flags import learn_flag_thresholds
 from keyltv.evaluation.metrics import HIGHER_IS_BETTER
 from keyltv.evaluation.review import backtest_figures, explained_model, whose_importance
 from keyltv.features import account_features, with_attributes
 from keyltv.features.accounts import margin_day_moments
 from keyltv.features.attributes import id_like_attributes
-from keyltv.inputs import Inputs, ignored_attributes, require_orders
+from keyltv.inputs import Inputs, ignored_attributes
 from keyltv.models.blend import BlendedLTV, components_of
 from keyltv.models.bundle import KeyLTVModel, book_margin_rate, book_medians, margin_credibility
 from keyltv.models.interval import BandedIntervals
@@ -31,6 +30,7 @@ from keyltv.models.training import TrainingData, fit_event_models, fit_value_mod
 from keyltv.scoring.rules import THRESHOLDED_FLAGS
 from keyltv.tracking.store import Store
 from keyltv.workflows.gate import champion_gate, signed
+from keyltv.workflows.guards import check_trainable
 
 log = logging.getLogger("keyltv")
 
@@ -106,63 +106,6 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     else:
         store.set_version_tag(version, "not_promoted", reason)
     return TrainResult(result, champion, run_id, version, promoted, reason, bundle.flag_thresholds)
-
-
-# Fewer accounts cannot be ranked, banded into intervals or split into events.
-MIN_TRAIN_ACCOUNTS = 10
-# Fewer buyers in the selection holdout cannot rank the models (a Gini over one buyer).
-MIN_HOLDOUT_BUYERS = 5
-
-
-def check_trainable(inputs: Inputs, config: Config) -> None:
-    """Refuse, with the reason, a log that no model can learn from (instead of a crash).
-
-    Raises
-    ------
-    InputError
-        ``as_of`` after the day following the last transaction, fewer than
-        :data:`MIN_TRAIN_ACCOUNTS` accounts before it, no order at all (see
-        :func:`~keyltv.inputs.require_orders`), no account with a repeat order,
-        or no value (or fewer than :data:`MIN_HOLDOUT_BUYERS` buyers) in the selection
-        holdout.
-    """
-    source, as_of = inputs.log.source, inputs.as_of
-    end = inputs.log.last_date + timedelta(days=1)
-    if as_of > end:
-        # Models are judged on the days just before as_of: days the log does not reach
-        # would count as days without orders, and every account would look lost.
-        raise InputError(f"{source}: --as-of {as_of} is after the log's last transaction "
-                         f"({inputs.log.last_date}); train judges models on the days before "
-                         f"--as-of, so use --as-of {end} or earlier")
-    accounts, repeaters = inputs.log.con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE orders > 1) FROM (SELECT customer_id, "
-        "count(*) FILTER (WHERE amount > 0) AS orders FROM daily WHERE day < ? GROUP BY ALL)",
-        [as_of]).fetchall()[0]
-    if accounts < MIN_TRAIN_ACCOUNTS:
-        raise InputError(f"{source}: {accounts} account(s) before {as_of}; train needs at least "
-                         f"{MIN_TRAIN_ACCOUNTS}; score them with an existing model instead")
-    require_orders(inputs, config)
-    if repeaters == 0:
-        raise InputError(f"{source}: no account ordered on more than one day before {as_of}; "
-                         "with no repeat purchase there is no future value to learn from")
-    try:
-        cutoff = as_of - timedelta(days=validation_horizon(inputs.log.first_date, as_of, config))
-    except InputError as exc:
-        raise InputError(f"{source}: {exc}") from None
-    held_out, buyers = inputs.log.con.execute(
-        "SELECT COALESCE(sum(value), 0), count(*) FILTER (WHERE value > 0) FROM ("
-        "SELECT customer_id, sum(amount) AS value FROM daily WHERE day >= ? AND day < ? AND "
-        "customer_id IN (SELECT customer_id FROM daily WHERE day < ?) GROUP BY ALL)",
-        [cutoff, as_of, cutoff]).fetchall()[0]
-    if held_out <= 0:
-        raise InputError(f"{source}: accounts seen before {cutoff} bought nothing from {cutoff} "
-                         f"to {as_of}; the backtest has no value to judge models on")
-    if buyers < MIN_HOLDOUT_BUYERS:
-        # A --as-of set years after the log (a mistyped last date) left one buyer in the
-        # holdout: every model got a negative Gini and the winner took @champion (audit 22).
-        raise InputError(f"{source}: only {buyers} account(s) seen before {cutoff} bought "
-                         f"from {cutoff} to {as_of}; the backtest needs {MIN_HOLDOUT_BUYERS} "
-                         "to rank models; check --as-of against the log's dates")
 
 
 # Source of expected orders and P(alive) in every score file, whatever the champion.

@@ -237,6 +237,22 @@ def test_growth_odds_keep_falling_for_accounts_idle_longer_than_any_in_training(
         GBMClassifier(idle_fade_days=182).fit(X.drop(columns="days_since_last_order"), events)
 
 
+def test_a_fading_start_too_small_to_grow_a_tree_gives_the_event_rate(stacked):
+    # Under min_child_samples rows a leaf no tree grows, and the start is the score: it
+    # was logit 0, so 0.5 for every active account, exactly the high-potential
+    # threshold, on a 12-account book whose events happened at 0.17 (audit 28).
+    X, y = stacked
+    small = X.head(60)
+    events = np.arange(len(small)) % 5 == 0
+    model = GBMClassifier(idle_fade_days=182, random_state=3).fit(small, events)
+    active = small[small["days_since_last_order"] <= 182]
+    np.testing.assert_allclose(model.predict_proba(active)[:, 1], 0.2, rtol=1e-6)
+    assert model.start_logit_ == pytest.approx(np.log(0.2 / 0.8))
+    contrib = model.contributions(active)  # the rate on the bias, not on the idle time
+    np.testing.assert_allclose(contrib["bias"], np.log(0.2 / 0.8), rtol=1e-6)
+    np.testing.assert_allclose(contrib["days_since_last_order"], 0.0, atol=1e-9)
+
+
 def test_model_pickled_before_the_offset_existed_still_predicts(stacked):
     X, y = stacked
     model = GBMRegressor(n_estimators=20, random_state=3).fit(X, y)

@@ -76,3 +76,18 @@ def test_lengths_and_non_finite_values_are_refused():
         model.predict([1.0, np.inf, np.nan])
     low, high = model.predict([])
     assert low.shape == high.shape == (0,)
+
+
+@pytest.mark.parametrize("n", [12, 45])
+def test_a_small_book_gets_fewer_wider_bands_not_point_intervals(n):
+    # Ten bands of a 12- or 45-account holdout each held under five rows, and every
+    # interval was its prediction alone (audit 28).
+    rng = np.random.default_rng(5)
+    model = BandedIntervals().fit(*_holdout(rng, n, 0.0))
+    assert len(model.edges_) + 1 == max(n // 20, 1)
+    predicted, actual = _holdout(rng, 2_000, 0.0)
+    low, high = model.predict(predicted)
+    assert (low < predicted).all() and (high > predicted).all()
+    # Near the target, as near as a range of 12 or 45 ratios allows (from the 2nd to the
+    # 11th of 12 ratios: about 0.7 expected); a point interval covered nothing.
+    assert 0.5 <= _coverage(model, predicted, actual) <= 0.95

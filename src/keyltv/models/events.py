@@ -56,6 +56,9 @@ class GBMClassifier(ClassifierMixin, _LGBMBase):
     ----------
     n_trees_ : int
         Trees of the fitted model.
+    start_logit_ : float
+        Logit of the training rows' event rate: where the boosting starts (with
+        ``idle_fade_days``, less the fade), as LightGBM's own start would.
     """
 
     def __init__(self, *, n_estimators: int = 1000, learning_rate: float = 0.03,
@@ -91,6 +94,13 @@ class GBMClassifier(ClassifierMixin, _LGBMBase):
         if len(self.classes_) != 2:
             raise ValueError("the training events need exactly two classes, got "
                              f"{self.classes_.tolist()}")
+        # The fading start replaces LightGBM's own start from the event rate (it takes
+        # no init_score and boost_from_average together), so it starts from that rate's
+        # logit too. From 0 instead, a book too small to grow a tree (under
+        # min_child_samples rows a leaf) scored every active account 0.5, exactly the
+        # high-potential threshold, where its events happened at 0.17 (audit 28).
+        rate = float(np.mean(target))
+        self.start_logit_ = float(np.log(rate / (1.0 - rate)))
         self.model_ = self._fit_lgbm(lgb.LGBMClassifier, "binary", X.index, frame, target,
                                      init_score=self._start(frame))
         return self
@@ -100,7 +110,9 @@ class GBMClassifier(ClassifierMixin, _LGBMBase):
         days = getattr(self, "idle_fade_days", None)  # None in a model pickled before it
         if days is None:
             return None
-        return np.log(idle_fade(frame["days_since_last_order"], days))
+        # 0 in a model pickled before the start took the event rate (it was fitted so).
+        return getattr(self, "start_logit_", 0.0) + np.log(
+            idle_fade(frame["days_since_last_order"], days))
 
     def _proba(self, frame: pd.DataFrame) -> np.ndarray:
         start = self._start(frame)
@@ -117,13 +129,17 @@ class GBMClassifier(ClassifierMixin, _LGBMBase):
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-row contributions on the logit scale (see :meth:`_LGBMBase.contributions`).
 
-        With ``idle_fade_days`` the fading start counts on ``days_since_last_order``, so
-        that the columns still add up to the logit.
+        With ``idle_fade_days`` the fading start counts on ``days_since_last_order`` and
+        the event rate's logit on ``bias``, so that the columns still add up to the logit.
         """
         out = super().contributions(X)
         start = self._start(self._prepare(X, fit=False)) if len(X) else None
         if start is not None:
-            out["days_since_last_order"] += start
+            # The event rate's logit is where every row starts: the bias, as LightGBM's
+            # own start from the rate is; the fade is the idle time's.
+            base = getattr(self, "start_logit_", 0.0)
+            out["bias"] += base
+            out["days_since_last_order"] += start - base
         return out
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

@@ -439,6 +439,10 @@ REJECTED = [
         ws, lambda a: a.assign(employees=a["employees"].astype(str).mask(a.index == 3, "1O0")))),
         "acc.csv: column 'employees': value '1O0' is not a number, while 199 of its 200 values "
         "are; correct it or leave it blank, or name the column in account_text_columns"),
+    Case("accounts-infinite-number", lambda ws: score(ws, log_csv(ws), accounts=accounts_csv(
+        ws, lambda a: a.assign(employees=a["employees"].astype(str).mask(a.index == 3, "inf")))),
+        "acc.csv: column 'employees': value 'inf' is not a finite number (in 1 row(s)); correct "
+        "it or leave it blank"),
     # -- the model
     Case("model-not-registered",
          lambda ws: score(ws, log_csv(ws), "--model", "models:/nope@champion"),

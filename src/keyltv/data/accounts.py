@@ -280,6 +280,14 @@ def _typed_attribute(column: pd.Series, parsed: pd.Series | None = None,
     others = text[text.notna() & numbers.isna()]
     tokens = others.str.lower().isin(MISSING_TOKENS)
     if numbers.notna().any() and tokens.all():
+        # 'inf' parses as a number, and an infinite attribute has no place on a tree's
+        # split: refused here, naming this file, rather than by score's model frame,
+        # whose message named the transaction log (features and train had kept it).
+        infinite = (numbers.astype(float).abs() == float("inf")).to_numpy()
+        if infinite.any():
+            raise InputError(
+                f"{where}: value {describe_value(text[infinite].iloc[0])} is not a finite "
+                f"number (in {int(infinite.sum())} row(s)); correct it or leave it blank")
         return numbers.astype(float), others
     stray, counted = others[~tokens], int(numbers.notna().sum())
     if refuse_stray_text and len(stray) and counted >= MOSTLY_NUMBERS * (counted + len(stray)):

@@ -369,6 +369,10 @@ REJECTED = [
     Case("date-far-after-the-rest", lambda ws: score(ws, log_csv(ws, lambda f: pd.concat(
         [f, f.iloc[[0]].assign(date="2033-06-30")]))),
          "tx.csv: column 'date': value '2033-06-30' (1 line) lies "),
+    Case("date-far-before-the-rest", lambda ws: score(ws, log_csv(ws, lambda f: pd.concat(
+        [f.iloc[[0]].assign(date="1921-01-01"), f]))),
+         "tx.csv: column 'date': value '1921-01-01' (1 line) lies 36,525 days before every "
+         "other line (the earliest after it is 2021-01-01); fix the date or leave the line out"),
     Case("as-of-not-a-date", lambda ws: score(ws, log_csv(ws), "--as-of", "2024/07/01"),
          "--as-of '2024/07/01': expected a date as YYYY-MM-DD"),
     Case("horizon-zero", lambda ws: score(ws, log_csv(ws), "--horizon-days", "0"),

@@ -62,9 +62,26 @@ def test_the_last_day_is_not_checked_within_a_year_or_with_an_as_of(last, as_of)
     assert inputs.as_of == (as_of or date.fromisoformat(last) + timedelta(days=1))
 
 
+@pytest.mark.parametrize("as_of", [None, date(2024, 6, 1)])
+def test_a_lone_first_day_far_before_the_rest_is_refused(as_of):
+    # 1921 for 2021 made its account a customer of a century (audit 28); unlike a far
+    # last day, no --as-of sets it aside, and evaluate's loading checks it too.
+    rows = [("a", "1921-01-04", 5.0), ("a", "2021-01-04", 5.0), ("b", "2021-06-30", 5.0)]
+    with pytest.raises(InputError) as refused:
+        workflows.load_inputs(frame(rows), None, CONFIG, as_of, label="tx.csv",
+                              check_last_day=as_of is None)
+    assert str(refused.value) == (
+        "tx.csv: column 'date': value '1921-01-04' (1 line) lies 36,525 days before every "
+        "other line (the earliest after it is 2021-01-04); fix the date or leave the line out")
+    # A pause of a year after the first day is a pause, not a typo.
+    rows[0] = ("a", "2020-01-05", 5.0)
+    assert workflows.load_inputs(frame(rows), None, CONFIG, as_of, label="tx.csv").log.first_date \
+        == date(2020, 1, 5)
+
+
 def test_evaluate_loads_a_log_with_a_far_last_day_unchecked():
     # evaluate cuts at its own --cutoff; the log's last day sets nothing there.
-    rows = [("a", "2023-12-01", 5.0), ("a", "2032-12-31", 7.0)]
+    rows = [("a", "2023-11-01", 3.0), ("a", "2023-12-01", 5.0), ("a", "2032-12-31", 7.0)]
     inputs = workflows.load_inputs(frame(rows), None, CONFIG, None, label="tx.csv",
                                    check_last_day=False)
     assert inputs.as_of == date(2033, 1, 1)

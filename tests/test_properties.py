@@ -104,7 +104,15 @@ def test_scoring_random_logs_refuses_or_keeps_the_invariants(bundles, rows, as_o
         path = write_log(folder, rows)
         try:
             inputs = workflows.load_inputs(path, None, CONFIG, as_of)
-        except InputError as exc:  # the one documented refusal for valid lines
+        except InputError as exc:  # the documented refusals for valid lines
+            distinct = sorted({day_of(stamp) for _, stamp, _ in rows})
+            gaps = [(b - a).days for a, b in zip(distinct[:-1], distinct[1:], strict=True)]
+            if as_of is None and gaps and gaps[-1] > 365:  # a lone last day sets no as-of
+                assert "days after every other line" in str(exc), exc
+                return
+            if gaps and gaps[0] > 365:  # nor is a lone first day a customer's first order
+                assert "days before every other line" in str(exc), exc
+                return
             assert as_of is not None and as_of <= first, exc
             assert str(exc).startswith(f"{path}: --as-of {as_of} is on or before")
             return

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pandas only where a frame is made: keyltv features needs no
 
 log = logging.getLogger("keyltv")
 
-# See check_last_day_near_the_rest: why a year, not the horizon.
+# See check_last_day_near_the_rest: why a year, not the horizon (the first day's too).
 MAX_LAST_DAY_GAP_DAYS = 365
 
 
@@ -56,6 +56,7 @@ def load_inputs(transactions: str | Path | pd.DataFrame, accounts: str | Path | 
                            drop_blank_ids=config.drop_blank_ids)
     if as_of is None and check_last_day:
         check_last_day_near_the_rest(tx, config.columns.date)
+    check_first_day_near_the_rest(tx, config.columns.date)
     attrs = None
     notes = dict(tx.notes)
     if accounts is not None:
@@ -116,6 +117,33 @@ def check_last_day_near_the_rest(tx: TransactionLog, column: str = "date") -> No
         f"{'' if lines == 1 else 's'}) lies {(tx.last_date - before).days:,} days after "
         f"every other line (the latest before it is {before}) and would set the as-of "
         "date; fix the date or pass --as-of")
+
+
+def check_first_day_near_the_rest(tx: TransactionLog, column: str = "date") -> None:
+    """Refuse a log whose first day lies more than a year before the day after it.
+
+    The mirror of :func:`check_last_day_near_the_rest`: one mistyped year (1921-01-01
+    for 2021-01-01) made its account a customer of a hundred years, whose expected
+    orders fell from 25.5 to 0.9 with nothing said (audit 28), and it moves the log's
+    first day, from which the training cutoffs and the history checks count. A whole
+    year without a single line after one day is no business pattern either; unlike
+    the last day, no option sets it aside: the line is before every cutoff.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the date column, the first day, its lines and the gap.
+    """
+    after, lines = tx.con.execute(
+        "SELECT min(day) FILTER (WHERE day > ?), sum(lines) FILTER (WHERE day = ?) FROM daily",
+        [tx.first_date, tx.first_date]).fetchall()[0]
+    if after is None or (after - tx.first_date).days <= MAX_LAST_DAY_GAP_DAYS:
+        return
+    raise InputError(
+        f"{tx.source}: column '{column}': value '{tx.first_date}' ({lines} line"
+        f"{'' if lines == 1 else 's'}) lies {(after - tx.first_date).days:,} days before "
+        f"every other line (the earliest after it is {after}); fix the date or leave the "
+        "line out")
 
 
 def _match_accounts(tx: TransactionLog, attrs: pd.DataFrame) -> dict[str, int]:

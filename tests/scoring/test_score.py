@@ -36,6 +36,12 @@ def test_the_band_uses_an_earlier_file_only_of_the_same_model_horizon_and_basis(
     assert not comparable_previous(tiers, profit, "keyltv/4", 182)
     assert not comparable_previous(tiers, profit, "keyltv/3", 365)
     assert not comparable_previous(tiers, profit.drop(columns="predicted_profit"), "keyltv/3", 182)
+    # A file cut down to tiers and values does not tell its run: not taken for the same.
+    for dropped in ("model_version", "horizon_days"):
+        pd.DataFrame({"customer_id": ["1", "2"], "tier": ["A", "B"], "predicted_value": [9.0, 4.0],
+                      "predicted_profit": [3.0, 1.0], "model_version": "keyltv/3",
+                      "horizon_days": 182}).drop(columns=dropped).to_csv(path, index=False)
+        assert not comparable_previous(read_previous(path)[0], profit, "keyltv/3", 182)
     pd.DataFrame({"customer_id": ["1"], "tier": ["A"]}).to_csv(path, index=False)
     assert read_previous(path)[1] is None  # tiers alone: nothing to tell a move from a tie
 

@@ -257,14 +257,16 @@ def comparable_previous(previous: pd.Series | None, outputs: pd.DataFrame, model
     Only then may the tolerance band keep an account in its earlier tier: a file of
     another model version, horizon or ranking basis (value against profit) would carry
     tiers over from another ranking (the audit found 66 accounts tiered differently
-    through a value-ranked earlier file).
+    through a value-ranked earlier file). A file that does not tell its model version
+    and horizon (a score file cut down to a few columns) is not taken for the same run:
+    it was, and its tiers were held by the band (audit 28).
     """
     if previous is None:
         return False
     basis = "profit" if "predicted_profit" in outputs else "value"
     attrs = previous.attrs
-    return (attrs.get("model_version", model_version) == model_version
-            and attrs.get("horizon_days", str(horizon_days)) == str(horizon_days)
+    return (attrs.get("model_version") == model_version
+            and attrs.get("horizon_days") == str(horizon_days)
             and attrs.get("ranked_by") == basis)
 
 

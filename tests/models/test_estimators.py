@@ -248,6 +248,9 @@ def test_a_fading_start_too_small_to_grow_a_tree_gives_the_event_rate(stacked):
     active = small[small["days_since_last_order"] <= 182]
     np.testing.assert_allclose(model.predict_proba(active)[:, 1], 0.2, rtol=1e-6)
     assert model.start_logit_ == pytest.approx(np.log(0.2 / 0.8))
+    # Where the trees split, they learn the rate from a start of 0 (as benchmarked).
+    assert GBMClassifier(idle_fade_days=182, random_state=3).fit(
+        X, y > np.median(y)).start_logit_ == 0.0
     contrib = model.contributions(active)  # the rate on the bias, not on the idle time
     np.testing.assert_allclose(contrib["bias"], np.log(0.2 / 0.8), rtol=1e-6)
     np.testing.assert_allclose(contrib["days_since_last_order"], 0.0, atol=1e-9)

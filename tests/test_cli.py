@@ -231,3 +231,22 @@ def test_a_bare_keyltv_is_a_usage_error_and_help_is_not(tmp_path):
     assert "Traceback" not in bare.stderr
     assert asked.returncode == 0 and "Usage:" in asked.stdout and asked.stderr == ""
     assert list(tmp_path.iterdir()) == []  # no store or output
+
+
+def test_an_interrupted_job_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
+    # Ctrl-C (SIGINT) during the work: typer returns 130 rather than raising it, and the
+    # job exited 0 with nothing said, a success to its scheduler (audit 28).
+    import keyltv.inputs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keyltv.inputs, "load_inputs", interrupted)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["keyltv", "features", "--transactions", "tx.csv",
+                                      "--as-of", "2024-01-01", "--out", "f.csv"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: interrupted"
+    assert not (tmp_path / "f.csv").exists()

@@ -345,7 +345,14 @@ def main() -> None:
     # run ends as failed and temporary files are removed (the default kills at once).
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # Typer turns Ctrl-C (SIGINT) into Exit(130) and, outside standalone mode,
+        # returns that code instead of raising: ignored, an interrupted job exited 0 with
+        # nothing said, a success to its scheduler (audit 28).
+        if isinstance(code, int) and code != 0:
+            if code == 130:
+                typer.echo("error: interrupted", err=True)
+            sys.exit(code)
     except InputError as exc:
         typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)

@@ -323,8 +323,21 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread (a BaseException, as KeyboardInterrupt is)."""
 
 
+# Signals received, so that an error raised by the interrupted work still reads as the
+# signal: DuckDB turns the exception a handler raises mid-query into its own
+# "Query interrupted" RuntimeError, which was reported as an internal error, exit 1
+# (audit 28).
+_SIGNALLED: list[int] = []
+
+
 def _terminate(signum: int, frame: object) -> None:
+    _SIGNALLED.append(signal.SIGTERM)
     raise Terminated()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    _SIGNALLED.append(signal.SIGINT)
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -343,9 +356,17 @@ def main() -> None:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
     # A scheduler's timeout sends SIGTERM: unwind like an interrupt, so that the MLflow
     # run ends as failed and temporary files are removed (the default kills at once).
+    _SIGNALLED.clear()
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         code = app(standalone_mode=False)
+        if not code:
+            # The job is done, its files and runs final: a scheduler's SIGTERM during the
+            # interpreter's shutdown (about a second) made a finished job exit 143, or die
+            # by the signal, and be retried (audit 28).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         # Typer turns Ctrl-C (SIGINT) into Exit(130) and, outside standalone mode,
         # returns that code instead of raising: ignored, an interrupted job exited 0 with
         # nothing said, a success to its scheduler (audit 28).
@@ -365,6 +386,12 @@ def main() -> None:
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # usage errors (typer's own click) are input errors too
+        if signal.SIGTERM in _SIGNALLED:
+            typer.echo("error: terminated (SIGTERM)", err=True)
+            sys.exit(128 + signal.SIGTERM)
+        if signal.SIGINT in _SIGNALLED:
+            typer.echo("error: interrupted", err=True)
+            sys.exit(130)
         if hasattr(exc, "format_message") and isinstance(exc, typer.TyperException):
             typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
             sys.exit(2)

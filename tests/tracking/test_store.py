@@ -65,3 +65,42 @@ def test_models_pickled_before_the_pyfunc_module_existed_still_unpickle():
     from keyltv.tracking.pyfunc import KeyLTVPyfunc
 
     assert pickle.loads(b"ckeyltv.tracking.store\nKeyLTVPyfunc\n.") is KeyLTVPyfunc
+
+
+def _connect_and_name(uri: str) -> str:
+    from keyltv.tracking.store import connect
+
+    return connect(uri, "keyltv", "keyltv").experiment_id
+
+
+def test_jobs_creating_one_new_store_at_once_share_it_and_leave_no_temporary_file(tmp_path):
+    # MLflow builds a new store's tables in some twenty migrations: two jobs running them
+    # together on one file failed with SQL errors, and a job stopped among them left a
+    # store no later job could open (audit 28). Each builds its own file and links it.
+    import multiprocessing
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        ids = pool.map(_connect_and_name, [uri, uri])
+    assert ids[0] == ids[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+    assert [e.name for e in MlflowClient(uri).search_experiments()].count("keyltv") == 1
+
+
+def test_a_store_whose_creation_was_stopped_leaves_nothing_behind(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from keyltv.tracking import store
+
+    class Stop(BaseException):
+        pass
+
+    def stopped(self, *args, **kwargs):
+        raise Stop()
+
+    monkeypatch.setattr(MlflowClient, "search_experiments", stopped)
+    with pytest.raises(Stop):
+        store._create_sqlite_store(tmp_path / "mlflow.db")
+    assert list(tmp_path.iterdir()) == []

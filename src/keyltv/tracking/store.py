@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import tempfile
@@ -328,6 +329,9 @@ def connect(uri: str, experiment: str, model_name: str, artifact_root: Path | No
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
+        path = sqlite_file(uri)
+        if path is not None and not path.exists():
+            _create_sqlite_store(path)
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
         if found is not None:
@@ -335,8 +339,17 @@ def connect(uri: str, experiment: str, model_name: str, artifact_root: Path | No
         location = None
         if artifact_root is not None and uri.startswith("sqlite:"):
             location = Path(artifact_root).resolve().as_uri()
-        return Store(uri, client.create_experiment(experiment, artifact_location=location),
-                     model_name)
+        try:
+            created = client.create_experiment(experiment, artifact_location=location)
+        except MlflowException as exc:
+            # Another job starting on the same new store created it first: use theirs.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            created = found.experiment_id
+        return Store(uri, created, model_name)
     except ImportError as exc:  # a database URI whose driver is not installed
         raise InputError(f"MLflow tracking store {redact_uri(uri)!r}: needs the Python module "
                          f"{exc.name!r}, which keyltv does not install; install it into the "
@@ -349,6 +362,30 @@ def connect(uri: str, experiment: str, model_name: str, artifact_root: Path | No
                              f"({cause})") from exc
         raise InputError(f"MLflow tracking store {redact_uri(uri)!r}: cannot be reached "
                          f"({headline(exc)})") from None
+
+
+def _create_sqlite_store(path: Path) -> None:
+    """Create a new SQLite store's tables in a file of its own, then link it into place.
+
+    MLflow creates the tables of a new store in some twenty migrations over a few
+    seconds. A job stopped among them (SIGTERM) left a store that no later job could
+    open ("table trace_info already exists", and ``mlflow db upgrade`` failed too), and
+    two jobs starting on a new project folder ran the migrations together, one of them
+    failing with an SQL error (audit 28). The tables are therefore made in a hidden
+    temporary file beside ``path``, which is removed whatever happens; the finished file
+    is hard-linked to ``path``, which fails if another job linked its own first (theirs
+    is then used: both are new stores).
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        MlflowClient(f"sqlite:///{temporary.resolve()}").search_experiments(max_results=1)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+    finally:
+        for leftover in (temporary, temporary.with_name(temporary.name + "-journal")):
+            leftover.unlink(missing_ok=True)
 
 
 # Root causes of a store that exists but cannot be written at the moment.

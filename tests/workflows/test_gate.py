@@ -9,13 +9,18 @@ from tests.workflows.conftest import CONFIG
 class _Registry:
     """A store whose champion is one model version with these tags."""
 
-    def __init__(self, **tags):
+    def __init__(self, others=(), **tags):
         self.tags = {"value_model": "hybrid", "metric": "normalized_gini", "metric_value": "0.9",
                      "data_hash": "h1", "horizon_days": "182", "trained_as_of": "2024-01-01",
                      **tags}
+        self.others = others  # (version, tags) of the other registered versions
 
     def champion_version(self):
         return type("Version", (), {"version": "3", "tags": self.tags})()
+
+    def model_versions(self):
+        return [self.champion_version(), *(type("Version", (), {"version": v, "tags": t})()
+                                           for v, t in self.others)]
 
 
 NEW = {"value_model": "lightgbm", "metric": "normalized_gini", "metric_value": "0.95",
@@ -64,3 +69,21 @@ def test_gate_reads_the_kind_of_a_version_registered_with_the_old_tag_name():
     del registry.tags["value_model"]
     promoted, reason = champion_gate(registry, NEW, CONFIG, TABLE)
     assert promoted and "same kind of model (lightgbm)" in reason, reason
+
+
+@pytest.mark.parametrize(("others", "promoted", "reason"), [
+    ((), True, "version 3 predicts another horizon (365 days); replaced"),
+    # An earlier version of the new horizon did better on the same backtest: it stays.
+    ((("1", {**NEW, "metric_value": "0.97"}), ("5", {**NEW, "metric_value": "0.99"})), False,
+     "version 3 predicts another horizon (365 days), but version 1, of this horizon, scored "
+     "normalized_gini 0.9700 on the same backtest, and 0.9500 does not beat it (-0.0200); "
+     "@champion stays on version 3"),
+    # Worse, on another backtest, or of another horizon: no bar.
+    ((("1", {**NEW, "metric_value": "0.93"}),), True, "replaced"),
+    ((("1", {**NEW, "metric_value": "0.97", "trained_as_of": "2023-07-01"}),), True, "replaced"),
+    ((("1", {**NEW, "metric_value": "0.97", "horizon_days": "90"}),), True, "replaced"),
+])
+def test_another_horizon_is_replaced_unless_its_own_horizon_did_better(others, promoted, reason):
+    # Version 5 is the new model itself, registered before the gate: not its own rival.
+    got = champion_gate(_Registry(others, horizon_days="365"), NEW, CONFIG, TABLE, version="5")
+    assert got[0] is promoted and reason in got[1], got[1]

@@ -277,6 +277,11 @@ class Store:
         except MlflowException:
             return None
 
+    def model_versions(self) -> list:
+        """Every registered version of the model, with its tags."""
+        name = self.model_name.replace("'", "''")  # quoted in MLflow's filter syntax
+        return list(self.client.search_model_versions(f"name = '{name}'"))
+
     @_held
     def set_champion(self, version: str) -> None:
         """Point ``@champion`` at ``version``."""

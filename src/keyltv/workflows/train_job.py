@@ -88,7 +88,7 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
             "trained_as_of": inputs.as_of.isoformat(),
         }
         version = store.log_bundle(bundle, example, tags)
-        promoted, reason = champion_gate(store, tags, config, result.table)
+        promoted, reason = champion_gate(store, tags, config, result.table, version)
         store.log_dict({"version": version, "promoted": promoted, "reason": reason},
                        "registry.json")
         # The decision on the run page and the version page, where a reviewer looks.

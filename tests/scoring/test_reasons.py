@@ -38,7 +38,7 @@ def test_every_feature_has_its_own_phrase_and_none_is_read_from_a_suffix():
     assert [c for c in FEATURE_COLUMNS if c not in PHRASES] == []
     row = pd.Series({"value_centroid_ratio_730d": 0.8, "ewm_value_90d": 46267.0,
                      "ewm_orders_180d": 11.2, "orders_30d": 2.0, "attr_employees": 12188.0,
-                     "attr_share": 0.125})
+                     "attr_share": 0.125, "orders_total": 14.0, "tenure_days": 400.0})
     # These once read as "value in the last 30 days: 1" and "orders in the last 90 days".
     assert describe_feature("value_centroid_ratio_730d", row) == (
         "value weighted to recent days of the last two years (0.80x the midpoint's age)")
@@ -46,6 +46,12 @@ def test_every_feature_has_its_own_phrase_and_none_is_read_from_a_suffix():
         "recent value 46,267 (each day's value fading over 90 days)")
     assert describe_feature("ewm_orders_180d", row).startswith("recent orders weigh 11.2")
     assert describe_feature("orders_30d", row) == "2 orders in the last 30 days"
+    # One order: no plural, and no "centroid" (2.0x the midpoint's age by construction).
+    single = pd.Series({**row, "orders_total": 1.0, "tenure_days": 13.0, "orders_30d": 1.0,
+                        "value_centroid_ratio_730d": 2.0})
+    assert describe_feature("orders_total", single) == "1 order in 13 days"
+    assert describe_feature("orders_30d", single) == "1 order in the last 30 days"
+    assert describe_feature("value_centroid_ratio_730d", single) is None
     assert describe_feature("attr_employees", row) == "employees = 12,188"
     assert describe_feature("attr_share", row) == "share = 0.125"
     # A date attribute, as days before as_of: in words that say which way.

@@ -35,6 +35,11 @@ def _days(days: float) -> str:
     return f"{days:.0f} day" + ("" if round(days) == 1 else "s")
 
 
+def _orders(count: float) -> str:
+    """``1 order``, ``12 orders``."""
+    return f"{count:.0f} order" + ("" if round(count) == 1 else "s")
+
+
 def _num(value: object) -> float:
     return float(value) if value is not None and pd.notna(value) else float("nan")
 
@@ -84,8 +89,8 @@ PHRASES: dict[str, Phrase] = {
     "trailing_value": lambda r: f"value {_num(r['trailing_value']):,.0f} over the last horizon",
     "value_same_window_last_year":
         lambda r: f"{_num(r['value_same_window_last_year']):,.0f} in the same season last year",
-    "orders_total": lambda r: f"{_num(r['orders_total']):.0f} orders in {_days(_num(r['tenure_days']))}",
-    "frequency": lambda r: f"{_num(r['orders_total']):.0f} orders in {_days(_num(r['tenure_days']))}",
+    "orders_total": lambda r: f"{_orders(_num(r['orders_total']))} in {_days(_num(r['tenure_days']))}",
+    "frequency": lambda r: f"{_orders(_num(r['orders_total']))} in {_days(_num(r['tenure_days']))}",
     "tenure_days": lambda r: f"customer for {_days(_num(r['tenure_days']))}",
     "avg_order_value": lambda r: f"average order {_num(r['avg_order_value']):,.0f}",
     "gap_cv": lambda r: None if np.isnan(_num(r.get("gap_cv"))) else
@@ -118,7 +123,8 @@ def _window_phrase(column: str, text: str) -> Phrase:
 
 for _w in WINDOWS:
     PHRASES[f"value_{_w}d"] = _window_phrase(f"value_{_w}d", f"value {{:,.0f}} in the last {_w} days")
-    PHRASES[f"orders_{_w}d"] = _window_phrase(f"orders_{_w}d", f"{{:.0f}} orders in the last {_w} days")
+    PHRASES[f"orders_{_w}d"] = (lambda row, c=f"orders_{_w}d", w=_w:
+                                f"{_orders(_num(row.get(c)))} in the last {w} days")
 for _d in EWM_DAYS:
     PHRASES[f"ewm_value_{_d}d"] = _window_phrase(
         f"ewm_value_{_d}d", f"recent value {{:,.0f}} (each day's value fading over {_d} days)")
@@ -128,7 +134,9 @@ def _centroid_phrase(column: str, what: str, span: str) -> Phrase:
     """Where in the account's history its value or orders sit (1 = evenly spread)."""
     def phrase(row: pd.Series) -> str | None:
         ratio = _num(row.get(column))
-        if np.isnan(ratio):
+        # One order sits where it sits: its "centroid" is 2.0x the midpoint's age by
+        # construction, which read as value weighted to earlier days (audit 28).
+        if np.isnan(ratio) or not _num(row.get("orders_total")) >= 2:
             return None
         where = "recent" if ratio < 1 else "earlier"
         return f"{what} weighted to {where} days{span} ({ratio:.2f}x the midpoint's age)"

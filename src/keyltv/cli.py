@@ -340,13 +340,56 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+@contextlib.contextmanager
+def progress_display(console: object | None = None) -> object:
+    """On a terminal, a live line under the log: a spinner, the current step, the time.
+
+    A scheduler's job writes to a file or a pipe, where a redrawn line is noise: there
+    the log lines are all there is (:func:`main` shows this only when stderr is a
+    terminal). The steps are the job's own INFO lines (data loaded, backtest started,
+    each model fitted, run recorded), printed above the live line as they come, so the
+    same words tell where a batch log and a terminal stand. The line is removed when the
+    job ends, before its result or its one ``error:`` line is printed.
+    """
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = console or Console(stderr=True)
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                   console=console, transient=True)
+    task = bar.add_task("starting", total=None)
+
+    class Live(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            bar.console.print(self.format(record), markup=False, highlight=False,
+                              soft_wrap=True)
+            bar.update(task, description=record.getMessage().split(":")[0][:70])
+
+    handler = Live()
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    root = logging.getLogger()
+    plain = [h for h in root.handlers if isinstance(h, logging.StreamHandler)]
+    for h in plain:
+        root.removeHandler(h)
+    root.addHandler(handler)
+    try:
+        with bar:
+            yield bar
+    finally:
+        root.removeHandler(handler)
+        for h in plain:
+            root.addHandler(h)
+
+
 def main() -> None:
     """Entry point: run the app, map errors to exit codes 2 (input) and 1 (internal)."""
     # LightGBM's OpenMP threads spin while waiting by default, which stalls a 2-core
     # machine shared with other jobs; passive waiting costs nothing when it is idle.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stderr)
     warnings.filterwarnings("ignore", module="mlflow")
     debug = os.environ.get("KEYLTV_DEBUG") == "1"
     if not debug:
@@ -360,7 +403,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        code = app(standalone_mode=False)
+        # A live progress line only on a terminal: a batch log gets the plain lines.
+        live = sys.stderr.isatty() and os.environ.get("KEYLTV_NO_PROGRESS") != "1"
+        with progress_display() if live else contextlib.nullcontext():
+            code = app(standalone_mode=False)
         if not code:
             # The job is done, its files and runs final: a scheduler's SIGTERM during the
             # interpreter's shutdown (about a second) made a finished job exit 143, or die

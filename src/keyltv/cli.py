@@ -273,7 +273,7 @@ def features(transactions: TransactionsOpt,
              out: Annotated[Path, typer.Option("--out", help="Output file, .csv or .parquet.")],
              accounts: AccountsOpt = None, config: ConfigOpt = None,
              horizon_days: HorizonOpt = None) -> None:
-    """Write the per-account feature table at --as-of (no model, no MLflow store)."""
+    """Write the per-account feature table at --as-of (no model, no MLflow store); docs/features.md defines each column."""
     # keyltv.inputs, not keyltv.workflows: no models or MLflow to import, a faster start.
     from keyltv.data.outputs import check_writable
     from keyltv.inputs import load_inputs, write_feature_table

@@ -249,3 +249,15 @@ def test_seasonal_contrast_sums_the_two_windows_a_year_before_as_of_for_known_ac
 def test_seasonal_contrast_needs_a_short_horizon_and_the_whole_year_before(as_of, horizon):
     log = load_transactions(frame([("a", "2023-01-02", 10.0), ("a", "2024-02-01", 7.0)]))
     assert seasonal_contrast(log, as_of, horizon) is None
+
+
+def test_docs_features_names_every_feature_column_and_no_other():
+    # The column list was in the source alone (audit 28); the page says what each one is.
+    import re
+    from pathlib import Path
+
+    from keyltv.features.definitions import FEATURE_COLUMNS
+
+    page = (Path(__file__).parents[2] / "docs" / "features.md").read_text(encoding="utf-8")
+    documented = re.findall(r"^\| `([a-zA-Z0-9_]+)` \|", page, flags=re.MULTILINE)
+    assert documented == FEATURE_COLUMNS

@@ -866,6 +866,10 @@ def test_every_run_logs_the_seed_and_the_data_fingerprint(workspace):
                                      "ordinary")} <= set(score_run.data.metrics)
     train_run = next(r for r in runs if r.info.run_name == "train")
     assert train_run.data.params["flag_thresholds"].startswith("at_risk_decline: set at scoring")
+    # Where the data came from, as an absolute path, and the horizon scored (audit 28).
+    assert Path(train_run.data.params["data_source_path"]).is_absolute()
+    assert Path(score_run.data.params["transactions_path"]).is_absolute()
+    assert score_run.data.params["horizon_days"] == HORIZON
     # The scoring run logs the thresholds it used, exactly, and where each came from.
     for name in ("at_risk_decline", "high_potential_growth"):
         assert 0 <= float(score_run.data.params[f"threshold_{name}"]) <= 1

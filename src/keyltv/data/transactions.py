@@ -18,6 +18,8 @@ The source is read by :mod:`keyltv.data.sources`, its columns mapped by
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -102,10 +104,22 @@ class TransactionLog:
             "FROM daily WHERE day < ?", [as_of]).fetchall()[0][0]
         return f"{int(total) % (1 << 64):016x}"
 
+    @property
+    def source_path(self) -> str | None:
+        """The source as an absolute path (a file, folder or pattern); None for a frame.
+
+        ``source`` is the path as typed, which names nothing once the run is looked at
+        from another working directory (audit 28).
+        """
+        if not (Path(self.source).exists() or glob.has_magic(self.source)):
+            return None
+        return os.path.abspath(self.source)
+
     def summary(self) -> dict[str, object]:
         """Return the data fingerprint for tracking: rows, accounts, date range, hash, notes."""
         return {
             "source": self.source,
+            "source_path": self.source_path,
             "files": self.n_files,
             "lines": self.n_lines,
             "accounts": self.n_accounts,

@@ -341,7 +341,10 @@ def log_scoring(store: Store, result: ScoreResult, out: Path, inputs: Inputs,
         store.log_text(report_html, "report.html")
     store.log_params({"as_of": inputs.as_of, "model_version": result.model_version,
                       "output": str(Path(out).resolve()), "data_hash": inputs.log.fingerprint,
-                      "transactions": inputs.log.source, "seed": result.seed,
+                      "transactions": inputs.log.source,
+                      "transactions_path": inputs.log.source_path, "seed": result.seed,
+                      "horizon_days": int(scores["horizon_days"].iloc[0]) if len(scores)
+                      else None,
                       "previous": str(Path(previous).resolve()) if previous else None,
                       "tiers_hysteresis": result.tiers_hysteresis,
                       **{f"threshold_{k}": repr(float(v)) for k, (v, _) in

@@ -252,7 +252,7 @@ def test_an_interrupted_job_exits_130_with_one_line(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "f.csv").exists()
 
 
-def test_on_a_terminal_a_live_line_shows_the_step_and_the_log_lines_stay(monkeypatch):
+def test_on_a_terminal_a_live_line_shows_the_step_and_the_log_lines_stay():
     # A batch log gets the plain lines (every other test here); a terminal also gets a
     # live line with the current step, removed when the job ends (audit 28: none before).
     import io
@@ -263,14 +263,18 @@ def test_on_a_terminal_a_live_line_shows_the_step_and_the_log_lines_stay(monkeyp
     from keyltv.cli import progress_display
 
     keyltv_log = logging.getLogger("keyltv")
-    monkeypatch.setattr(keyltv_log, "level", keyltv_log.level)  # restored after the test
-    keyltv_log.setLevel(logging.INFO)  # setLevel: it also clears the logger's level cache
+    level = keyltv_log.level
+    # setLevel, not the attribute: it also clears the loggers' cache of enabled levels.
+    keyltv_log.setLevel(logging.INFO)
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=100)
-    with progress_display(console) as bar:
-        logging.getLogger("keyltv").info("selection backtest before 2024-04-01 on 487 accounts")
-        (task,) = bar.tasks
-        assert task.description == "selection backtest before 2024-04-01 on 487 accounts"
+    try:
+        with progress_display(console) as bar:
+            keyltv_log.info("selection backtest before 2024-04-01 on 487 accounts")
+            (task,) = bar.tasks
+            assert task.description == "selection backtest before 2024-04-01 on 487 accounts"
+    finally:
+        keyltv_log.setLevel(level)
     text = screen.getvalue()
     assert "INFO selection backtest before 2024-04-01 on 487 accounts" in text  # it stays
     # Only the live handler was added, and it is gone.

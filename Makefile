@@ -43,7 +43,7 @@ test-spark: setup ## The feature query on Spark SQL against DuckDB (installs pys
 lint: setup ## Ruff lint
 	$(VENV)/bin/ruff check src tests benchmarks
 
-ui: setup ## MLflow UI on http://$(HOST):$(PORT) against the project's store (or MLFLOW_TRACKING_URI)
+ui: setup ## MLflow UI on http://127.0.0.1:5000 (HOST, PORT) against the project's store (or MLFLOW_TRACKING_URI)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui \
 	  --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 	  --default-artifact-root $(CURDIR)/mlartifacts \

@@ -332,6 +332,13 @@ def test_blank_ids_are_refused_unless_dropped_and_then_counted_and_left_out():
     assert log.notes["blank_id_lines_dropped"] == 2
     assert (log.n_lines, log.n_accounts) == (4, 2)  # lines read, accounts kept
     assert log.daily()["customer_id"].tolist() == ["a", "b"]
+    # An id of whitespace alone on an otherwise valid line: blank once stripped, dropped
+    # and counted as such, not also as an id stripped of whitespace (audit 28).
+    spaced = load_transactions(frame([*rows[:3], ("  ", "2024-01-04", 1.0)]),
+                               drop_blank_ids=True)
+    assert spaced.notes["blank_id_lines_dropped"] == 2
+    assert "ids_stripped_of_whitespace" not in spaced.notes
+    assert spaced.daily()["customer_id"].tolist() == ["a", "b"]
     # Dropping blank ids does not relax the other rules on the lines that are kept.
     with pytest.raises(InputError, match="cannot parse date 'soon'"):
         load_transactions(frame(rows + [("c", "soon", 1.0)]), drop_blank_ids=True)

@@ -100,3 +100,24 @@ def simulate_small_book():
     accounts["customer_since"] = (pd.Timestamp("2019-01-01") + pd.to_timedelta(
         rng.integers(0, 1800, len(accounts)), unit="D")).strftime("%Y-%m-%d")
     return tx, accounts
+
+
+def test_scoring_without_the_models_text_columns_is_refused():
+    # Trained with employees read as categories, scored without that config: every value
+    # was a level the model never saw, and the scores moved with nothing said (audit 28).
+    from types import SimpleNamespace
+
+    from keyltv.config import Config
+    from keyltv.data.schema import InputError
+    from keyltv.workflows.score_job import check_text_columns
+
+    accounts = pd.DataFrame({"employees": [12.0, 40.0]}, index=["a", "b"])
+    accounts.attrs["source"] = "acc.csv"
+    inputs = SimpleNamespace(accounts=accounts)
+    bundle = SimpleNamespace(account_text_columns=("employees",))
+    with pytest.raises(InputError, match=r"^acc\.csv: column\(s\) 'employees': the model was "
+                                         r"trained with them in account_text_columns"):
+        check_text_columns(inputs, bundle, Config())
+    check_text_columns(inputs, bundle, Config(account_text_columns=("employees",)))
+    check_text_columns(SimpleNamespace(accounts=None), bundle, Config())  # no table: fine
+    check_text_columns(inputs, SimpleNamespace(), Config())  # a bundle from before: fine

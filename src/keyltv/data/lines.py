@@ -279,14 +279,18 @@ def parse_lines(con: duckdb.DuckDBPyConnection, mapping: Mapping[str, str],
                       -- in which two identical lines would cancel out.
                       COALESCE(sum(line_hash) FILTER (WHERE NOT blank_id), 0)
                FROM lines""").fetchall()[0]
-        accounts, padded, point_zero = con.execute(
+        accounts, any_padded, padded, point_zero = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE {padded_sql('customer_id')}), "
             # Padded ids counted as the accounts they become (' 7' and '7\t' are one).
-            f"SELECT count(*), count(DISTINCT {stripped_sql('customer_id')}) "
-            f"FILTER (WHERE {padded_sql('customer_id')}), "
+            # An id of whitespace alone is blank once stripped, not an account: with
+            # drop_blank_ids it was counted both as dropped and as stripped (audit 28).
+            f"count(DISTINCT {stripped_sql('customer_id')}) "
+            f"FILTER (WHERE {padded_sql('customer_id')} "
+            f"AND {stripped_sql('customer_id')} <> ''), "
             # '17850.0': an integer id that a spreadsheet or pandas wrote as a float.
             "count(*) FILTER (WHERE regexp_full_match(customer_id, '-?[0-9]+[.]0+')) "
             "FROM (SELECT DISTINCT customer_id FROM lines WHERE NOT blank_id)").fetchall()[0]
-        if strip or (broken == 0 and padded == 0):
+        if strip or (broken == 0 and any_padded == 0):
             break
         padded_ids = int(padded)  # ids read with whitespace at an edge, stripped below
         drop_lines(con)

@@ -106,6 +106,11 @@ class KeyLTVModel:
         The decline event's ``Config.events.decline_ratio``. Without classifiers, the
         count model's chance of that event is the decline risk (:func:`fallback_events`).
         None in a bundle saved before stop 24, which keeps 1 - P(alive).
+    account_text_columns : tuple of str
+        The config's ``account_text_columns`` in training: columns read as categories
+        although their values are numbers. Scoring must read them so (see
+        :func:`keyltv.workflows.score_job.score_bundle`). Empty in a bundle saved
+        before it existed.
     """
 
     champion: str
@@ -123,6 +128,7 @@ class KeyLTVModel:
     margin_credibility: float | None = None
     ignored_attributes: dict[str, str] = field(default_factory=dict)
     decline_ratio: float | None = None
+    account_text_columns: tuple[str, ...] = ()
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Model outputs per account (index kept).

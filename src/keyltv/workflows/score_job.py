@@ -88,6 +88,7 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
                  previous: str | Path | None = None) -> ScoreResult:
     """Score every account seen before ``as_of`` with a loaded bundle (no store needed)."""
     require_orders(inputs, config)
+    check_text_columns(inputs, bundle, config)
     accounts, ignored = trained_accounts(inputs, bundle, config)
     features = with_attributes(
         account_features(inputs.log, inputs.as_of, bundle.horizon_days), accounts, inputs.as_of
@@ -146,6 +147,31 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
     thresholds = {field: (getattr(flags, field), source) for field, source in sources.items()}
     return ScoreResult(scores, model_version, notes, config.seed, warnings, lost, band,
                        thresholds)
+
+
+def check_text_columns(inputs: Inputs, bundle: KeyLTVModel, config: Config) -> None:
+    """Refuse an account table read without the model's ``account_text_columns``.
+
+    Training read those columns as categories; read as numbers here (a ``score``
+    without the training config), every value is a level the model never saw, and the
+    scores changed with nothing said: ``attribute_values_unseen_in_training`` 372 of
+    372 accounts, decline and growth scores moved by up to 0.06 (audit 28).
+
+    Raises
+    ------
+    InputError
+        Naming the account table, the columns and what to pass.
+    """
+    trained = getattr(bundle, "account_text_columns", ())  # () in older bundles
+    missing = [c for c in trained if c not in config.account_text_columns
+               and inputs.accounts is not None and c in inputs.accounts.columns]
+    if missing:
+        source = inputs.accounts.attrs.get("source", "account table")
+        raise InputError(
+            f"{source}: column(s) {', '.join(map(repr, missing))}: the model was trained with "
+            "them in account_text_columns (read as categories), and this config does not "
+            "name them; pass the training config with --config, or add them to "
+            "account_text_columns")
 
 
 def trained_accounts(inputs: Inputs, bundle: KeyLTVModel, config: Config

@@ -145,6 +145,7 @@ def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestRe
         metrics={k: float(v) for k, v in result.table.loc[champion].items()},
         flag_thresholds=learn_flag_thresholds(result, champion, config),
         ignored_attributes=id_like_attributes(inputs.accounts, config.account_text_columns),
+        account_text_columns=tuple(config.account_text_columns),
     )
 
 

@@ -6,6 +6,7 @@ Set ``KEYLTV_DEBUG=1`` to see the traceback of an internal error.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -384,6 +385,21 @@ def progress_display(console: object | None = None) -> object:
             root.addHandler(h)
 
 
+def _ignore_sigterm_from_now() -> None:
+    """Let a SIGTERM that comes after the job has finished change nothing.
+
+    Its files and runs are final; a scheduler's SIGTERM during the interpreter's
+    shutdown (about a second) made a finished job exit 143, or die by the signal, and
+    be retried (audit 28). A handler that does nothing covers the shutdown's first
+    part, and SIG_IGN, set at exit, the last (Python resets its own handlers to the
+    default then). Not SIG_IGN at once: the process's later children inherit an ignored
+    signal, and a multiprocessing pool started after ``main`` returned in the same
+    process (the test suite) could no longer stop its workers.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    atexit.register(signal.signal, signal.SIGTERM, signal.SIG_IGN)
+
+
 def main() -> None:
     """Entry point: run the app, map errors to exit codes 2 (input) and 1 (internal)."""
     # LightGBM's OpenMP threads spin while waiting by default, which stalls a 2-core
@@ -408,10 +424,7 @@ def main() -> None:
         with progress_display() if live else contextlib.nullcontext():
             code = app(standalone_mode=False)
         if not code:
-            # The job is done, its files and runs final: a scheduler's SIGTERM during the
-            # interpreter's shutdown (about a second) made a finished job exit 143, or die
-            # by the signal, and be retried (audit 28).
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _ignore_sigterm_from_now()
             signal.signal(signal.SIGINT, signal.default_int_handler)
         # Typer turns Ctrl-C (SIGINT) into Exit(130) and, outside standalone mode,
         # returns that code instead of raising: ignored, an interrupted job exited 0 with

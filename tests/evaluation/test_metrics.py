@@ -153,3 +153,21 @@ def test_decile_mape_skips_bins_without_positive_value_and_splits_ties_by_row_or
     p = [5.0, 5.0, 5.0, 9.0]
     assert m.decile_mape([1.0, 3.0, 2.0, 6.0], p, n_bins=2) == pytest.approx((3 / 2 + 3 / 4) / 2)
     assert m.decile_mape([2.0, 3.0, 1.0, 6.0], p, n_bins=2) == pytest.approx((2.5 / 2.5 + 3.5 / 3.5) / 2)
+
+
+def test_metric_arguments_out_of_range_are_refused():
+    # They returned 0.0 (or pandas' own message) instead of saying so (audit 28).
+    import numpy as np
+    import pytest
+
+    from keyltv.evaluation.metrics import best_recall_at_precision, decile_mape, interval_coverage
+
+    a, p = np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.5, 2.0])
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="n_bins must be a whole number of at least 1"):
+            decile_mape(a, p, n_bins=bad)
+    for bad in (0.0, 2.0, float("nan")):
+        with pytest.raises(ValueError, match=r"precision must be in \(0, 1\]"):
+            best_recall_at_precision([1, 0, 1], p, bad)
+    with pytest.raises(ValueError, match="low is above high for 1 account"):
+        interval_coverage(a, [0.0, 3.0, 1.0], [2.0, 2.0, 4.0])

@@ -261,3 +261,16 @@ def test_docs_features_names_every_feature_column_and_no_other():
     page = (Path(__file__).parents[2] / "docs" / "features.md").read_text(encoding="utf-8")
     documented = re.findall(r"^\| `([a-zA-Z0-9_]+)` \|", page, flags=re.MULTILINE)
     assert documented == FEATURE_COLUMNS
+
+
+def test_api_misuse_says_what_to_pass():
+    # A raw frame failed on '.con', and one date string was read character by character
+    # as "as_of '2'" (audit 28).
+    tx = frame([("a", "2024-01-01", 5.0), ("a", "2024-02-01", 3.0)])
+    with pytest.raises(TypeError, match="expected a TransactionLog, got DataFrame; load the "
+                                        "transactions first"):
+        account_features(tx, date(2024, 3, 1), 30)
+    log = load_transactions(tx)
+    for one in ("2024-03-01", date(2024, 3, 1)):
+        with pytest.raises(TypeError, match="cutoffs must be a list of dates"):
+            training_frame(log, one, 30)

@@ -362,3 +362,15 @@ def test_earlier_models_pickled_with_the_hybrid_in_gbm_still_unpickle():
     assert pickle.loads(b"ckeyltv.models.gbm\nHybridRegressor\n.") is HybridRegressor
     # ... and the event classifier, since moved to keyltv.models.events.
     assert pickle.loads(b"ckeyltv.models.gbm\nGBMClassifier\n.") is GBMClassifier
+
+
+def test_a_misspelt_kind_or_a_horizon_below_a_day_is_refused_at_fit(stacked):
+    # The hybrid read the kind's ValueError as "no repeat buyer at this cutoff" and
+    # fitted a plain GBM; a horizon of 0 predicted NaN (run rate) or 0 everywhere (audit 28).
+    X, y = stacked
+    with pytest.raises(ValueError, match="kind='bgndb' is not one of"):
+        HybridRegressor(kind="bgndb", n_estimators=5).fit(X, y)
+    with pytest.raises(ValueError, match="horizon_days 0: expected a whole number of days"):
+        GBMRegressor(run_rate_offset=True, horizon_days=0, n_estimators=5).fit(X, y)
+    with pytest.raises(ValueError, match="horizon_days -365: expected a whole number"):
+        ProbabilisticLTV(horizon_days=-365).fit(X)

@@ -91,3 +91,8 @@ def test_a_small_book_gets_fewer_wider_bands_not_point_intervals(n):
     # Near the target, as near as a range of 12 or 45 ratios allows (from the 2nd to the
     # 11th of 12 ratios: about 0.7 expected); a point interval covered nothing.
     assert 0.5 <= _coverage(model, predicted, actual) <= 0.95
+
+
+def test_an_empty_holdout_is_refused():
+    with pytest.raises(ValueError, match="no holdout rows"):
+        BandedIntervals().fit([], [])

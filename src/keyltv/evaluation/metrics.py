@@ -3,8 +3,8 @@
 Ranking metrics matter most to a key-account team (who gets attention), calibration
 metrics to finance (how much value the book holds). Ties in the prediction are shared
 fairly: tied accounts count with their mean actual value, so a constant prediction
-has a normalized Gini of exactly 0 whatever the row order (:func:`decile_mape` is the
-exception: its bins must hold whole accounts).
+has a normalized Gini of 0 whatever the row order, up to floating-point rounding
+(about 1e-16; :func:`decile_mape` is the exception: its bins must hold whole accounts).
 
 Every metric takes one value per account on each side: arrays are paired by position,
 two pandas Series by index label (see :func:`~keyltv.evaluation._aligned.aligned`). A
@@ -101,7 +101,8 @@ def normalized_gini(actual: object, predicted: object) -> float:
     """Gini of the prediction's ranking over the Gini of the perfect ranking.
 
     1 for a perfect ranking, about 0 for a random or constant one, negative when the
-    ranking is reversed.
+    ranking is reversed. NaN when no ranking is better than another: every actual
+    value equal (a single account among them), or a total of 0 or less.
 
     References
     ----------
@@ -151,6 +152,9 @@ def decile_mape(actual: object, predicted: object, n_bins: int = 10) -> float:
     negative (net returns) are skipped, since the relative error is undefined or
     meaningless there; NaN when every bin is skipped.
     """
+    if not (isinstance(n_bins, (int, np.integer)) and not isinstance(n_bins, bool)
+            and n_bins >= 1):
+        raise ValueError(f"n_bins must be a whole number of at least 1, got {n_bins!r}")
     a, p = _arrays(actual, predicted)
     bins = pd.qcut(pd.Series(p).rank(method="first"), q=min(n_bins, len(p)), labels=False)
     frame = pd.DataFrame({"a": a, "p": p, "bin": bins}).groupby("bin")[["a", "p"]].mean()
@@ -195,6 +199,8 @@ def best_recall_at_precision(events: object, scores: object, precision: float) -
     accounts, and a book may have none). ``events`` and ``scores`` are checked as in
     :func:`auc`.
     """
+    if not 0 < precision <= 1:  # NaN fails this too
+        raise ValueError(f"precision must be in (0, 1], got {precision!r}")
     e, s = _events_and_scores(events, scores)
     if not e.any():
         return float("nan")
@@ -209,6 +215,9 @@ def interval_coverage(actual: object, low: object, high: object) -> float:
     a, lo, hi = _vectors(actual=actual, low=low, high=high)
     if len(a) == 0:
         raise ValueError("actual, low and high are empty; a metric needs at least one account")
+    crossed = int((lo > hi).sum())
+    if crossed:  # low and high swapped: every account would count as missed
+        raise ValueError(f"low is above high for {crossed} account(s); pass (actual, low, high)")
     return float(((a >= lo) & (a <= hi)).mean())
 
 

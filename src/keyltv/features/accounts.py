@@ -45,11 +45,19 @@ def account_features(log: TransactionLog, as_of: date, horizon_days: int) -> pd.
     pandas.DataFrame
         Indexed by ``customer_id`` (sorted), columns :data:`FEATURE_COLUMNS`.
     """
+    _require_log(log)
     as_of, horizon_days = as_date(as_of), as_horizon(horizon_days)
     frame = log.con.execute(feature_sql(), {"as_of": as_of, "h": horizon_days}).df()
     frame = frame.set_index("customer_id")
     frame.index = frame.index.astype(str)
     return frame.astype(float)  # DOUBLE arrives as float64; this only pins the promise
+
+
+def _require_log(log: object) -> None:
+    """TypeError unless ``log`` is a loaded log (a raw frame failed on ``.con``)."""
+    if not isinstance(log, TransactionLog):
+        raise TypeError(f"expected a TransactionLog, got {type(log).__name__}; load the "
+                        "transactions first: keyltv.data.transactions.load_transactions(frame)")
 
 
 # Per account, over its order days before the cutoff that carry a margin: the days, their
@@ -247,6 +255,9 @@ def sampled_training_frame(
     sampled_out : int
         Rows left out by the cap.
     """
+    if isinstance(cutoffs, (str, date)):  # a string was read character by character
+        raise TypeError(f"cutoffs must be a list of dates, got one {type(cutoffs).__name__} "
+                        f"({cutoffs!r}); pass [{cutoffs!r}]")
     per_cutoff = None if max_rows is None else max(1, -(-max_rows // len(cutoffs)))
     rng = np.random.default_rng(seed)
     xs, ys, sampled_out = [], [], 0

@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from keyltv.data.schema import as_horizon
 from keyltv.models._frames import require_columns, require_finite
 
 # Bookkeeping columns that travel with stacked training frames but are not features.
@@ -273,6 +274,8 @@ class GBMRegressor(RegressorMixin, _LGBMBase):
         target = self._value_target(X, y)
         offset = None
         if self.run_rate_offset:
+            # A horizon of 0 or less scaled every run rate to NaN (audit 28).
+            as_horizon(self.horizon_days)
             if self.objective not in LOG_LINK_OBJECTIVES:
                 raise ValueError(f"run_rate_offset needs an objective with a log link "
                                  f"({', '.join(LOG_LINK_OBJECTIVES)}), got {self.objective!r}")

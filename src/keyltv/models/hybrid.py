@@ -53,6 +53,7 @@ class HybridRegressor(GBMRegressor):
         require_columns(X, [], type(self).__name__)
         self._value_target(X, y)  # before the probabilistic fits, which take a while
         check_inputs(X, type(self).__name__)
+        ProbabilisticLTV(kind=self.kind, horizon_days=self.horizon_days).check_params()
         groups = X["cutoff"].to_numpy() if "cutoff" in X.columns else np.zeros(len(X))
         enriched = X.copy()
         for group in np.unique(groups):  # sorted: the last one is the latest cutoff

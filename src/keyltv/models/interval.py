@@ -76,8 +76,9 @@ class BandedIntervals(BaseEstimator):
         Raises
         ------
         ValueError
-            If ``coverage`` is not in (0, 1), the two differ in length, or a value is
-            missing or infinite (it would fall in no band, or in the zero band).
+            If ``coverage`` is not in (0, 1), the two differ in length or are empty, or
+            a value is missing or infinite (it would fall in no band, or in the zero
+            band).
         """
         if not 0 < self.coverage < 1:
             raise ValueError(f"coverage must be in (0, 1), got {self.coverage}")
@@ -86,6 +87,8 @@ class BandedIntervals(BaseEstimator):
         if len(a) != len(p):
             raise ValueError(f"BandedIntervals: actual must be one value per prediction "
                              f"({len(p)}), got {len(a)}")
+        if len(p) == 0:  # it fitted nothing and gave every account [p, p] (audit 28)
+            raise ValueError("BandedIntervals: no holdout rows to learn the bands from")
         self._learn(p, a)
         covered = np.zeros(len(p), dtype=bool)
         half = np.arange(len(p)) % 2 == 0

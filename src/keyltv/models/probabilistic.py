@@ -26,6 +26,7 @@ from scipy.stats import nbinom
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from keyltv.data.schema import as_horizon
 from keyltv.models._frames import require_columns, require_finite
 
 # MBG/NBD lets one-time buyers drop out too; under BG/NBD their P(alive) is always 1,
@@ -112,6 +113,20 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.spend = spend
 
+    def check_params(self) -> None:
+        """Raise ``ValueError`` for an unknown ``kind`` or ``spend``, or a horizon below a day.
+
+        Its own method, so that :class:`~keyltv.models.hybrid.HybridRegressor` checks its
+        ``kind`` before it fits: it reads a ``ValueError`` from ``fit`` as "no repeat
+        buyer at this cutoff", and a misspelt kind went unnoticed (audit 28). A horizon
+        of 0 or below predicted exactly 0 for every account.
+        """
+        if self.kind not in _FITTERS:
+            raise ValueError(f"kind={self.kind!r} is not one of {sorted(_FITTERS)}")
+        if self.spend not in SPEND_INPUTS:
+            raise ValueError(f"spend={self.spend!r} is not one of {sorted(SPEND_INPUTS)}")
+        as_horizon(self.horizon_days)
+
     def fit(self, X: pd.DataFrame, y: object = None) -> ProbabilisticLTV:
         """Fit the count model on (frequency, recency, T) and Gamma-Gamma on spend.
 
@@ -131,13 +146,11 @@ class ProbabilisticLTV(RegressorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            Unknown ``kind``, a missing or non-finite input, or no account with a
+            Unknown ``kind`` or ``spend``, a horizon below one day (see
+            :meth:`check_params`), a missing or non-finite input, or no account with a
             repeat order (nothing to fit).
         """
-        if self.kind not in _FITTERS:
-            raise ValueError(f"kind={self.kind!r} is not one of {sorted(_FITTERS)}")
-        if self.spend not in SPEND_INPUTS:
-            raise ValueError(f"spend={self.spend!r} is not one of {sorted(SPEND_INPUTS)}")
+        self.check_params()
         check_inputs(X, type(self).__name__, self.spend)
         if not (X["frequency"] > 0).any():
             raise ValueError(

@@ -83,7 +83,8 @@ def test_jobs_creating_one_new_store_at_once_share_it_and_leave_no_temporary_fil
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with multiprocessing.get_context("spawn").Pool(2) as pool:
-        ids = pool.map(_connect_and_name, [uri, uri])
+        # A timeout: a pool whose worker dies waits for it for ever.
+        ids = pool.map_async(_connect_and_name, [uri, uri]).get(timeout=120)
     assert ids[0] == ids[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
     assert [e.name for e in MlflowClient(uri).search_experiments()].count("keyltv") == 1

@@ -374,3 +374,6 @@ def test_a_misspelt_kind_or_a_horizon_below_a_day_is_refused_at_fit(stacked):
         GBMRegressor(run_rate_offset=True, horizon_days=0, n_estimators=5).fit(X, y)
     with pytest.raises(ValueError, match="horizon_days -365: expected a whole number"):
         ProbabilisticLTV(horizon_days=-365).fit(X)
+    # One row: LightGBM's own "Check failed: (num_data) > (0)" before.
+    with pytest.raises(ValueError, match="GBMRegressor: needs at least 2 training rows, got 1"):
+        GBMRegressor(n_estimators=5).fit(X.head(1), y[:1])

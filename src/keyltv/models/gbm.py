@@ -117,7 +117,16 @@ class _LGBMBase(BaseEstimator):
         kept, since a fifth fewer rows changes little there and a refit costs as much
         again. ``init_score`` is each row's starting point on the link scale (the
         boosting learns the rest). Sets ``n_trees_``.
+
+        Raises
+        ------
+        ValueError
+            With fewer than two rows: LightGBM's row sample of one row is empty, and it
+            failed with its own ``Check failed: (num_data) > (0)`` (audit 28).
         """
+        if len(target) < 2:
+            raise ValueError(f"{type(self).__name__}: needs at least 2 training rows, "
+                             f"got {len(target)}")
         if self.early_stopping_rounds is not None:
             held = self._held_out(index, target)
             if held is not None:

@@ -107,15 +107,12 @@ def check_last_day_near_the_rest(tx: TransactionLog, column: str = "date") -> No
         Naming the file, the date column (``column``, as the user's file names it), the
         last day, its lines and the gap.
     """
-    before, lines = tx.con.execute(
-        "SELECT max(day) FILTER (WHERE day < ?), sum(lines) FILTER (WHERE day = ?) FROM daily",
-        [tx.last_date, tx.last_date]).fetchall()[0]
-    if before is None or (tx.last_date - before).days <= MAX_LAST_DAY_GAP_DAYS:
+    before, lines, gap = _lone_edge_day(tx, tx.last_date, "max(day) FILTER (WHERE day < ?)")
+    if gap is None:
         return
     raise InputError(
-        f"{tx.source}: column '{column}': value '{tx.last_date}' ({lines} line"
-        f"{'' if lines == 1 else 's'}) lies {(tx.last_date - before).days:,} days after "
-        f"every other line (the latest before it is {before}) and would set the as-of "
+        f"{tx.source}: column '{column}': value '{tx.last_date}' ({lines}) lies {gap:,} days "
+        f"after every other line (the latest before it is {before}) and would set the as-of "
         "date; fix the date or pass --as-of")
 
 
@@ -134,16 +131,30 @@ def check_first_day_near_the_rest(tx: TransactionLog, column: str = "date") -> N
     InputError
         Naming the file, the date column, the first day, its lines and the gap.
     """
-    after, lines = tx.con.execute(
-        "SELECT min(day) FILTER (WHERE day > ?), sum(lines) FILTER (WHERE day = ?) FROM daily",
-        [tx.first_date, tx.first_date]).fetchall()[0]
-    if after is None or (after - tx.first_date).days <= MAX_LAST_DAY_GAP_DAYS:
+    after, lines, gap = _lone_edge_day(tx, tx.first_date, "min(day) FILTER (WHERE day > ?)")
+    if gap is None:
         return
     raise InputError(
-        f"{tx.source}: column '{column}': value '{tx.first_date}' ({lines} line"
-        f"{'' if lines == 1 else 's'}) lies {(after - tx.first_date).days:,} days before "
-        f"every other line (the earliest after it is {after}); fix the date or leave the "
-        "line out")
+        f"{tx.source}: column '{column}': value '{tx.first_date}' ({lines}) lies {gap:,} days "
+        f"before every other line (the earliest after it is {after}); fix the date or leave "
+        "the line out")
+
+
+def _lone_edge_day(tx: TransactionLog, edge: date, neighbour_sql: str
+                   ) -> tuple[date | None, str, int | None]:
+    """The log's nearest other day to its first or last day ``edge``, and how far it is.
+
+    ``neighbour_sql`` is the aggregate that finds that day (``max(day) FILTER (WHERE
+    day < ?)`` for the last day). Returns the neighbour, the edge day's lines in words
+    (``1 line``, ``2 lines``) and the gap in days when it exceeds
+    :data:`MAX_LAST_DAY_GAP_DAYS`, else None.
+    """
+    neighbour, lines = tx.con.execute(
+        f"SELECT {neighbour_sql}, sum(lines) FILTER (WHERE day = ?) FROM daily",
+        [edge, edge]).fetchall()[0]
+    gap = None if neighbour is None else abs((edge - neighbour).days)
+    words = f"{lines} line{'' if lines == 1 else 's'}"
+    return neighbour, words, gap if gap is not None and gap > MAX_LAST_DAY_GAP_DAYS else None
 
 
 def _match_accounts(tx: TransactionLog, attrs: pd.DataFrame) -> dict[str, int]:

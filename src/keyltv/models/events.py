@@ -96,9 +96,10 @@ class GBMClassifier(ClassifierMixin, _LGBMBase):
             raise ValueError("the training events need exactly two classes, got "
                              f"{self.classes_.tolist()}")
         self.start_logit_ = 0.0
+        start = self._start(frame)
         self.model_ = self._fit_lgbm(lgb.LGBMClassifier, "binary", X.index, frame, target,
-                                     init_score=self._start(frame))
-        if self._start(frame) is not None and not self._split():
+                                     init_score=start)
+        if start is not None and not self._split():
             # The fading start replaces LightGBM's start from the event rate (it takes no
             # init_score and boost_from_average together). Where the trees split, the
             # first ones learn the rate; a book too small for any split (under

@@ -162,9 +162,11 @@ def check_text_columns(inputs: Inputs, bundle: KeyLTVModel, config: Config) -> N
     InputError
         Naming the account table, the columns and what to pass.
     """
+    if inputs.accounts is None:
+        return
     trained = getattr(bundle, "account_text_columns", ())  # () in older bundles
     missing = [c for c in trained if c not in config.account_text_columns
-               and inputs.accounts is not None and c in inputs.accounts.columns]
+               and c in inputs.accounts.columns]
     if missing:
         source = inputs.accounts.attrs.get("source", "account table")
         raise InputError(

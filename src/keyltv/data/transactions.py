@@ -204,52 +204,16 @@ def load_transactions(
         parts = partition_count(int(counts["lines"]), capped=memory_limit is not None)
         notes, largest, total = check_rules(con, name, mapping, date_format, numbers, counts,
                                              drop_blank_ids, parts)
-        # Fixed-point sums: a fully returned account nets to exactly 0, not 2e-13, in
-        # every later sum (floating-point sums depend on the order of the lines). Lines
-        # that fit 64 bits are summed as DECIMAL(18, 6), a fifth faster than (38, 6).
-        fixed = "DECIMAL(18, 6)" if largest < 1e11 else "DECIMAL(38, 6)"
-        # A day's sum is at most the log's total of absolute values: below a tenth of
-        # DECIMAL(18, 6)'s range (no rounding of that float total matters), the table
-        # stores 8 bytes per money value instead of 16: the process held 180 MB less
-        # after loading a 5M-line log (ad hoc), and that table is kept through training.
-        # The features are the same either way (sums of a DECIMAL are DECIMAL(38, 6)).
-        stored = "DECIMAL(18, 6)" if total < 1e11 else "DECIMAL(38, 6)"
+        money = _money_types(largest, total)
         # The line hashes are counted by now; dropping the column frees its memory at
         # once (33 MB at 5M lines) for the daily tables below.
         con.execute("ALTER TABLE lines DROP COLUMN line_hash")
-        for k in range(parts):
-            con.execute(
-                f"""
-                CREATE TEMP TABLE days_{k} AS
-                SELECT customer_id, day,
-                       CAST(sum(CAST(a AS {fixed})) AS {stored}) AS amount,
-                       CAST(sum(CAST(m AS {fixed})) AS {stored}) AS margin,
-                       CAST(COALESCE(sum(CAST(a AS {fixed})) FILTER (WHERE a < 0), 0)
-                            AS {stored}) AS returns,
-                       CAST(count(*) AS INTEGER) AS lines
-                FROM lines WHERE NOT blank_id {part_filter("part_key", k, parts)}
-                GROUP BY ALL
-                """
-            )
+        _aggregate_days(con, parts, *money)
     # Dropped before the window below, whose memory then reuses the lines' (one statement
     # for both held the lines through the window: about 80 MB more at the peak at 5M
     # lines, ad hoc).
     drop_lines(con)
-    # The previous order day does not depend on any cutoff (the orders before a cutoff
-    # are a prefix of the account's orders), so it is found once here, not by a window
-    # in every feature query: that halved the query's time at 5M lines.
-    for k in range(parts):
-        con.execute(
-            f"""
-            {"CREATE TABLE daily AS" if k == 0 else "INSERT INTO daily"}
-            SELECT *, CASE WHEN amount > 0 THEN lag(day) OVER (PARTITION BY customer_id,
-                                                                   amount > 0
-                                                               ORDER BY day) END
-                      AS previous_order_day
-            FROM days_{k}
-            """
-        )
-        con.execute(f"DROP TABLE days_{k}")
+    _create_daily(con, parts)
     return TransactionLog(
         con=con,
         source=name,
@@ -262,3 +226,70 @@ def load_transactions(
         fingerprint=f"{counts['fingerprint'] % (1 << 64):016x}",
         n_files=n_files,
     )
+
+
+def _money_types(largest: float, total: float) -> tuple[str, str]:
+    """SQL types to sum line amounts in and to store daily money in.
+
+    Fixed-point sums: a fully returned account nets to exactly 0, not 2e-13, in every
+    later sum (floating-point sums depend on the order of the lines). Lines that fit 64
+    bits (``largest``, the largest absolute line value) are summed as DECIMAL(18, 6), a
+    fifth faster than (38, 6). A day's sum is at most the log's ``total`` of absolute
+    values: below a tenth of DECIMAL(18, 6)'s range (no rounding of that float total
+    matters), the table stores 8 bytes per money value instead of 16: the process held
+    180 MB less after loading a 5M-line log (ad hoc), and that table is kept through
+    training. The features are the same either way (sums of a DECIMAL are
+    DECIMAL(38, 6)).
+
+    Returns
+    -------
+    tuple of str
+        ``(summed, stored)``.
+    """
+    return ("DECIMAL(18, 6)" if largest < 1e11 else "DECIMAL(38, 6)",
+            "DECIMAL(18, 6)" if total < 1e11 else "DECIMAL(38, 6)")
+
+
+def _aggregate_days(con: duckdb.DuckDBPyConnection, parts: int, summed: str,
+                    stored: str) -> None:
+    """Net the kept lines per account and day into tables ``days_0`` .. ``days_{parts-1}``.
+
+    One table per account partition (see :func:`~keyltv.data.lines.partition_count`);
+    lines without an id (``drop_blank_ids``) are left out here.
+    """
+    for k in range(parts):
+        con.execute(
+            f"""
+            CREATE TEMP TABLE days_{k} AS
+            SELECT customer_id, day,
+                   CAST(sum(CAST(a AS {summed})) AS {stored}) AS amount,
+                   CAST(sum(CAST(m AS {summed})) AS {stored}) AS margin,
+                   CAST(COALESCE(sum(CAST(a AS {summed})) FILTER (WHERE a < 0), 0)
+                        AS {stored}) AS returns,
+                   CAST(count(*) AS INTEGER) AS lines
+            FROM lines WHERE NOT blank_id {part_filter("part_key", k, parts)}
+            GROUP BY ALL
+            """
+        )
+
+
+def _create_daily(con: duckdb.DuckDBPyConnection, parts: int) -> None:
+    """The table ``daily``: the partitions' account-days with each order's previous order day.
+
+    The previous order day does not depend on any cutoff (the orders before a cutoff
+    are a prefix of the account's orders), so it is found once here, not by a window in
+    every feature query: that halved the query's time at 5M lines. Each partition is
+    dropped as soon as it is copied.
+    """
+    for k in range(parts):
+        con.execute(
+            f"""
+            {"CREATE TABLE daily AS" if k == 0 else "INSERT INTO daily"}
+            SELECT *, CASE WHEN amount > 0 THEN lag(day) OVER (PARTITION BY customer_id,
+                                                                   amount > 0
+                                                               ORDER BY day) END
+                      AS previous_order_day
+            FROM days_{k}
+            """
+        )
+        con.execute(f"DROP TABLE days_{k}")

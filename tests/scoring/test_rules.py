@@ -145,6 +145,31 @@ def test_scoring_uses_learned_thresholds_only_while_their_target_is_set():
     assert older.at_risk_decline == 0.5
 
 
+def test_a_threshold_learned_for_another_precision_target_is_passed_over_and_said():
+    from types import SimpleNamespace
+
+    from keyltv.config import Config
+    from keyltv.scoring.score import scoring_flags
+    from keyltv.workflows.score_job import unused_learned_thresholds
+
+    unlikely = pd.DataFrame({"predicted_value": [200.0, 100.0], "trailing_value": [100.0, 50.0],
+                             "decline_risk": [0.1, 0.1], "growth_potential": [0.1, 0.1]})
+    # Learned for precision 0.5 (the default targets); audit 29 scored with 0.7, and the
+    # 0.5 threshold flagged five times as many accounts as the 0.5 target's own list.
+    bundle = SimpleNamespace(flag_thresholds={"at_risk_decline": 0.2, "high_potential_growth": 0.3},
+                             flag_targets={"at_risk_decline": 0.6, "high_potential_growth": 0.5})
+    stricter = Config(flags={"high_potential_precision": 0.7})
+    flags, sources = scoring_flags(bundle, stricter, unlikely)
+    assert (flags.high_potential_growth, sources["high_potential_growth"]) == (0.5, "the config")
+    assert (flags.at_risk_decline, sources["at_risk_decline"]) == (0.2, "learned in training")
+    said = unused_learned_thresholds(bundle, stricter, sources)
+    assert said == ["high_potential: no threshold on the accounts scored reaches precision 0.7, "
+                    "and the model's learned threshold was for precision 0.5: the config's "
+                    "high_potential_growth 0.5 is used"]
+    assert scoring_flags(bundle, Config(), unlikely)[0].high_potential_growth == 0.3
+    assert unused_learned_thresholds(bundle, Config(), sources) == []
+
+
 def test_wilson_lower_bound():
     from keyltv.scoring.rules import wilson_lower_bound
 

@@ -128,6 +128,12 @@ def test_loading_a_model_leaves_sys_path_as_it_was(trained):
     assert sys.path == before
 
 
+def test_the_model_records_the_precision_targets_of_its_learned_thresholds(trained):
+    # So that scoring with other targets does not use them (audit 29).
+    bundle, _ = load_bundle("models:/keyltv/1")
+    assert bundle.flag_targets == {"at_risk_decline": 0.6, "high_potential_growth": 0.5}
+
+
 def test_an_earlier_champion_is_marked_superseded_on_its_pages(trained):
     store, _, second = trained  # (runs last: it edits the second version's pages)
     version = store.client.get_model_version(store.model_name, second.version)

@@ -97,6 +97,12 @@ class KeyLTVModel:
     flag_thresholds : dict
         Flag thresholds learned in the backtest to meet the precision targets
         (``Flags`` field -> value); they replace the config's fixed thresholds.
+    flag_targets : dict
+        The precision target each of ``flag_thresholds`` was learned for (``Flags``
+        threshold field -> the config's ``flags.*_precision`` in training). Scoring
+        uses a learned threshold only for the same target (see
+        :func:`keyltv.scoring.score.scoring_flags`). Empty in a bundle saved before it
+        existed, whose thresholds are used for any target.
     ignored_attributes : dict
         Account-table columns training left out as ids (column -> why, see
         :func:`keyltv.features.attributes.id_like_attributes`), which scoring leaves out
@@ -125,6 +131,7 @@ class KeyLTVModel:
     metrics: dict[str, float] = field(default_factory=dict)
     book_medians: dict[str, float] = field(default_factory=dict)
     flag_thresholds: dict[str, float] = field(default_factory=dict)
+    flag_targets: dict[str, float] = field(default_factory=dict)
     margin_credibility: float | None = None
     ignored_attributes: dict[str, str] = field(default_factory=dict)
     decline_ratio: float | None = None

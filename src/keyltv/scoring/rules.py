@@ -221,6 +221,12 @@ def expected_precision_thresholds(scores: pd.DataFrame, flags: Flags) -> dict[st
     return out
 
 
+def precision_targets(flags: Flags) -> dict[str, float]:
+    """The precision target of each thresholded flag that has one (threshold field -> target)."""
+    return {field: getattr(flags, target) for _, field, target in THRESHOLDED_FLAGS.values()
+            if getattr(flags, target) is not None}
+
+
 def resolve_thresholds(flags: Flags, learned: dict[str, float], scores: pd.DataFrame
                        ) -> tuple[Flags, dict[str, str]]:
     """The thresholds a scoring uses, and where each came from.

@@ -23,7 +23,13 @@ from keyltv.data.schema import (
 )
 from keyltv.models.probabilistic import ALL_INPUTS as PROBABILISTIC_INPUTS
 from keyltv.scoring.reasons import explain_flags
-from keyltv.scoring.rules import TIER_ORDER, apply_flags, resolve_thresholds, tier_migrations
+from keyltv.scoring.rules import (
+    TIER_ORDER,
+    apply_flags,
+    precision_targets,
+    resolve_thresholds,
+    tier_migrations,
+)
 
 SCORE_COLUMNS = [
     "customer_id", "as_of", "horizon_days", "predicted_value", "predicted_value_low",
@@ -217,12 +223,34 @@ def scoring_flags(bundle: object, config: Config, outputs: pd.DataFrame
     See :func:`keyltv.scoring.rules.resolve_thresholds`: for a flag whose precision
     target the scoring config sets (``flags.*_precision``), the threshold set on
     ``outputs`` (the model outputs of the accounts scored, indexed by account, with
-    ``trailing_value``), else the one the model learned in training, else the config's.
-    With the target set to null the fixed threshold is used. Bundles trained before
-    thresholds were learned carry none.
+    ``trailing_value``), else the one the model learned in training for the same
+    target, else the config's. With the target set to null the fixed threshold is
+    used. Bundles trained before thresholds were learned carry none.
+
+    A threshold learned for another target is not used: one learned for precision 0.5
+    flagged 441 accounts at an expected precision of 0.48 when the scoring config asked
+    for 0.7, five times as many as the 0.5 target's own list (audit 29).
     """
-    return resolve_thresholds(config.flags, getattr(bundle, "flag_thresholds", None) or {},
+    learned = getattr(bundle, "flag_thresholds", None) or {}
+    other = other_learned_targets(bundle, config)
+    return resolve_thresholds(config.flags, {k: v for k, v in learned.items() if k not in other},
                               outputs)
+
+
+def other_learned_targets(bundle: object, config: Config) -> dict[str, tuple[float, float]]:
+    """Learned thresholds whose precision target differs from the scoring config's.
+
+    Returns
+    -------
+    dict
+        ``Flags`` threshold field -> (target in training, target now). Empty for a bundle
+        that does not record its targets (saved before it did).
+    """
+    learned = getattr(bundle, "flag_thresholds", None) or {}
+    trained = getattr(bundle, "flag_targets", None) or {}
+    now = precision_targets(config.flags)
+    return {field: (trained[field], now[field]) for field in learned
+            if field in trained and field in now and trained[field] != now[field]}
 
 
 def match_previous(previous: pd.Series, scored: pd.Index, path: str | Path,

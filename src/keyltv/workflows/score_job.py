@@ -23,7 +23,9 @@ from keyltv.inputs import Inputs, require_orders
 from keyltv.models.bundle import KeyLTVModel, ordered
 from keyltv.scoring.report import render_report, write_report
 from keyltv.scoring.rules import (
+    CONFIGURED,
     SEGMENTS,
+    THRESHOLDED_FLAGS,
     TIER_ORDER,
     assign_tiers,
     crowded_flags,
@@ -33,6 +35,7 @@ from keyltv.scoring.rules import (
 from keyltv.scoring.score import (
     comparable_previous,
     count_unseen_levels,
+    other_learned_targets,
     read_previous,
     score_accounts,
     scoring_flags,
@@ -143,6 +146,7 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
     # Predictions in the wrong units make any predicted-to-trailing ratio a "season".
     season = [] if money else season_warning(inputs, bundle.horizon_days, scores)
     warnings = silent_flags(scores, flags) + crowded_flags(scores, flags, sources) + \
+        unused_learned_thresholds(bundle, config, sources) + \
         scoring_warnings(inputs, bundle, model_version, notes, prev) + money + season
     thresholds = {field: (getattr(flags, field), source) for field, source in sources.items()}
     return ScoreResult(scores, model_version, notes, config.seed, warnings, lost, band,
@@ -261,6 +265,25 @@ def season_warning(inputs: Inputs, horizon_days: int, scores: pd.DataFrame) -> l
 # A log whose last line is older than this before --as-of is likely an export that did
 # not refresh: every account then looks idle (a monthly export is at most 31 days old).
 STALE_LOG_DAYS = 31
+
+
+def unused_learned_thresholds(bundle: KeyLTVModel, config: Config,
+                              sources: dict[str, str]) -> list[str]:
+    """Say where a threshold learned in training was passed over for the config's.
+
+    It was learned for another precision target (see
+    :func:`keyltv.scoring.score.scoring_flags`); said only where the scored accounts
+    reach no threshold of their own, so that the config's fixed one is in use.
+    """
+    lines = []
+    for threshold, (then, now) in other_learned_targets(bundle, config).items():
+        if sources.get(threshold) != CONFIGURED:
+            continue
+        flag = next(f for f, (_, name, _) in THRESHOLDED_FLAGS.items() if name == threshold)
+        lines.append(f"{flag}: no threshold on the accounts scored reaches precision {now:g}, "
+                     f"and the model's learned threshold was for precision {then:g}: the "
+                     f"config's {threshold} {getattr(config.flags, threshold):g} is used")
+    return lines
 
 
 def scoring_warnings(inputs: Inputs, bundle: KeyLTVModel, model_version: str,

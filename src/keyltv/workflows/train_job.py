@@ -27,7 +27,7 @@ from keyltv.models.blend import BlendedLTV, components_of
 from keyltv.models.bundle import KeyLTVModel, book_margin_rate, book_medians, margin_credibility
 from keyltv.models.interval import BandedIntervals
 from keyltv.models.training import TrainingData, fit_event_models, fit_value_model, training_data
-from keyltv.scoring.rules import THRESHOLDED_FLAGS
+from keyltv.scoring.rules import THRESHOLDED_FLAGS, precision_targets
 from keyltv.tracking.store import Store
 from keyltv.workflows.gate import champion_gate, signed
 from keyltv.workflows.guards import check_trainable
@@ -144,6 +144,7 @@ def fit_bundle(inputs: Inputs, config: Config, champion: str, result: BacktestRe
         book_medians=book_medians(data.current),
         metrics={k: float(v) for k, v in result.table.loc[champion].items()},
         flag_thresholds=learn_flag_thresholds(result, champion, config),
+        flag_targets=precision_targets(config.flags),
         ignored_attributes=id_like_attributes(inputs.accounts, config.account_text_columns),
         account_text_columns=tuple(config.account_text_columns),
     )

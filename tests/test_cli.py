@@ -62,6 +62,9 @@ def test_score_writes_every_column_for_every_account(workspace):
     assert (scores["predicted_value"] <= scores["predicted_value_high"]).all()
     assert set(scores["tier"]) == {"A", "B", "C", "D"}
     assert scores["model_version"].iloc[0] == "keyltv/1"
+    # The training run behind keyltv/1 (a registry number repeats across project folders).
+    assert scores["model_run_id"].nunique() == 1 and len(scores["model_run_id"].iloc[0]) == 32
+    assert scores["tier_rule"].iloc[0] == "share_of_accounts 0.2/0.3/0.3"
     assert scores["horizon_days"].iloc[0] == 182
 
 
@@ -95,6 +98,24 @@ def test_score_with_previous_gives_migrations(workspace):
             "rank another quantity") in third.stdout
     assert ("note: --previous ranked its tiers by predicted value, this run by predicted "
             "profit: tier changes compare two rankings") in third.stdout
+    # The same model and a file tiered by another rule (audit 29: 412 moves made by the
+    # config alone), or scored by another project's keyltv/1.
+    earlier.assign(tier_rule="cumulative_value 0.8/0.95/0.99").to_csv(root / "q4.csv", index=False)
+    fourth = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
+                     "--out", "q5.csv", "--as-of", "2024-07-01", "--previous", "q4.csv",
+                     cwd=root, uri=uri)
+    assert fourth.returncode == 0, fourth.stderr[-2000:]
+    assert ("note: --previous tiered by cumulative_value 0.8/0.95/0.99, this run by "
+            "share_of_accounts 0.2/0.3/0.3: tier changes compare two rules") in fourth.stdout
+    assert "tier_moves_held_near_cuts" not in fourth.stdout  # no band: 0, not printed
+    run_id = earlier["model_run_id"].iloc[0]
+    earlier.assign(model_run_id="0" * 31 + "f").to_csv(root / "q6.csv", index=False)
+    fifth = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
+                    "--out", "q7.csv", "--as-of", "2024-07-01", "--previous", "q6.csv",
+                    cwd=root, uri=uri)
+    assert fifth.returncode == 0, fifth.stderr[-2000:]
+    assert (f"note: --previous was scored by keyltv/1 of training run {'0' * 31}f, this run by "
+            f"keyltv/1 of training run {run_id}") in fifth.stdout
 
 
 @pytest.mark.parametrize(

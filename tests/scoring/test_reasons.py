@@ -108,6 +108,20 @@ def test_a_fact_that_points_against_its_flag_says_why_it_pushes_towards_it():
     assert top_reasons(peak, contributions)["a"].startswith("value up 200% on the horizon before;")
 
 
+def test_no_low_base_or_peak_is_claimed_against_the_value_itself():
+    # Audit 29: value up 177%, yet "orders ... at 0.5x its usual rhythm (a low base to
+    # grow from)". The events compare values: a rise is no low base, a fall no peak.
+    risen = pd.DataFrame([ROW], index=["a"]).assign(trailing_value=277.0)  # up 177%
+    contributions = pd.DataFrame({"rhythm_90d": [0.2], "recency_ratio": [0.1]}, index=["a"])
+    assert top_reasons(risen, contributions, target="growth")["a"] == (
+        "orders in the last 90 days at 0.5x its usual rhythm; "
+        "no order for 120 days, 3.0x its usual gap")
+    fallen = risen.assign(trailing_value=50.0, rhythm_90d=2.0)  # down 50%, brisk orders
+    assert top_reasons(fallen, contributions, target="decline")["a"] == (
+        "orders in the last 90 days at 2.0x its usual rhythm; "
+        "no order for 120 days, 3.0x its usual gap")
+
+
 def test_a_profit_share_just_under_the_rule_is_not_rounded_up_to_it():
     from keyltv.scoring.reasons import _percent_below
 

@@ -6,6 +6,7 @@ import pytest
 
 from keyltv.config import Flags, Tiers
 from keyltv.data.schema import InputError
+from keyltv.evaluation.plots import plot_pareto
 from keyltv.scoring.report import render_report, write_report
 from keyltv.scoring.rules import apply_flags, tier_migrations
 
@@ -85,6 +86,25 @@ def test_optional_sections_appear_only_with_their_columns(page):
                       gone[gone.index("<h2>Tier migrations</h2>"):])
     assert "<th>not scored now</th>" in gone
     assert dict(rows) == {"A": "2", "B": "0", "D": "1", "new": "0"}
+
+
+def test_with_margins_the_key_list_and_pareto_curve_follow_profit_as_the_tiers_do():
+    # Audit 29: tier A was chosen by profit, but the list showed it by value (10 of 25
+    # shown were thin-margin accounts) and the curve's top 20% was by value.
+    scores = score_table(predicted_profit=[5.0, 40.0, 1.0, 0.1, 0.0])
+    scores = apply_flags(scores.set_index("customer_id"), Flags(valuable_share=0.4),
+                         Tiers(shares=(0.4, 0.3, 0.2))).reset_index()
+    html = render_report(scores, title="t")
+    key = html[html.index("<h2>Top key accounts</h2>"):html.index("<h2>At-risk accounts</h2>")]
+    assert "Tier A, by predicted profit." in key
+    assert key.index("00007") < key.index("&lt;b&gt;00042")  # profit 40 before profit 5
+    by_value = render_report(score_table(), title="t")
+    assert "Tier A, by predicted value." in by_value
+    assert "Accounts sorted by predicted profit" in html
+    ax = plot_pareto(scores["predicted_profit"], quantity="profit")
+    assert ax.lines[0].get_label() == "top 20% of accounts hold 87% of profit"
+    assert ax.get_ylabel() == "cumulative share of profit"
+    plt.close(ax.figure)
 
 
 def test_missing_required_column_is_named():

@@ -46,6 +46,43 @@ def test_the_band_uses_an_earlier_file_only_of_the_same_model_horizon_and_basis(
     assert read_previous(path)[1] is None  # tiers alone: nothing to tell a move from a tie
 
 
+def test_the_band_needs_the_same_tier_rule_and_training_run_where_both_files_tell(tmp_path):
+    from keyltv.scoring.score import comparable_previous
+
+    path = tmp_path / "prev.csv"
+    earlier = pd.DataFrame({"customer_id": ["1", "2"], "tier": ["A", "B"],
+                            "predicted_value": [9.0, 4.0], "model_version": "keyltv/1",
+                            "horizon_days": 182, "tier_rule": "share_of_accounts 0.2/0.3/0.3",
+                            "model_run_id": "4f3a9c"})
+    earlier.to_csv(path, index=False)
+    tiers = read_previous(path)[0]
+    assert (tiers.attrs["tier_rule"], tiers.attrs["model_run_id"]) == (
+        "share_of_accounts 0.2/0.3/0.3", "4f3a9c")
+    value = pd.DataFrame({"predicted_value": [1.0]})
+    same = {"tier_rule": "share_of_accounts 0.2/0.3/0.3", "run_id": "4f3a9c"}
+    assert comparable_previous(tiers, value, "keyltv/1", 182, **same)
+    # Audit 29: a cumulative-value run held 51 accounts through a share-of-accounts file,
+    # and another project's keyltv/1 passed for this one.
+    assert not comparable_previous(tiers, value, "keyltv/1", 182,
+                                   **same | {"tier_rule": "cumulative_value 0.8/0.95/0.99"})
+    assert not comparable_previous(tiers, value, "keyltv/1", 182, **same | {"run_id": "77e0b1"})
+    # A model or file that does not tell (saved before these columns) is not held to them.
+    assert comparable_previous(tiers, value, "keyltv/1", 182, tier_rule=None, run_id=None)
+    earlier.drop(columns=["tier_rule", "model_run_id"]).to_csv(path, index=False)
+    assert comparable_previous(read_previous(path)[0], value, "keyltv/1", 182, **same)
+    # A run id that reads as a number would come back rewritten (120000): not told.
+    earlier.assign(model_run_id="12e4").to_csv(path, index=False)
+    assert "model_run_id" not in read_previous(path)[0].attrs
+
+
+def test_tier_rule_names_the_method_and_its_cuts():
+    from keyltv.config import Tiers
+    from keyltv.scoring.rules import tier_rule
+
+    assert tier_rule(Tiers()) == "share_of_accounts 0.2/0.3/0.3"
+    assert tier_rule(Tiers(method="cumulative_value")) == "cumulative_value 0.8/0.95/0.99"
+
+
 # An earlier score file as keyltv writes it, and as a German or French spreadsheet
 # re-saves it: semicolons, a byte-order mark, CRLF line ends, decimal commas.
 PLAIN_PREVIOUS = ("customer_id,as_of,predicted_value,predicted_profit,tier,model_version\n"

@@ -345,10 +345,12 @@ def pareto_curve(values: object) -> tuple[np.ndarray, np.ndarray]:
     return x, np.concatenate([[0.0], y])
 
 
-def plot_pareto(values: object, ax: Axes | None = None) -> Axes:
+def plot_pareto(values: object, ax: Axes | None = None, quantity: str = "value") -> Axes:
     """Pareto (Lorenz) curve of value with the 20 % / 80 % guides.
 
     The legend says what share of value the top 20 % of accounts actually hold.
+    ``quantity`` names what ``values`` are in the labels (``"profit"`` where tiers rank
+    predicted profit).
 
     Returns
     -------
@@ -358,13 +360,13 @@ def plot_pareto(values: object, ax: Axes | None = None) -> Axes:
     ax = _axes(ax)
     x, y = pareto_curve(values)
     top20 = float(np.interp(0.2, x, y))
-    ax.plot(x, y, label=f"top 20% of accounts hold {top20:.0%} of value")
+    ax.plot(x, y, label=f"top 20% of accounts hold {top20:.0%} of {quantity}")
     ax.axvline(0.2, color="grey", linestyle=":")
     ax.axhline(0.8, color="grey", linestyle=":")
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.02)
-    ax.set_xlabel("share of accounts (sorted by value, largest first)")
-    ax.set_ylabel("cumulative share of value")
+    ax.set_xlabel(f"share of accounts (sorted by {quantity}, largest first)")
+    ax.set_ylabel(f"cumulative share of {quantity}")
     ax.set_title("Pareto curve")
     ax.legend(loc="lower right")
     return ax

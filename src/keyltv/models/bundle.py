@@ -112,6 +112,10 @@ class KeyLTVModel:
         The decline event's ``Config.events.decline_ratio``. Without classifiers, the
         count model's chance of that event is the decline risk (:func:`fallback_events`).
         None in a bundle saved before stop 24, which keeps 1 - P(alive).
+    training_run_id : str or None
+        The MLflow run that trained and logged it, written into every score file
+        (``model_run_id``): a registry's name and number (``keyltv/1``) repeat across
+        project folders. None in a bundle saved before it existed or never logged.
     account_text_columns : tuple of str
         The config's ``account_text_columns`` in training: columns read as categories
         although their values are numbers. Scoring must read them so (see
@@ -136,6 +140,7 @@ class KeyLTVModel:
     ignored_attributes: dict[str, str] = field(default_factory=dict)
     decline_ratio: float | None = None
     account_text_columns: tuple[str, ...] = ()
+    training_run_id: str | None = None
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Model outputs per account (index kept).

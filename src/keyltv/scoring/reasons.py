@@ -208,7 +208,8 @@ def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, n: int = 3,
     """The ``n`` features pushing each row's output up the most, as '; '-joined phrases.
 
     For the ``decline`` and ``growth`` targets a fact that points the other way from the
-    event carries why it pushes towards it (see :data:`AGAINST`).
+    event carries why it pushes towards it (see :data:`AGAINST`), unless the account's
+    value moved the event's way over the last horizon: then there is no low base or peak.
     """
     against, why = AGAINST.get(target, (None, ""))
     drivers = contributions.drop(columns="bias", errors="ignore")
@@ -225,11 +226,14 @@ def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, n: int = 3,
         if np.isnan(contrib).any():  # NaNs go last in sort_values
             ranked = pd.Series(contrib).sort_values(ascending=False).index
         phrases: list[str] = []
+        # The base is the value itself: orders at half their rhythm are no low base for an
+        # account whose value rose 177% on the horizon before (audit 29).
+        base_holds = against is not None and _sign(_value_change(row), 0.0) != -against
         for j in ranked:
             if contrib[j] <= 0 or len(phrases) == n:
                 break
             phrase = describe_feature(names[j], row)
-            if phrase and against is not None and names[j] in DIRECTIONS \
+            if phrase and base_holds and names[j] in DIRECTIONS \
                     and DIRECTIONS[names[j]](row) == against:
                 phrase = f"{phrase} ({why})"
             if phrase and phrase not in phrases:

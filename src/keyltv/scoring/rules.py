@@ -366,6 +366,17 @@ def digits_apart(a: float, b: float, least: int = 3, most: int = 8) -> int:
     return digits
 
 
+def tier_rule(tiers: Tiers) -> str:
+    """The tier rule in words, as score files carry it: ``share_of_accounts 0.2/0.3/0.3``.
+
+    Tiers of two runs compare only under one rule: an earlier file tiered by cumulative
+    value and read as if tiered by share of accounts reported 412 moves that the config
+    alone made (audit 29).
+    """
+    cuts = tiers.shares if tiers.method == "share_of_accounts" else tiers.value_cuts
+    return f"{tiers.method} " + "/".join(f"{c:g}" for c in cuts)
+
+
 def tier_migrations(current: pd.Series, previous: pd.Series) -> pd.DataFrame:
     """``previous_tier`` and ``tier_change`` (up, down, same, new) per current account."""
     prev = previous.reindex(current.index)

@@ -29,6 +29,7 @@ from keyltv.scoring.rules import (
     precision_targets,
     resolve_thresholds,
     tier_migrations,
+    tier_rule,
 )
 
 SCORE_COLUMNS = [
@@ -36,7 +37,7 @@ SCORE_COLUMNS = [
     "predicted_value_high", "predicted_profit", "predicted_orders", "p_alive",
     "trailing_value", "decline_risk", "growth_potential", "tier", "segment",
     "key_account", "at_risk", "high_potential", "low_margin_key", "reasons", "previous_tier",
-    "tier_change", "model_version",
+    "tier_change", "tier_rule", "model_version", "model_run_id",
 ]
 
 
@@ -183,8 +184,11 @@ def score_accounts(
     outputs = bundle.predict(features)
     outputs["trailing_value"] = features["trailing_value"].clip(lower=0.0)
     flags, _ = scoring_flags(bundle, config, outputs)
+    run_id = getattr(bundle, "training_run_id", None)
     held = previous if comparable_previous(previous, outputs, model_version,
-                                           getattr(bundle, "horizon_days", None)) else None
+                                           getattr(bundle, "horizon_days", None),
+                                           tier_rule=tier_rule(config.tiers),
+                                           run_id=run_id) else None
     scored = apply_flags(outputs, flags, config.tiers, held, previous_value)
     scored["reasons"] = explain_flags(bundle, features, scored,
                                       low_margin_rate=flags.low_margin_rate)
@@ -192,7 +196,9 @@ def score_accounts(
         scored = scored.join(tier_migrations(scored["tier"], previous))
     scored["as_of"] = as_date(as_of).isoformat()
     scored["horizon_days"] = bundle.horizon_days
+    scored["tier_rule"] = tier_rule(config.tiers)
     scored["model_version"] = model_version
+    scored["model_run_id"] = run_id
     scored = scored.rename_axis("customer_id").reset_index().sort_values("customer_id")
     return scored[[c for c in SCORE_COLUMNS if c in scored.columns]].reset_index(drop=True)
 
@@ -279,15 +285,19 @@ def match_previous(previous: pd.Series, scored: pd.Index, path: str | Path,
 
 
 def comparable_previous(previous: pd.Series | None, outputs: pd.DataFrame, model_version: str,
-                        horizon_days: int | None) -> bool:
-    """Whether an earlier run's tiers rank the same quantity by the same model.
+                        horizon_days: int | None, *, tier_rule: str | None = None,
+                        run_id: str | None = None) -> bool:
+    """Whether an earlier run's tiers rank the same quantity by the same model and rule.
 
     Only then may the tolerance band keep an account in its earlier tier: a file of
     another model version, horizon or ranking basis (value against profit) would carry
     tiers over from another ranking (the audit found 66 accounts tiered differently
     through a value-ranked earlier file). A file that does not tell its model version
     and horizon (a score file cut down to a few columns) is not taken for the same run:
-    it was, and its tiers were held by the band (audit 28).
+    it was, and its tiers were held by the band (audit 28). Its tier rule (``tier_rule``)
+    and the model's training run (``run_id``; every project's first model is
+    ``keyltv/1``) must match too where both files tell them (audit 29); files written
+    before these columns existed do not.
     """
     if previous is None:
         return False
@@ -295,7 +305,14 @@ def comparable_previous(previous: pd.Series | None, outputs: pd.DataFrame, model
     attrs = previous.attrs
     return (attrs.get("model_version") == model_version
             and attrs.get("horizon_days") == str(horizon_days)
-            and attrs.get("ranked_by") == basis)
+            and attrs.get("ranked_by") == basis
+            and _same_where_told(attrs.get("tier_rule"), tier_rule)
+            and _same_where_told(attrs.get("model_run_id"), run_id))
+
+
+def _same_where_told(earlier: str | None, now: str | None) -> bool:
+    """Equal, or one of the two runs does not tell (None)."""
+    return earlier is None or now is None or earlier == now
 
 
 def read_previous_tiers(path: str | Path) -> pd.Series:
@@ -326,7 +343,8 @@ def read_previous(path: str | Path, numbers: NumberFormat | None = None
     -------
     tiers : pandas.Series
         As :func:`read_previous_tiers`, with ``attrs`` ``as_of``, ``ranked_by``,
-        ``model_version`` and ``horizon_days`` where the file tells them.
+        ``model_version``, ``horizon_days``, ``tier_rule`` and ``model_run_id`` where the
+        file tells them.
     values : pandas.Series or None
         What its tiers ranked (predicted profit, else predicted value); None for a file
         of tiers alone.
@@ -362,8 +380,12 @@ def read_previous(path: str | Path, numbers: NumberFormat | None = None
     if "predicted_value" in frame.columns:  # a score file: what its tiers ranked
         profit = "predicted_profit" in frame.columns and frame["predicted_profit"].notna().any()
         tiers.attrs["ranked_by"] = "profit" if profit else "value"
-    for column in ("model_version", "horizon_days"):  # to say when the runs differ
-        if column in frame.columns:
+    # To say when the runs differ (see comparable_previous).
+    for column in ("model_version", "horizon_days", "tier_rule", "model_run_id"):
+        # A run id of hex digits that reads as a number (12e4...) would come back
+        # rewritten: such a file is taken not to tell its run.
+        numeric = pd.api.types.is_numeric_dtype(frame[column]) if column in frame else False
+        if column in frame.columns and not (column == "model_run_id" and numeric):
             values = unescape_formulas(frame[column].dropna().astype("string")).unique()
             if len(values) == 1:
                 tiers.attrs[column] = str(values[0]).removesuffix(".0")

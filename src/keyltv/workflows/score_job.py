@@ -31,6 +31,7 @@ from keyltv.scoring.rules import (
     crowded_flags,
     silent_flags,
     tier_basis,
+    tier_rule,
 )
 from keyltv.scoring.score import (
     comparable_previous,
@@ -114,7 +115,8 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
     notes["accounts_without_orders_scored_zero"] = int((~ordered(features)).sum())
     lost: dict[str, int] = {}
     band = config.tiers.hysteresis if prev_value is not None and comparable_previous(
-        prev, scores, model_version, bundle.horizon_days) else 0.0
+        prev, scores, model_version, bundle.horizon_days, tier_rule=tier_rule(config.tiers),
+        run_id=getattr(bundle, "training_run_id", None)) else 0.0
     if prev is not None:
         # Accounts of the earlier run that are not scored now (no line before --as-of).
         gone = prev[~prev.index.isin(features.index)]
@@ -147,7 +149,7 @@ def score_bundle(inputs: Inputs, config: Config, bundle: KeyLTVModel, model_vers
     season = [] if money else season_warning(inputs, bundle.horizon_days, scores)
     warnings = silent_flags(scores, flags) + crowded_flags(scores, flags, sources) + \
         unused_learned_thresholds(bundle, config, sources) + \
-        scoring_warnings(inputs, bundle, model_version, notes, prev) + money + season
+        scoring_warnings(inputs, bundle, model_version, notes, prev, config) + money + season
     thresholds = {field: (getattr(flags, field), source) for field, source in sources.items()}
     return ScoreResult(scores, model_version, notes, config.seed, warnings, lost, band,
                        thresholds)
@@ -287,7 +289,8 @@ def unused_learned_thresholds(bundle: KeyLTVModel, config: Config,
 
 
 def scoring_warnings(inputs: Inputs, bundle: KeyLTVModel, model_version: str,
-                     notes: dict[str, int], previous: pd.Series | None = None) -> list[str]:
+                     notes: dict[str, int], previous: pd.Series | None = None,
+                     config: Config | None = None) -> list[str]:
     """What an unattended scoring job must say although its output is valid, in words.
 
     A job that exits 0 on a stale export, a model from another time, an earlier file of
@@ -325,9 +328,21 @@ def scoring_warnings(inputs: Inputs, bundle: KeyLTVModel, model_version: str,
                          "--previous and are marked new; check that it scored the same book")
         # Tier changes then mix what the accounts did with what the model changed.
         earlier_model = previous.attrs.get("model_version")
+        earlier_run, run = previous.attrs.get("model_run_id"), getattr(bundle, "training_run_id",
+                                                                         None)
         if earlier_model is not None and earlier_model != model_version:
             lines.append(f"--previous was scored by {earlier_model}, this run by "
                          f"{model_version}: tier changes mix account and model changes")
+        elif None not in (earlier_run, run) and earlier_run != run:
+            # The same name and number from another store (each project's first is /1).
+            lines.append(f"--previous was scored by {earlier_model or 'a model'} of training "
+                         f"run {earlier_run}, this run by {model_version} of training run "
+                         f"{run}: tier changes mix account and model changes")
+        earlier_rule = previous.attrs.get("tier_rule")
+        rule = tier_rule(config.tiers) if config is not None else None
+        if None not in (earlier_rule, rule) and earlier_rule != rule:
+            lines.append(f"--previous tiered by {earlier_rule}, this run by {rule}: tier "
+                         "changes compare two rules")
         earlier_basis = previous.attrs.get("ranked_by")
         basis = "value" if notes.get("accounts_without_margins") or bundle.margin_rate is None \
             else "profit"
@@ -426,10 +441,12 @@ def write_scores(scores: pd.DataFrame, out: str | Path) -> Path:
 
 
 def top_accounts(scores: pd.DataFrame, n: int = 10) -> pd.DataFrame:
-    """The ``n`` accounts with the highest predicted value, for the console."""
+    """The ``n`` accounts highest in what the tiers rank (profit with margins), for the console."""
     columns = ["customer_id", "tier", "segment", "predicted_value", "predicted_value_low",
-               "predicted_value_high", "p_alive", "decline_risk", "growth_potential"]
-    return scores.nlargest(n, "predicted_value")[columns].reset_index(drop=True)
+               "predicted_value_high", "predicted_profit", "p_alive", "decline_risk",
+               "growth_potential"]
+    ranked = scores.loc[tier_basis(scores).nlargest(n).index]
+    return ranked[[c for c in columns if c in scores.columns]].reset_index(drop=True)
 
 
 def flag_counts(scores: pd.DataFrame) -> pd.Series:

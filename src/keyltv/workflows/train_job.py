@@ -75,6 +75,7 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
         if bundle.ignored_attributes:  # the account-table columns no model reads, and why
             store.log_dict(bundle.ignored_attributes, "ignored_attributes.json")
         store.log_metrics({"interval_holdout_coverage": bundle.intervals.holdout_coverage_})
+        bundle.training_run_id = run_id  # in every score file it makes (model_run_id)
         example = bundle_example(bundle, inputs, config, features=data.current)
         tags = {
             # Not "champion": every version carries it, promoted or not, and the UI

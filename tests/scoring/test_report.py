@@ -100,7 +100,7 @@ def test_with_margins_the_key_list_and_pareto_curve_follow_profit_as_the_tiers_d
     assert key.index("00007") < key.index("&lt;b&gt;00042")  # profit 40 before profit 5
     by_value = render_report(score_table(), title="t")
     assert "Tier A, by predicted value." in by_value
-    assert "Accounts sorted by predicted profit" in html
+    assert "<h2>Profit concentration</h2>" in html and "Accounts sorted by predicted profit" in html
     ax = plot_pareto(scores["predicted_profit"], quantity="profit")
     assert ax.lines[0].get_label() == "top 20% of accounts hold 87% of profit"
     assert ax.get_ylabel() == "cumulative share of profit"

@@ -93,14 +93,14 @@ def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] 
     if missing:
         raise ValueError(f"score table: column {missing[0]!r} is missing; "
                          f"required: {', '.join(REQUIRED_COLUMNS)}")
+    ranked = _ranked(scores)
     sections = [
         *([_section("Read first", "".join(_paragraph(w) for w in warnings))] if warnings else []),
         _section("Summary", _summary_table(scores)),
         # What the tiers rank (profit with margins), so that its top 20% is tier A.
-        _section("Value concentration", _png(lambda ax: plot_pareto(tier_basis(scores), ax,
-                                                                    _ranked(scores)))
-                 + _paragraph(f"Accounts sorted by predicted {_ranked(scores)} over the "
-                              "horizon.")),
+        _section(f"{ranked.capitalize()} concentration",
+                 _png(lambda ax: plot_pareto(tier_basis(scores), ax, ranked))
+                 + _paragraph(f"Accounts sorted by predicted {ranked} over the horizon.")),
         _section("Tiers and segments", _tiers_and_segments(scores)),
         *_account_sections(scores, top_n, thresholds or {}),
     ]

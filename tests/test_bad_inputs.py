@@ -561,6 +561,11 @@ REJECTED = [
                                                    "--cutoff", "2024-10-01", "--horizon-days",
                                                    HORIZON],
          "tx.csv: --cutoff 2024-10-01 + 182 days ends after the last transaction (2024-12-"),
+    # Every model listed skipped: KeyError 'normalized_gini', exit 1 (audit 29).
+    Case("train-no-model-fits", lambda ws: [
+        "train", "--transactions", log_csv(ws), "--horizon-days", HORIZON, "--config",
+        write("c.yaml", "models: [lightgbm]\ntraining:\n  min_feature_days: 2000\n")],
+        "tx.csv: no model of the config's models could be fitted at the selection cutoff "),
     Case("train-horizon-zero", lambda ws: ["train", "--transactions", log_csv(ws),
                                            "--horizon-days", "0"],
          "--horizon-days 0: must be a positive number of days"),

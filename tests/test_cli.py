@@ -300,3 +300,18 @@ def test_on_a_terminal_a_live_line_shows_the_step_and_the_log_lines_stay():
     assert "INFO selection backtest before 2024-04-01 on 487 accounts" in text  # it stays
     # Only the live handler was added, and it is gone.
     assert not any(type(h).__name__ == "Live" for h in logging.getLogger().handlers)
+
+
+def test_evaluate_prints_each_origin_and_the_models_it_skipped(workspace):
+    # The skipped models were only in the JSON; train printed them (audit 29).
+    root, uri, _, _ = workspace
+    (root / "eval.yaml").write_text("models: [trailing, bgnbd, lightgbm]\nselection:\n  blend: false\n"
+                                    "backtest:\n  n_origins: 1\ntraining:\n  min_feature_days: 1200\n")
+    result = run_cli("evaluate", "--transactions", "tx.csv", "--config", "eval.yaml",
+                     "--cutoff", "2024-01-01", "--horizon-days", "182", "--out", "m.json",
+                     cwd=root, uri=uri)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Origin 2024-01-01: keyltv champion = bgnbd" in result.stdout
+    assert "skipped lightgbm: " in result.stdout
+    assert "(training.min_feature_days)" in result.stdout
+    assert "Metrics -> m.json" in result.stdout and (root / "m.json").exists()

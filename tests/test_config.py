@@ -62,8 +62,13 @@ def test_number_separators_and_encoding_are_checked(tmp_path, yaml, field, messa
         ("seed: -1\n", "seed", "greater than or equal to 0"),
         ("seed: 4294967296\n", "seed", "less than or equal to 4294967295"),
         ("models: []\n", "models", "at least 1 item"),
-        ("models: [lightgbm, bgnbd, lightgbm]\n", "(top level)",
+        ("models: [lightgbm, bgnbd, lightgbm]\n", "models",
          "model 'lightgbm' is listed more than once"),
+        # Named as the field itself, not "(top level)" with the whole config (audit 29).
+        ("models: [foo]\n", "models", "unknown model 'foo'"),
+        # A negative bar promoted a worse model and blamed the bar on a tie (audit 29).
+        ("selection:\n  min_improvement: -1\n", "selection.min_improvement",
+         "greater than or equal to 0"),
     ],
 )
 def test_seed_and_models_are_checked_before_any_training(tmp_path, yaml, field, message):

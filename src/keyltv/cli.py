@@ -247,6 +247,8 @@ def evaluate(transactions: TransactionsOpt,
         _echo(f"\nOrigin {result.origin}: keyltv champion = {result.champion}, "
               f"80% interval coverage {result.coverage:.3f}")
         _print_table(result.table.drop(columns=["origin", "champion"]))
+        for name, why in result.outer.skipped.items():  # as train says them
+            _echo(f"skipped {name}: {why}")
         extra = {**result.outer.event_metrics, **result.flags}
         _echo("Events and flags: " + ", ".join(f"{k}={v:.4f}" for k, v in extra.items()))
         if result.threshold_sources:

@@ -123,7 +123,8 @@ class Selection(_Frozen):
     """How the champion is chosen and when the ``champion`` alias may move."""
 
     metric: Literal["normalized_gini", "spearman", "mae", "decile_mape"] = "normalized_gini"
-    min_improvement: float = 0.0
+    # A gain, in the metric's own units: a negative one would promote a worse model.
+    min_improvement: float = Field(0.0, ge=0)
     # Also offer a non-negative blend of the fitted models (weights fitted on the
     # selection holdout, judged there by 5-fold cross-fitting over accounts).
     blend: bool = True
@@ -278,15 +279,18 @@ class Config(_Frozen):
                              f"{self.decimal_separator!r}")
         return self
 
-    @model_validator(mode="after")
-    def _known_models(self) -> Config:
-        unknown = [m for m in self.models if m not in MODEL_NAMES]
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: tuple[str, ...]) -> tuple[str, ...]:
+        # A field validator, so that the message names `models` (a model validator's
+        # named "(top level)" and quoted the whole config; audit 29).
+        unknown = [m for m in models if m not in MODEL_NAMES]
         if unknown:
             raise ValueError(f"unknown model {unknown[0]!r}; allowed: {', '.join(MODEL_NAMES)}")
-        repeated = sorted({m for m in self.models if self.models.count(m) > 1})
+        repeated = sorted({m for m in models if models.count(m) > 1})
         if repeated:  # the backtest table is keyed by model: a second row would overwrite it
             raise ValueError(f"model {repeated[0]!r} is listed more than once")
-        return self
+        return models
 
     def with_overrides(self, **changes: object) -> Config:
         """Return a copy with top-level fields replaced (``None`` values are ignored)."""

@@ -89,6 +89,34 @@ def test_selection_fits_supervised_models_on_the_deployed_cutoffs(history_days):
     assert abs((inner - deployed).days) <= 1
 
 
+@pytest.mark.parametrize(("as_of", "whole"), [(date(2022, 12, 1), False), (date(2023, 3, 1), True)],
+                         ids=["23-months", "26-months"])
+def test_selection_judges_the_event_scorer_and_run_rates_that_the_refit_deploys(sim, as_of, whole):
+    # Audit 29: on a 23-month log the selection backtest (half the horizon) fitted event
+    # classifiers and GBMs from run rates, judged them and learned a flag threshold on
+    # their scores, where the refit at the full horizon deployed neither.
+    from keyltv.models.training import fit_event_models, full_trailing_windows, training_data
+
+    log, accounts = sim
+    cfg = Config(horizon_days=365, models=("trailing", "bgnbd", "lightgbm"),
+                 selection={"blend": False}, training={"n_cutoffs": 2, "cutoff_step_days": 91})
+    result, _ = select_champion(log, as_of, cfg, accounts)
+    refit = training_data(log, as_of, cfg, accounts)
+    assert (fit_event_models(refit, cfg) is not None) is whole
+    assert full_trailing_windows(refit, cfg.horizon_days) is whole
+    assert result.event_metrics["event_classifiers"] == float(whole)
+    assert result.models["lightgbm"].run_rate_offset is whole
+
+
+def test_a_model_list_of_which_none_can_be_fitted_is_refused_naming_each_and_why(sim):
+    # It failed with KeyError: 'normalized_gini', exit 1 (audit 29).
+    log, accounts = sim
+    cfg = Config(horizon_days=182, models=("lightgbm",), training={"min_feature_days": 2000})
+    with pytest.raises(InputError, match=r"no model of the config's models could be fitted at "
+                       r"the selection cutoff 2023-10-02: lightgbm: .*training.min_feature_days"):
+        select_champion(log, date(2024, 1, 1), cfg, accounts)
+
+
 def test_champion_is_never_the_naive_peer_when_others_fit(sim):
     log, accounts = sim
     result, champion = select_champion(log, date(2024, 1, 1), FAST, accounts)

@@ -31,8 +31,9 @@ TABLE = __import__("pandas").DataFrame(
 
 @pytest.mark.parametrize(("champion_tags", "new", "promoted", "reason"), [
     ({}, {}, True, "normalized_gini 0.9500 beats version 3 (0.9000, same backtest): +0.0500"),
-    ({}, {"metric_value": "0.9"}, False, "does not beat version 3 (0.9000, same backtest) by "
-     "at least selection.min_improvement=0.0 (+0.0000); @champion stays on version 3"),
+    # A tie: no bar was set, so none is blamed (audit 29).
+    ({}, {"metric_value": "0.9"}, False, "does not beat version 3 (0.9000, same backtest) "
+     "(+0.0000); @champion stays on version 3"),
     # Another as_of: the champion's kind, refitted on this holdout, is the bar.
     ({"trained_as_of": "2023-07-01"}, {}, False,
      "does not beat hybrid, version 3's kind, refitted in this backtest (0.9600)"),
@@ -87,3 +88,13 @@ def test_another_horizon_is_replaced_unless_its_own_horizon_did_better(others, p
     # Version 5 is the new model itself, registered before the gate: not its own rival.
     got = champion_gate(_Registry(others, horizon_days="365"), NEW, CONFIG, TABLE, version="5")
     assert got[0] is promoted and reason in got[1], got[1]
+
+
+def test_a_gain_below_the_bar_is_refused_naming_the_bar():
+    strict = CONFIG.model_copy(update={"selection": CONFIG.selection.model_copy(
+        update={"min_improvement": 0.1})})
+    promoted, reason = champion_gate(_Registry(), NEW, strict, TABLE)
+    assert not promoted
+    assert reason == ("normalized_gini 0.9500 does not beat version 3 (0.9000, same backtest) "
+                      "by at least selection.min_improvement=0.1 (+0.0500); @champion stays "
+                      "on version 3")

@@ -54,6 +54,17 @@ def test_training_run_carries_the_review_record(trained):
     assert run.data.params["champion"] == first.champion
     assert "seed" in run.data.params and "data_hash" in run.data.params
     assert run.data.params["keyltv_version"] and len(run.data.params["train_data_hash"]) >= 16
+    # What the deployed refit learned from, and apart from it the selection backtest's
+    # (the params showed the backtest's as the refit's; audit 29).
+    from keyltv.models.training import training_data
+
+    refit = training_data(workflows.load_inputs(simulate_b2b(250, seed=8)[0], None, CONFIG, None,
+                                                label="sim").log, first.backtest.data.as_of
+                          + pd.Timedelta(days=first.backtest.horizon_days).to_pytimedelta(),
+                          CONFIG, None)
+    assert run.data.params["training_cutoffs"] == ",".join(map(str, refit.cutoffs))
+    assert run.data.params["backtest_training_cutoffs"] == ",".join(
+        map(str, first.backtest.data.cutoffs))
     assert "Top drivers (gain of " in run.data.tags["mlflow.note.content"]
     assert "trailing_normalized_gini" in run.data.metrics
     assert run.data.tags["mlflow.note.content"].startswith(f"**Champion: {first.champion}**")

@@ -117,8 +117,13 @@ def backtest(
     config: Config,
     accounts: pd.DataFrame | None = None,
     models: tuple[str, ...] | None = None,
+    deployed_horizon_days: int | None = None,
 ) -> BacktestResult:
     """Fit ``models`` (default: the config's) before ``cutoff`` and evaluate after it.
+
+    ``deployed_horizon_days``: the horizon of the predictor this backtest selects for,
+    when it is not ``config.horizon_days`` (see
+    :func:`keyltv.models.training.full_window_days`).
 
     Raises
     ------
@@ -142,6 +147,7 @@ def backtest(
         raise InputError(f"{log.source}: cutoff {cutoff} is not after the first transaction "
                          f"({log.first_date})")
     data = training_data(log, cutoff, config, accounts)
+    data.deployed_horizon_days = deployed_horizon_days
     actual = future_values(log, cutoff, h, data.current.index)
     predictions = pd.DataFrame(
         {"actual": actual["value"], "actual_orders": actual["orders"],
@@ -274,10 +280,15 @@ def select_champion(
     except InputError as exc:
         raise InputError(f"{log.source}: {exc}") from None
     inner = config if h_v == config.horizon_days else config.with_overrides(horizon_days=h_v)
-    result = backtest(log, as_of - timedelta(days=h_v), inner, accounts)
+    result = backtest(log, as_of - timedelta(days=h_v), inner, accounts,
+                      deployed_horizon_days=config.horizon_days)
     if config.selection.blend:
         # Idle at the deployed horizon, not the selection's half of it (see blend.stratify).
         add_blend(result, config.seed, idle_days=config.horizon_days)
+    if result.table.empty:  # every model listed was skipped: nothing to deploy
+        raise InputError(f"{log.source}: no model of the config's models could be fitted at "
+                         f"the selection cutoff {result.cutoff}: " + "; ".join(
+                             f"{name}: {why}" for name, why in result.skipped.items()))
     # The naive peer is the bar to clear, not a model to deploy: it is only chosen
     # when nothing else could be fitted (it may still carry weight inside the blend).
     candidates = result.table.drop(index="trailing", errors="ignore")

@@ -206,7 +206,8 @@ def training_cutoffs(
     if not usable:
         raise InputError(
             f"{log.source}: history from {log.first_date} to {as_of} is too short to train on "
-            f"a {horizon_days}-day horizon: needs {horizon_days + min_feature_days} days, "
+            f"a {horizon_days}-day horizon: needs {horizon_days + min_feature_days} days "
+            f"(training.min_feature_days {min_feature_days} of features before a cutoff), "
             f"has {(as_of - log.first_date).days}"
         )
     return usable

@@ -52,6 +52,10 @@ class TrainingData:
         Cutoffs used for ``stacked_*``.
     sampled : int
         Rows left out of ``stacked_*`` by the training-row cap.
+    deployed_horizon_days : int or None
+        Horizon of the predictor these rows stand for, when it is not the rows' own:
+        the selection backtest fits at half the horizon, but its models must make the
+        same choices as their refit at the full one (see :func:`full_window_days`).
     """
 
     as_of: date
@@ -62,6 +66,22 @@ class TrainingData:
     sampled: int = 0
     note: str | None = None
     first_date: date | None = None
+    deployed_horizon_days: int | None = None
+
+
+def full_window_days(data: TrainingData, horizon_days: int) -> int:
+    """History a training cutoff needs before it for whole trailing windows.
+
+    That of the deployed horizon, also in the selection backtest, whose own horizon is
+    half of it: with its own, it judged event classifiers (and GBMs started from run
+    rates) on a 23-month log where the refit at the full horizon deployed the
+    probabilistic fallback, and printed their AUCs and learned a flag threshold on
+    their scores (audit 29). The stacked cutoffs are the same dates in both fits, to
+    within a day (see
+    :func:`keyltv.evaluation.backtest.validation_horizon`), so the same rule makes the
+    same choice.
+    """
+    return data.deployed_horizon_days or horizon_days
 
 
 def training_data(
@@ -85,9 +105,13 @@ def training_data(
         return TrainingData(as_of, current, None, None, note=(
             f"{log.source}: {(as_of - log.first_date).days} days of history before {as_of} "
             f"leave no label window of {MIN_LABEL_DAYS}+ days after {t.min_feature_days} "
-            "days of features"))
+            "days of features (training.min_feature_days)"))
     cutoffs = training_cutoffs(log, as_of, label_days, t.n_cutoffs, t.cutoff_step_days,
                                t.min_feature_days)
+    if len(cutoffs) < t.n_cutoffs:  # the rest would start before the log
+        logger.info("GBM training cutoffs: %d of training.n_cutoffs=%d have "
+                    "training.min_feature_days=%d days of history before them",
+                    len(cutoffs), t.n_cutoffs, t.min_feature_days)
     X, y, sampled = sampled_training_frame(log, cutoffs, h, label_days,
                                            max_rows=t.max_training_rows, seed=config.seed)
     if sampled:
@@ -180,7 +204,7 @@ def full_trailing_windows(data: TrainingData, horizon_days: int) -> bool:
     """
     if not data.cutoffs or data.first_date is None:
         return False
-    return (max(data.cutoffs) - data.first_date).days >= horizon_days
+    return (max(data.cutoffs) - data.first_date).days >= full_window_days(data, horizon_days)
 
 
 def event_labels(trailing: object, future: object, config: Config) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +230,8 @@ def fit_event_models(data: TrainingData, config: Config) -> tuple[GBMClassifier,
         return None
     X, y = data.stacked_X, data.stacked_y
     if data.first_date is not None:
-        whole = (X["cutoff"] >= pd.Timestamp(data.first_date + timedelta(days=config.horizon_days)))
+        needed = full_window_days(data, config.horizon_days)
+        whole = (X["cutoff"] >= pd.Timestamp(data.first_date + timedelta(days=needed)))
         X, y = X[whole.to_numpy()], y[whole.to_numpy()]
     if X.empty:
         return None

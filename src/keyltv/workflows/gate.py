@@ -83,6 +83,9 @@ def champion_gate(store: Store, tags: dict[str, str], config: Config,
     gain = sign * (new_value - old_value)
     if gain > 0 and gain >= config.selection.min_improvement:
         return True, f"{metric} {new_value:.4f} beats {against}: {signed(gain)}"
+    if gain <= 0 and config.selection.min_improvement == 0:  # no bar was set: just no gain
+        return False, (f"{metric} {new_value:.4f} does not beat {against} ({signed(gain)}); "
+                       f"@champion stays on version {current.version}")
     return False, (f"{metric} {new_value:.4f} does not beat {against} by at least "
                    f"selection.min_improvement={config.selection.min_improvement} "
                    f"({signed(gain)}); @champion stays on version {current.version}")

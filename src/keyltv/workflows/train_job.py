@@ -65,7 +65,7 @@ def train(inputs: Inputs, config: Config, store: Store) -> TrainResult:
     bundle = fit_bundle(inputs, config, champion, result, data)
     with store.run("train", tags={"keyltv.job": "train"}) as run_id:
         train_hash = training_fingerprint(inputs)  # one scan of the log, for param and tag
-        _log_training(store, run_id, inputs, config, result, champion, train_hash)
+        _log_training(store, run_id, inputs, config, result, champion, train_hash, data)
         store.log_params({f"learned_{k}": v for k, v in bundle.flag_thresholds.items()})
         # Every threshold and where it came from, as train prints it.
         store.log_params({"flag_thresholds": flag_threshold_summary(bundle.flag_thresholds,
@@ -179,14 +179,22 @@ def bundle_example(bundle: KeyLTVModel, inputs: Inputs, config: Config,
 
 
 def _log_training(store: Store, run_id: str, inputs: Inputs, config: Config,
-                  result: BacktestResult, champion: str, train_hash: str) -> None:
-    """Parent run: config, data fingerprint, backtest table; one child run per model."""
+                  result: BacktestResult, champion: str, train_hash: str,
+                  data: TrainingData) -> None:
+    """Parent run: config, data fingerprint, backtest table; one child run per model.
+
+    ``data`` is what the deployed refit learned from: its cutoffs and sampling are the
+    ``training_*`` params (they were the selection backtest's, a day apart and with
+    another sample count; audit 29), the backtest's are ``backtest_training_*``.
+    """
     store.log_params({"as_of": inputs.as_of, "horizon_days": config.horizon_days,
                       "seed": config.seed, "champion": champion,
                       "selection_metric": config.selection.metric,
                       "backtest_cutoff": result.cutoff,
-                      "training_cutoffs": ",".join(map(str, result.data.cutoffs)),
-                      "training_rows_sampled_out": result.data.sampled,
+                      "training_cutoffs": ",".join(map(str, data.cutoffs)),
+                      "training_rows_sampled_out": data.sampled,
+                      "backtest_training_cutoffs": ",".join(map(str, result.data.cutoffs)),
+                      "backtest_training_rows_sampled_out": result.data.sampled,
                       # What the run was made with, and what it learned from (the data_*
                       # params describe the whole file, lines after as_of included).
                       "keyltv_version": __version__,

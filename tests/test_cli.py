@@ -70,28 +70,30 @@ def test_score_writes_every_column_for_every_account(workspace):
 
 def test_score_with_previous_gives_migrations(workspace):
     root, uri, _, _ = workspace
+
+    def score_against(previous: str, out: str) -> subprocess.CompletedProcess:
+        result = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
+                         "--out", out, "--as-of", "2024-07-01", "--previous", previous,
+                         cwd=root, uri=uri)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result
+
     first = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
                     "--out", "q1.csv", "--as-of", "2024-04-01", cwd=root, uri=uri)
     assert first.returncode == 0, first.stderr[-2000:]
-    second = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
-                     "--out", "q2.csv", "--as-of", "2024-07-01", "--previous", "q1.csv",
-                     cwd=root, uri=uri)
-    assert second.returncode == 0, second.stderr[-2000:]
+    second = score_against("q1.csv", "q2.csv")
     scores = pd.read_csv(root / "q2.csv", dtype={"customer_id": str})
     assert set(scores["tier_change"]) <= {"up", "down", "same", "new"}
     assert (scores["tier_change"] != "new").sum() > 0
     assert "note: --previous" not in second.stdout  # same model, same horizon
-    assert "tier_moves_held_near_cuts=" in second.stdout  # counted, even when 0
+    assert "tier_moves_held_near_cuts=" in second.stdout  # the band held some
     # An earlier file of another model version and horizon: the migrations are said to mix.
     earlier = pd.read_csv(root / "q1.csv", dtype={"customer_id": str})
     assert earlier["predicted_profit"].notna().all()  # the simulator's log has margins
     # ... and ranked by value (a run on a log without margins).
     earlier.assign(model_version="keyltv/0", horizon_days=365).drop(
         columns="predicted_profit").to_csv(root / "q0.csv", index=False)
-    third = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
-                    "--out", "q3.csv", "--as-of", "2024-07-01", "--previous", "q0.csv",
-                    cwd=root, uri=uri)
-    assert third.returncode == 0, third.stderr[-2000:]
+    third = score_against("q0.csv", "q3.csv")
     assert ("note: --previous was scored by keyltv/0, this run by keyltv/1: tier changes mix "
             "account and model changes") in third.stdout
     assert ("note: --previous predicted a 365-day horizon, this run a 182-day one: its tiers "
@@ -101,19 +103,13 @@ def test_score_with_previous_gives_migrations(workspace):
     # The same model and a file tiered by another rule (audit 29: 412 moves made by the
     # config alone), or scored by another project's keyltv/1.
     earlier.assign(tier_rule="cumulative_value 0.8/0.95/0.99").to_csv(root / "q4.csv", index=False)
-    fourth = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
-                     "--out", "q5.csv", "--as-of", "2024-07-01", "--previous", "q4.csv",
-                     cwd=root, uri=uri)
-    assert fourth.returncode == 0, fourth.stderr[-2000:]
+    fourth = score_against("q4.csv", "q5.csv")
     assert ("note: --previous tiered by cumulative_value 0.8/0.95/0.99, this run by "
             "share_of_accounts 0.2/0.3/0.3: tier changes compare two rules") in fourth.stdout
     assert "tier_moves_held_near_cuts" not in fourth.stdout  # no band: 0, not printed
     run_id = earlier["model_run_id"].iloc[0]
     earlier.assign(model_run_id="0" * 31 + "f").to_csv(root / "q6.csv", index=False)
-    fifth = run_cli("score", "--transactions", "tx.csv", "--accounts", "accounts.csv",
-                    "--out", "q7.csv", "--as-of", "2024-07-01", "--previous", "q6.csv",
-                    cwd=root, uri=uri)
-    assert fifth.returncode == 0, fifth.stderr[-2000:]
+    fifth = score_against("q6.csv", "q7.csv")
     assert (f"note: --previous was scored by keyltv/1 of training run {'0' * 31}f, this run by "
             f"keyltv/1 of training run {run_id}") in fifth.stdout
 

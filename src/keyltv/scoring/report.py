@@ -102,7 +102,7 @@ def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] 
                  _png(lambda ax: plot_pareto(tier_basis(scores), ax, ranked))
                  + _paragraph(f"Accounts sorted by predicted {ranked} over the horizon.")),
         _section("Tiers and segments", _tiers_and_segments(scores)),
-        *_account_sections(scores, top_n, thresholds or {}),
+        *_account_sections(scores, top_n, thresholds or {}, ranked),
     ]
     if "tier_change" in scores.columns:
         sections.append(_section("Tier migrations", _migrations(scores, previous_not_scored)))
@@ -116,8 +116,11 @@ def render_report(scores: pd.DataFrame, *, title: str, notes: Mapping[str, int] 
 
 
 def _account_sections(scores: pd.DataFrame, top_n: int,
-                      thresholds: Mapping[str, tuple[float, str]]) -> list[str]:
-    """Build the account lists: key, at risk, high potential, low-margin key (with margins)."""
+                      thresholds: Mapping[str, tuple[float, str]], ranked: str) -> list[str]:
+    """Build the account lists: key, at risk, high potential, low-margin key (with margins).
+
+    ``ranked``: what the tiers rank (:func:`_ranked`), the key list's order.
+    """
     reasons = ("reasons",) if "reasons" in scores.columns else ()
 
     def rule(flag: str) -> str:
@@ -133,8 +136,8 @@ def _account_sections(scores: pd.DataFrame, top_n: int,
         # In the tiers' order: with margins, a large but thin-margin account is no
         # top key account (audit 29: 10 of the 25 shown by value were low-margin).
         _account_section("Top key accounts", scores[scores["key_account"].astype(bool)],
-                         f"predicted_{_ranked(scores)}", top_n,
-                         f"Tier A, by predicted {_ranked(scores)}.", extra=reasons),
+                         f"predicted_{ranked}", top_n,
+                         f"Tier A, by predicted {ranked}.", extra=reasons),
         # Sorted by trailing value: what the account bought last horizon is what can be lost.
         _account_section("At-risk accounts", scores[scores["at_risk"].astype(bool)],
                          "trailing_value", top_n,

@@ -384,11 +384,12 @@ def read_previous(path: str | Path, numbers: NumberFormat | None = None
     for column in ("model_version", "horizon_days", "tier_rule", "model_run_id"):
         # A run id of hex digits that reads as a number (12e4...) would come back
         # rewritten: such a file is taken not to tell its run.
-        numeric = pd.api.types.is_numeric_dtype(frame[column]) if column in frame else False
-        if column in frame.columns and not (column == "model_run_id" and numeric):
-            values = unescape_formulas(frame[column].dropna().astype("string")).unique()
-            if len(values) == 1:
-                tiers.attrs[column] = str(values[0]).removesuffix(".0")
+        if column not in frame.columns or (
+                column == "model_run_id" and pd.api.types.is_numeric_dtype(frame[column])):
+            continue
+        values = unescape_formulas(frame[column].dropna().astype("string")).unique()
+        if len(values) == 1:
+            tiers.attrs[column] = str(values[0]).removesuffix(".0")
     ranked = {"profit": "predicted_profit", "value": "predicted_value"}.get(
         tiers.attrs.get("ranked_by", ""))
     values = None if ranked is None else _ranking_values(frame[ranked], numbers, path)

@@ -289,8 +289,8 @@ def unused_learned_thresholds(bundle: KeyLTVModel, config: Config,
 
 
 def scoring_warnings(inputs: Inputs, bundle: KeyLTVModel, model_version: str,
-                     notes: dict[str, int], previous: pd.Series | None = None,
-                     config: Config | None = None) -> list[str]:
+                     notes: dict[str, int], previous: pd.Series | None,
+                     config: Config) -> list[str]:
     """What an unattended scoring job must say although its output is valid, in words.
 
     A job that exits 0 on a stale export, a model from another time, an earlier file of
@@ -339,8 +339,8 @@ def scoring_warnings(inputs: Inputs, bundle: KeyLTVModel, model_version: str,
                          f"run {earlier_run}, this run by {model_version} of training run "
                          f"{run}: tier changes mix account and model changes")
         earlier_rule = previous.attrs.get("tier_rule")
-        rule = tier_rule(config.tiers) if config is not None else None
-        if None not in (earlier_rule, rule) and earlier_rule != rule:
+        rule = tier_rule(config.tiers)
+        if earlier_rule is not None and earlier_rule != rule:
             lines.append(f"--previous tiered by {earlier_rule}, this run by {rule}: tier "
                          "changes compare two rules")
         earlier_basis = previous.attrs.get("ranked_by")
